@@ -1,0 +1,1 @@
+//! The HTTP client: the only code in timctl that talks to the network.

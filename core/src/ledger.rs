@@ -1,0 +1,1 @@
+//! The ledger: timctl's memory of what it has deleted.

@@ -1,0 +1,28 @@
+//! `timctl-core`: everything timctl does, as plain functions over plain data.
+//!
+//! The `timctl` binary is a thin layer of argument parsing and printing over this crate. The
+//! modules, from the wire up:
+//!
+//! - [`api`]: the request, response and error types, generated at compile time from
+//!   `api-spec/` by `timctl_macros::api!`. The spec is the single source of truth for the wire.
+//! - [`ids`]: UserIDs, group IDs and peers, validated once where they enter.
+//! - [`usersig`]: TLSSigAPIv2 UserSigs, made and verified.
+//! - [`client`]: the only code that talks HTTP: signing, regions, rate limit, retries.
+//! - [`manifest`]: reads and validates YAML manifests into a [`desired::DesiredState`].
+//! - [`ledger`]: the state: what has been deleted, in SQLite, behind a small trait.
+//! - [`plan`]: the pure diff of desired state against the ledger.
+//! - [`apply`]: carries a plan out through the client and records it in the ledger.
+
+// The generated code names this crate by its external name, so that the same macro output also
+// works in integration tests and other crates.
+extern crate self as timctl_core;
+
+pub mod api;
+pub mod apply;
+pub mod client;
+pub mod desired;
+pub mod ids;
+pub mod ledger;
+pub mod manifest;
+pub mod plan;
+pub mod usersig;

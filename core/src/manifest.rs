@@ -1,0 +1,1 @@
+//! Manifests: YAML files read and validated into a `DesiredState`.

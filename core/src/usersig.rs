@@ -1,0 +1,1 @@
+//! UserSig (TLSSigAPIv2): made from the app's secret key, and verified.

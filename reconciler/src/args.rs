@@ -1,0 +1,182 @@
+//! The command line of PRODUCT.md. Each command's own flags live beside its implementation in
+//! `cmd/`; this file holds the top level and the flag groups several commands share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "timctl",
+    version,
+    about = "Keeps Tencent Cloud Chat conversations deleted, declaratively.",
+    long_about = "Keeps Tencent Cloud Chat conversations deleted, declaratively.\n\n\
+        YAML manifests list, per user, the conversations that must not exist. `timctl plan` \
+        shows what would be deleted; `timctl apply` deletes it and records each deletion in \
+        the state."
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check manifests; needs no state and no credentials.
+    Validate(cmd::validate::Args),
+    /// Show what apply would do: manifest × state. Calls nothing, changes nothing.
+    Plan(cmd::plan::Args),
+    /// Print a saved plan.
+    Show(cmd::show::Args),
+    /// Delete what the plan says, and record it in the state.
+    Apply(cmd::apply::Args),
+    /// Print the JSON Schema of the manifest, for editors and CI validators.
+    Schema(cmd::schema::Args),
+    /// Read and edit the state.
+    #[command(subcommand)]
+    State(cmd::state::Args),
+    /// Make a UserSig from the secret key, or verify one.
+    Usersig(cmd::usersig::Args),
+}
+
+/// Flags every command takes, before or after the command name.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// The state database.
+    #[arg(
+        long,
+        global = true,
+        env = "TIMCTL_STATE",
+        default_value = ".timctl/state.db",
+        value_name = "PATH"
+    )]
+    pub(crate) state: PathBuf,
+
+    /// Call this base URL instead of the region's host (a private gateway, a local fake).
+    /// Plain http:// only for loopback addresses.
+    #[arg(long, global = true, env = "TIMCTL_ENDPOINT", value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+
+    /// Say more (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Say only what is asked for and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+
+    /// When to use colour. NO_COLOR in the environment means never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub(crate) color: ColorChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Global {
+    /// Whether to colour output on stderr.
+    pub(crate) fn color_stderr(&self) -> bool {
+        use std::io::IsTerminal;
+        match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
+            }
+        }
+    }
+
+    /// Sets up logging and miette's rendering from `-v`, `-q` and `--color`.
+    pub(crate) fn init_output(&self) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            (false, _) => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TIMCTL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(self.color_stderr())
+            .without_time()
+            .with_target(false)
+            .try_init();
+        let color = self.color_stderr();
+        let _ = miette::set_hook(Box::new(move |_| {
+            Box::new(
+                miette::MietteHandlerOpts::new()
+                    .color(color)
+                    .unicode(color)
+                    .build(),
+            )
+        }));
+    }
+}
+
+/// Where the manifests are.
+#[derive(Debug, Args)]
+pub(crate) struct ManifestArgs {
+    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable.
+    #[arg(
+        short = 'f',
+        long = "manifest",
+        value_name = "PATH",
+        default_value = "timctl.yaml"
+    )]
+    pub(crate) manifests: Vec<PathBuf>,
+}
+
+/// Which manifest entries the plan covers.
+#[derive(Debug, Args)]
+pub(crate) struct FilterArgs {
+    /// Plan every manifest entry as a delete, for conversations that may have come back.
+    #[arg(long)]
+    pub(crate) reassert: bool,
+    /// Only these From_Accounts (repeatable).
+    #[arg(long = "user", value_name = "ID")]
+    pub(crate) users: Vec<String>,
+    /// Not these From_Accounts (repeatable).
+    #[arg(long = "exclude-user", value_name = "ID")]
+    pub(crate) exclude_users: Vec<String>,
+}
+
+/// How apply carries a plan out.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Refuse, changing nothing, a plan with more than N deletions.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_deletes: Option<u64>,
+    /// Calls per second; default a little under the documented limit.
+    #[arg(long, value_name = "N")]
+    pub(crate) rate: Option<u32>,
+    /// Calls in flight at once; default enough to fill the rate at 100 ms latency.
+    #[arg(long, value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+    /// Retries of a transient failure per call.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) max_retries: u32,
+    /// Wait this long for another timctl's lock on the state (30s, 5m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    pub(crate) lock_timeout: Duration,
+    /// Print one JSON event per line instead of a progress bar.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Reads a duration written like `30s`, `5m` or `24h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 30s, 5m or 24h"))
+}

@@ -1,0 +1,43 @@
+//! `timctl`: keeps Tencent Cloud Chat conversations deleted, declaratively.
+//!
+//! This binary only parses arguments, calls an operation of `timctl-core` and prints what it
+//! returns. See ARCHITECTURE.md for where the logic lives.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod args;
+mod cmd;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Usage errors exit 1, never clap's 2: under `plan --detailed-exitcode` a 2 means
+            // "there are changes", and a typo must not read as that.
+            let code = if err.use_stderr() { 1 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    cli.global.init_output();
+    let result = match &cli.command {
+        Command::Validate(a) => cmd::validate::run(&cli.global, a),
+        Command::Plan(a) => cmd::plan::run(&cli.global, a),
+        Command::Show(a) => cmd::show::run(&cli.global, a),
+        Command::Apply(a) => cmd::apply::run(&cli.global, a),
+        Command::Schema(a) => cmd::schema::run(&cli.global, a),
+        Command::State(a) => cmd::state::run(&cli.global, a),
+        Command::Usersig(a) => cmd::usersig::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}
