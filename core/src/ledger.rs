@@ -1,1 +1,0 @@
-//! The ledger: timctl's memory of what it has deleted.

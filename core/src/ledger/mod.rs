@@ -1,0 +1,247 @@
+//! The ledger: timctl's memory of what it has deleted.
+//!
+//! The planner and apply see the ledger only through the [`Ledger`] (read) and
+//! [`LedgerWriter`] (write) traits, so that another backend (PostgreSQL) can come later without
+//! touching them. The embedded default is [`sqlite`]: one SQLite file, mode 0600.
+//!
+//! Writes need the exclusive [`lock::StateLock`]; a [`sqlite::SqliteLedgerWriter`] cannot be
+//! made without one, so a write without the lock is not representable. Reads need neither a
+//! lock nor credentials.
+
+use std::path::PathBuf;
+
+use crate::ids::{Peer, UserId};
+
+pub mod lock;
+pub mod sqlite;
+
+pub use lock::{LockError, LockHolder, StateLock};
+pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
+
+/// Which state a plan was made against: the ledger's lineage and serial.
+///
+/// The lineage is a UUID fixed when the ledger is created; the serial grows by one with every
+/// write. A saved plan is valid only against exactly the state it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct StateRef {
+    /// Fixed at creation; a ledger deleted and created again has another one.
+    pub lineage: uuid::Uuid,
+    /// Bumped by every write.
+    pub serial: u64,
+}
+
+/// What a ledger knows about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Lineage and serial.
+    pub state: StateRef,
+    /// The one app this ledger is bound to.
+    pub sdkappid: u64,
+    /// When the ledger was created.
+    pub created_at: jiff::Timestamp,
+    /// The timctl version that created it.
+    pub created_by: String,
+    /// The schema version of the store.
+    pub schema_version: u32,
+}
+
+/// One recorded deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The user whose conversation list it was (From_Account).
+    pub from: UserId,
+    /// The other side of the conversation.
+    pub peer: Peer,
+    /// Whether the last deletion also cleared roaming messages.
+    pub clear_roaming: bool,
+    /// When the last deletion was confirmed, to the second.
+    pub deleted_at: jiff::Timestamp,
+    /// The run that recorded it (see [`Ledger::runs`]).
+    pub run_id: uuid::Uuid,
+}
+
+/// A confirmed deletion to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    /// From_Account.
+    pub from: UserId,
+    /// The conversation.
+    pub peer: Peer,
+    /// Whether ClearRamble was sent.
+    pub clear_roaming: bool,
+    /// When the API confirmed it.
+    pub deleted_at: jiff::Timestamp,
+}
+
+/// The run that records deletions: for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunInfo {
+    /// A fresh UUID per apply.
+    pub run_id: uuid::Uuid,
+    /// `env!("CARGO_PKG_VERSION")` of the binary.
+    pub timctl_version: String,
+    /// The digest of the manifests (or the saved plan's) the run carried out.
+    pub manifest_digest: String,
+    /// When the run started.
+    pub started_at: jiff::Timestamp,
+}
+
+impl RunInfo {
+    /// A new run of this timctl version for this manifest digest, starting now.
+    pub fn new(manifest_digest: impl Into<String>) -> Self {
+        Self {
+            run_id: uuid::Uuid::new_v4(),
+            timctl_version: env!("CARGO_PKG_VERSION").to_owned(),
+            manifest_digest: manifest_digest.into(),
+            started_at: jiff::Timestamp::now(),
+        }
+    }
+}
+
+/// The result of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The state after the write (the serial is bumped when anything changed).
+    pub state: StateRef,
+    /// How many entries were inserted, updated or removed.
+    pub affected: usize,
+}
+
+/// Read access to a ledger. Needs no lock and no credentials.
+pub trait Ledger {
+    /// Where the ledger is, for messages.
+    fn location(&self) -> String;
+    /// The ledger's meta, or `None` when there is no state yet.
+    fn meta(&self) -> Option<&Meta>;
+    /// Every entry, sorted by (`from`, `peer`) in the same order as
+    /// [`crate::desired::DesiredEntry`]. Empty when there is no state.
+    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError>;
+    /// The runs of the audit trail, oldest first.
+    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError>;
+
+    /// Lineage and serial, or `None` when there is no state yet.
+    fn state_ref(&self) -> Option<StateRef> {
+        self.meta().map(|m| m.state)
+    }
+
+    /// Refuses a manifest of another app than the one this ledger is bound to.
+    fn check_app(&self, sdkappid: u64) -> Result<(), LedgerError> {
+        match self.meta() {
+            Some(meta) if meta.sdkappid != sdkappid => Err(LedgerError::OtherApp {
+                location: self.location(),
+                bound: meta.sdkappid,
+                requested: sdkappid,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Write access to a ledger; holding one means holding the exclusive lock.
+///
+/// Each call is one transaction: it commits entirely (and bumps the serial once) or not at all.
+/// A process killed at any moment leaves every committed batch in place.
+pub trait LedgerWriter: Ledger {
+    /// Records confirmed deletions (insert, or replace the earlier record of the same
+    /// conversation), attributed to `run`. An empty batch writes nothing.
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
+    /// Drops entries from the state (no call is made). Entries not in the state are skipped;
+    /// `affected` says how many were there. An empty batch, or one that removes nothing,
+    /// writes nothing.
+    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError>;
+}
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LedgerError {
+    /// An I/O error on the ledger's file or directory.
+    #[error("cannot {doing} {path}")]
+    #[diagnostic(code(timctl::state::io))]
+    Io {
+        /// What timctl was doing.
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("the state database {path} failed while {doing}")]
+    #[diagnostic(code(timctl::state::sqlite))]
+    Sqlite {
+        /// What timctl was doing.
+        doing: &'static str,
+        /// The database.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file exists and is not a timctl ledger.
+    #[error("{path} is not a timctl state database ({why})")]
+    #[diagnostic(
+        code(timctl::state::not_a_ledger),
+        help(
+            "point --state (TIMCTL_STATE) at a timctl state file, or at a path that does not exist yet"
+        )
+    )]
+    NotALedger {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// The ledger was written by a newer timctl.
+    #[error(
+        "the state database {path} has schema version {found}; this timctl ({version}) knows up to {supported}"
+    )]
+    #[diagnostic(
+        code(timctl::state::newer_format),
+        help("upgrade timctl; the state was written by a newer version and is left untouched")
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this timctl knows.
+        supported: u32,
+        /// This timctl's version.
+        version: &'static str,
+    },
+    /// The ledger belongs to another app.
+    #[error("the state {location} belongs to SDKAppID {bound}, not {requested}")]
+    #[diagnostic(
+        code(timctl::state::other_app),
+        help(
+            "each app needs its own state: pass --state (TIMCTL_STATE) with another path for this manifest"
+        )
+    )]
+    OtherApp {
+        /// The ledger.
+        location: String,
+        /// The app it is bound to.
+        bound: u64,
+        /// The app that was asked for.
+        requested: u64,
+    },
+    /// The stored data breaks an invariant (edited by hand, or corrupted).
+    #[error("the state database {path} holds invalid data: {what}")]
+    #[diagnostic(code(timctl::state::corrupt))]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A writer was asked to open a ledger with a lock taken for another path.
+    #[error("the lock held is for {locked}, not for the state {path}")]
+    #[diagnostic(code(timctl::state::wrong_lock))]
+    WrongLock {
+        /// The state.
+        path: PathBuf,
+        /// The state the lock is for.
+        locked: PathBuf,
+    },
+}

@@ -1,0 +1,694 @@
+//! The embedded ledger: one SQLite file (rusqlite, bundled library).
+//!
+//! Durability: the database uses SQLite's rollback journal (`journal_mode=DELETE`) with
+//! `synchronous=FULL`. A commit is on disk when it returns. A process killed mid-transaction
+//! leaves a hot journal that the next open rolls back, losing only the uncommitted batch; between
+//! transactions there is no journal at all, so after timctl exits, normally or not, the state is
+//! one whole file that a user can copy or commit. WAL would need a checkpoint at exit to get
+//! there, and a SIGKILL would skip it; at one commit per second the journal costs nothing.
+//!
+//! Identity: `PRAGMA application_id` marks the file as a timctl ledger and `PRAGMA user_version`
+//! holds its schema version. Migrations run in order from the version found to [`SCHEMA_VERSION`],
+//! in one transaction, when a writer opens the file; an empty file (or an empty SQLite database)
+//! is version 0.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::lock::{StateLock, create_private_dir, open_private};
+use super::{
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, StateEntry, StateRef, Written,
+};
+use crate::ids::{Peer, PeerKind, UserId};
+
+/// `PRAGMA application_id` of a timctl ledger: "TIMC" in ASCII.
+pub const APPLICATION_ID: i32 = 0x5449_4d43;
+
+/// The migrations: `MIGRATIONS[n]` takes schema version `n` to `n + 1`. Never edit one that has
+/// shipped; append.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first release.
+    "CREATE TABLE meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        lineage TEXT NOT NULL,
+        serial INTEGER NOT NULL,
+        sdkappid INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        run_id BLOB NOT NULL UNIQUE,
+        timctl_version TEXT NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE entries (
+        from_account TEXT NOT NULL,
+        kind INTEGER NOT NULL CHECK (kind IN (1, 2)),
+        peer TEXT NOT NULL,
+        clear_roaming INTEGER NOT NULL CHECK (clear_roaming IN (0, 1)),
+        deleted_at INTEGER NOT NULL,
+        run INTEGER NOT NULL REFERENCES runs (id),
+        PRIMARY KEY (from_account, kind, peer)
+    ) STRICT, WITHOUT ROWID;",
+];
+
+/// The schema version this timctl writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long to wait for SQLite's own locks (a reader during a writer's commit).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What an opened file turned out to be.
+enum Found {
+    /// An empty file or an empty SQLite database: no state.
+    Empty,
+    /// A timctl ledger at this schema version.
+    Ledger(u32),
+}
+
+/// The API's conversation type: 1 one-to-one, 2 group. Sorting by it sorts users first, as
+/// `Peer`'s `Ord` does.
+fn kind_code(kind: PeerKind) -> i64 {
+    match kind {
+        PeerKind::User => 1,
+        PeerKind::Group => 2,
+    }
+}
+
+fn sqlite_err(path: &Path, doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    let path = path.to_owned();
+    move |source| LedgerError::Sqlite {
+        doing,
+        path,
+        source,
+    }
+}
+
+fn is_not_a_database(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase)
+}
+
+/// Tells a ledger from an empty database and from anything else.
+fn inspect(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
+    let ids = conn.query_row(
+        "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+        [],
+        |row| Ok((row.get::<_, i32>(0)?, row.get::<_, i64>(1)?)),
+    );
+    let (app_id, version) = match ids {
+        Ok(ids) => ids,
+        Err(e) if is_not_a_database(&e) => {
+            return Err(LedgerError::NotALedger {
+                path: path.to_owned(),
+                why: "it is not an SQLite database".to_owned(),
+            });
+        }
+        Err(e) => return Err(sqlite_err(path, "reading its header")(e)),
+    };
+    match app_id {
+        APPLICATION_ID => {
+            let version = u32::try_from(version).map_err(|_| LedgerError::Corrupt {
+                path: path.to_owned(),
+                what: format!("schema version {version}"),
+            })?;
+            if version > SCHEMA_VERSION {
+                Err(LedgerError::NewerFormat {
+                    path: path.to_owned(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                    version: env!("CARGO_PKG_VERSION"),
+                })
+            } else if version == 0 {
+                Ok(Found::Empty)
+            } else {
+                Ok(Found::Ledger(version))
+            }
+        }
+        0 => {
+            let objects: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+                .map_err(sqlite_err(path, "reading its schema"))?;
+            if objects == 0 {
+                Ok(Found::Empty)
+            } else {
+                Err(LedgerError::NotALedger {
+                    path: path.to_owned(),
+                    why: "it is an SQLite database of another program".to_owned(),
+                })
+            }
+        }
+        other => Err(LedgerError::NotALedger {
+            path: path.to_owned(),
+            why: format!("it is an SQLite database with application_id {other:#x}"),
+        }),
+    }
+}
+
+fn read_meta(
+    conn: &Connection,
+    path: &Path,
+    schema_version: u32,
+) -> Result<Option<Meta>, LedgerError> {
+    let row = conn
+        .query_row(
+            "SELECT lineage, serial, sdkappid, created_at, created_by FROM meta WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(sqlite_err(path, "reading its meta"))?;
+    let Some((lineage, serial, sdkappid, created_at, created_by)) = row else {
+        return Ok(None);
+    };
+    let corrupt = |what: String| LedgerError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    Ok(Some(Meta {
+        state: StateRef {
+            lineage: lineage
+                .parse()
+                .map_err(|_| corrupt(format!("lineage {lineage:?} is not a UUID")))?,
+            serial: u64::try_from(serial).map_err(|_| corrupt(format!("serial {serial}")))?,
+        },
+        sdkappid: u64::try_from(sdkappid).map_err(|_| corrupt(format!("sdkappid {sdkappid}")))?,
+        created_at: jiff::Timestamp::from_second(created_at)
+            .map_err(|_| corrupt(format!("created_at {created_at}")))?,
+        created_by,
+        schema_version,
+    }))
+}
+
+fn read_runs(conn: &Connection, path: &Path) -> Result<Vec<(i64, RunInfo)>, LedgerError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, run_id, timctl_version, manifest_digest, started_at FROM runs ORDER BY id",
+        )
+        .map_err(sqlite_err(path, "reading runs"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(sqlite_err(path, "reading runs"))?;
+    let mut runs = Vec::new();
+    for row in rows {
+        let (id, run_id, timctl_version, manifest_digest, started_at) =
+            row.map_err(sqlite_err(path, "reading runs"))?;
+        let corrupt = |what: String| LedgerError::Corrupt {
+            path: path.to_owned(),
+            what,
+        };
+        runs.push((
+            id,
+            RunInfo {
+                run_id: uuid::Uuid::from_slice(&run_id)
+                    .map_err(|_| corrupt(format!("run {id} has an ID that is not a UUID")))?,
+                timctl_version,
+                manifest_digest,
+                started_at: jiff::Timestamp::from_second(started_at)
+                    .map_err(|_| corrupt(format!("run {id} started at {started_at}")))?,
+            },
+        ));
+    }
+    Ok(runs)
+}
+
+fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, LedgerError> {
+    // Runs are few; mapping their row IDs in memory is cheaper than a join per entry.
+    let runs: HashMap<i64, uuid::Uuid> = read_runs(conn, path)?
+        .into_iter()
+        .map(|(id, run)| (id, run.run_id))
+        .collect();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .map_err(sqlite_err(path, "counting entries"))?;
+    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    // The primary key's order is (from_account, kind, peer) under BINARY collation, which is
+    // byte order: the same order as `DesiredEntry`, so the diff can merge without sorting.
+    let mut stmt = conn
+        .prepare(
+            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run FROM entries
+             ORDER BY from_account, kind, peer",
+        )
+        .map_err(sqlite_err(path, "reading entries"))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(sqlite_err(path, "reading entries"))?;
+    let corrupt = |what: String| LedgerError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    while let Some(r) = rows.next().map_err(sqlite_err(path, "reading entries"))? {
+        let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
+            Ok((
+                r.get_ref(0)?.as_str()?.to_owned(),
+                r.get::<_, i64>(1)?,
+                r.get_ref(2)?.as_str()?.to_owned(),
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        };
+        let (from, kind, peer, clear_roaming, deleted_at, run) =
+            read(r).map_err(sqlite_err(path, "reading entries"))?;
+        let from =
+            UserId::new(from).map_err(|e| corrupt(format!("an entry's From_Account: {e}")))?;
+        let kind = match kind {
+            1 => PeerKind::User,
+            2 => PeerKind::Group,
+            other => return Err(corrupt(format!("an entry of {from} has type {other}"))),
+        };
+        let peer = Peer::from_parts(kind, peer)
+            .map_err(|e| corrupt(format!("an entry of {from} has a bad peer: {e}")))?;
+        let run_id = *runs
+            .get(&run)
+            .ok_or_else(|| corrupt(format!("the entry {from} {peer} names no known run")))?;
+        entries.push(StateEntry {
+            deleted_at: jiff::Timestamp::from_second(deleted_at).map_err(|_| {
+                corrupt(format!(
+                    "the entry {from} {peer} was deleted at {deleted_at}"
+                ))
+            })?,
+            from,
+            peer,
+            clear_roaming: clear_roaming != 0,
+            run_id,
+        });
+    }
+    Ok(entries)
+}
+
+/// A ledger opened for reading: no lock, no credentials, and no state when the file is absent.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    path: PathBuf,
+    conn: Option<Connection>,
+    meta: Option<Meta>,
+}
+
+impl SqliteLedger {
+    /// Opens the ledger at `path` for reading. A missing or empty file is "no state" (meta
+    /// `None`, no entries), not an error; a file that is not a ledger, or is a newer one, is.
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let none = || Self {
+            path: path.to_owned(),
+            conn: None,
+            meta: None,
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 => return Ok(none()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(none()),
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    doing: "read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(sqlite_err(path, "opening it read-only"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(path, "setting the busy timeout"))?;
+        let found = match inspect(&conn, path) {
+            // A killed writer left a hot journal, which a read-only connection cannot roll
+            // back. Rolling it back needs write access to the files but changes no committed
+            // data, so open read-write for just that; timctl itself still writes nothing.
+            Err(LedgerError::Sqlite { source, .. })
+                if source.sqlite_error().is_some_and(|e| {
+                    e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
+                }) =>
+            {
+                drop(conn);
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sqlite_err(path, "opening it to roll back a crashed write"))?;
+                conn.busy_timeout(BUSY_TIMEOUT)
+                    .map_err(sqlite_err(path, "setting the busy timeout"))?;
+                let found = inspect(&conn, path)?;
+                return Self::from_found(path, conn, found);
+            }
+            other => other?,
+        };
+        Self::from_found(path, conn, found)
+    }
+
+    fn from_found(path: &Path, conn: Connection, found: Found) -> Result<Self, LedgerError> {
+        let meta = match found {
+            Found::Empty => None,
+            Found::Ledger(version) => read_meta(&conn, path, version)?,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            conn: meta.is_some().then_some(conn),
+            meta,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+
+    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+        match &self.conn {
+            Some(conn) => read_entries(conn, &self.path),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+        match &self.conn {
+            Some(conn) => Ok(read_runs(conn, &self.path)?
+                .into_iter()
+                .map(|(_, run)| run)
+                .collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A ledger opened for writing. It owns the state's exclusive lock for as long as it lives.
+#[derive(Debug)]
+pub struct SqliteLedgerWriter {
+    path: PathBuf,
+    conn: Connection,
+    meta: Meta,
+    /// The `runs` row of the last run recorded, so each batch need not look it up.
+    run_row: Option<(uuid::Uuid, i64)>,
+    _lock: StateLock,
+}
+
+impl SqliteLedgerWriter {
+    /// Opens the ledger at `path` for writing, creating it (its directory, the file with mode
+    /// 0600, the schema, a fresh lineage at serial 1) bound to `sdkappid` when there is none.
+    /// Migrates an older schema. Refuses a ledger bound to another app.
+    pub fn create_or_open(
+        path: &Path,
+        sdkappid: u64,
+        lock: StateLock,
+    ) -> Result<Self, LedgerError> {
+        let (conn, meta) = Self::open_conn(path, &lock)?;
+        let meta = match meta {
+            Some(meta) => meta,
+            None => {
+                let lineage = uuid::Uuid::new_v4();
+                let now = jiff::Timestamp::now().as_second();
+                let sdkappid_sql = i64::try_from(sdkappid).map_err(|_| LedgerError::Corrupt {
+                    path: path.to_owned(),
+                    what: format!("SDKAppID {sdkappid} does not fit the state"),
+                })?;
+                conn.execute(
+                    "INSERT INTO meta (id, lineage, serial, sdkappid, created_at, created_by)
+                     VALUES (1, ?1, 1, ?2, ?3, ?4)",
+                    params![
+                        lineage.to_string(),
+                        sdkappid_sql,
+                        now,
+                        env!("CARGO_PKG_VERSION")
+                    ],
+                )
+                .map_err(sqlite_err(path, "creating its meta"))?;
+                read_meta(&conn, path, SCHEMA_VERSION)?.ok_or_else(|| LedgerError::Corrupt {
+                    path: path.to_owned(),
+                    what: "the meta just written is missing".to_owned(),
+                })?
+            }
+        };
+        let writer = Self {
+            path: path.to_owned(),
+            conn,
+            meta,
+            run_row: None,
+            _lock: lock,
+        };
+        writer.check_app(sdkappid)?;
+        Ok(writer)
+    }
+
+    /// Opens an existing ledger for writing (for `state rm`); `Ok(None)` when there is no
+    /// state, and then nothing is created but the lock file.
+    pub fn open_existing(path: &Path, lock: StateLock) -> Result<Option<Self>, LedgerError> {
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    doing: "read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let (conn, meta) = Self::open_conn(path, &lock)?;
+        Ok(meta.map(|meta| Self {
+            path: path.to_owned(),
+            conn,
+            meta,
+            run_row: None,
+            _lock: lock,
+        }))
+    }
+
+    /// Opens (creating the file 0600 if needed) and migrates; the meta if there is one.
+    fn open_conn(path: &Path, lock: &StateLock) -> Result<(Connection, Option<Meta>), LedgerError> {
+        if lock.state() != path {
+            return Err(LedgerError::WrongLock {
+                path: path.to_owned(),
+                locked: lock.state().to_owned(),
+            });
+        }
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir).map_err(|source| LedgerError::Io {
+                doing: "create the state directory",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        // Create the file ourselves so that it is 0600 from the first byte; SQLite gives its
+        // journal the same mode.
+        open_private(path).map_err(|source| LedgerError::Io {
+            doing: "create",
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_err(path, "opening it"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite_err(path, "setting the busy timeout"))?;
+        let found = inspect(&conn, path)?;
+        conn.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(sqlite_err(path, "setting journal_mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite_err(path, "setting synchronous"))?;
+        let from = match found {
+            Found::Empty => 0,
+            Found::Ledger(v) => v,
+        };
+        if from < SCHEMA_VERSION {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+                .map_err(sqlite_err(path, "starting a migration"))?;
+            for migration in &MIGRATIONS[from as usize..] {
+                tx.execute_batch(migration)
+                    .map_err(sqlite_err(path, "migrating its schema"))?;
+            }
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(sqlite_err(path, "migrating its schema"))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sqlite_err(path, "migrating its schema"))?;
+            tx.commit()
+                .map_err(sqlite_err(path, "committing a migration"))?;
+        }
+        let meta = read_meta(&conn, path, SCHEMA_VERSION)?;
+        Ok((conn, meta))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bumps the serial inside `tx` and returns the new state.
+    fn bump(
+        tx: &rusqlite::Transaction<'_>,
+        path: &Path,
+        lineage: uuid::Uuid,
+    ) -> Result<StateRef, LedgerError> {
+        let serial: i64 = tx
+            .query_row(
+                "UPDATE meta SET serial = serial + 1 WHERE id = 1 RETURNING serial",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_err(path, "bumping the serial"))?;
+        Ok(StateRef {
+            lineage,
+            serial: serial as u64,
+        })
+    }
+}
+
+impl Ledger for SqliteLedgerWriter {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        Some(&self.meta)
+    }
+
+    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+        read_entries(&self.conn, &self.path)
+    }
+
+    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+        Ok(read_runs(&self.conn, &self.path)?
+            .into_iter()
+            .map(|(_, run)| run)
+            .collect())
+    }
+}
+
+impl LedgerWriter for SqliteLedgerWriter {
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        if batch.is_empty() {
+            return Ok(Written {
+                state: self.meta.state,
+                affected: 0,
+            });
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let run_row = match self.run_row {
+            Some((id, row)) if id == run.run_id => row,
+            _ => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        run.run_id.as_bytes().as_slice(),
+                        run.timctl_version,
+                        run.manifest_digest,
+                        run.started_at.as_second()
+                    ],
+                )
+                .map_err(sqlite_err(&path, "recording the run"))?;
+                tx.query_row(
+                    "SELECT id FROM runs WHERE run_id = ?1",
+                    [run.run_id.as_bytes().as_slice()],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err(&path, "recording the run"))?
+            }
+        };
+        {
+            // The last deletion wins: its clear_roaming, time and run replace the older ones.
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (from_account, kind, peer) DO UPDATE SET
+                        clear_roaming = excluded.clear_roaming,
+                        deleted_at = excluded.deleted_at,
+                        run = excluded.run",
+                )
+                .map_err(sqlite_err(&path, "recording deletions"))?;
+            for d in batch {
+                stmt.execute(params![
+                    d.from.as_str(),
+                    kind_code(d.peer.kind()),
+                    d.peer.id(),
+                    d.clear_roaming,
+                    d.deleted_at.as_second(),
+                    run_row
+                ])
+                .map_err(sqlite_err(&path, "recording deletions"))?;
+            }
+        }
+        let state = Self::bump(&tx, &path, self.meta.state.lineage)?;
+        tx.commit()
+            .map_err(sqlite_err(&path, "committing deletions"))?;
+        self.run_row = Some((run.run_id, run_row));
+        self.meta.state = state;
+        Ok(Written {
+            state,
+            affected: batch.len(),
+        })
+    }
+
+    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError> {
+        let unchanged = Written {
+            state: self.meta.state,
+            affected: 0,
+        };
+        if batch.is_empty() {
+            return Ok(unchanged);
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let mut affected = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3",
+                )
+                .map_err(sqlite_err(&path, "forgetting entries"))?;
+            for (from, peer) in batch {
+                affected += stmt
+                    .execute(params![from.as_str(), kind_code(peer.kind()), peer.id()])
+                    .map_err(sqlite_err(&path, "forgetting entries"))?;
+            }
+        }
+        if affected == 0 {
+            // Nothing changed, so this was not a write: the serial stays.
+            return Ok(unchanged);
+        }
+        let state = Self::bump(&tx, &path, self.meta.state.lineage)?;
+        tx.commit()
+            .map_err(sqlite_err(&path, "committing forgotten entries"))?;
+        self.meta.state = state;
+        Ok(Written { state, affected })
+    }
+}

@@ -1,1 +1,0 @@
-//! The plan: a pure diff of the desired state against the ledger.

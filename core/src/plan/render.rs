@@ -1,0 +1,196 @@
+//! A plan for people: text for a terminal, Markdown for a pull-request comment. (The JSON
+//! document is in [`super::saved`].)
+//!
+//! Long plans stay readable: both show at most `limit` changes and then count the rest. A plan
+//! holds no secrets, so neither does its rendering.
+
+use std::io::{self, Write};
+
+use super::{Action, Change, Plan, Summary};
+
+/// How many changes text and Markdown show by default; the rest are counted.
+pub const DEFAULT_LIMIT: usize = 200;
+
+/// `Plan: N to delete, M to forget, K unchanged.`
+pub fn summary_line(s: &Summary) -> String {
+    format!(
+        "Plan: {} to delete, {} to forget, {} unchanged.",
+        s.delete, s.forget, s.unchanged
+    )
+}
+
+/// The line for a plan with no changes.
+pub const NO_CHANGES: &str = "No changes. The state matches the manifest.";
+
+/// What was left out when only `limit` changes were shown.
+struct Rest {
+    changes: usize,
+    delete: usize,
+    forget: usize,
+    users: usize,
+}
+
+/// The changes to show and the count of those left out (`None` when all are shown).
+fn split(changes: &[Change], limit: Option<usize>) -> (&[Change], Option<Rest>) {
+    let shown = limit.map_or(changes.len(), |l| l.min(changes.len()));
+    let (head, tail) = changes.split_at(shown);
+    if tail.is_empty() {
+        return (head, None);
+    }
+    let delete = tail.iter().filter(|c| c.action == Action::Delete).count();
+    let mut users = 0;
+    let mut last = None;
+    for c in tail {
+        if last != Some(&c.from) {
+            users += 1;
+            last = Some(&c.from);
+        }
+    }
+    let rest = Rest {
+        changes: tail.len(),
+        delete,
+        forget: tail.len() - delete,
+        users,
+    };
+    (head, Some(rest))
+}
+
+fn rest_sentence(rest: &Rest) -> String {
+    format!(
+        "{} more change{} ({} to delete, {} to forget) for {} user{} not shown; --limit 0 shows all, --format json lists them",
+        rest.changes,
+        if rest.changes == 1 { "" } else { "s" },
+        rest.delete,
+        rest.forget,
+        rest.users,
+        if rest.users == 1 { "" } else { "s" },
+    )
+}
+
+/// Writes the text rendering: changes grouped by user, then the summary line. `limit`: at most
+/// that many changes (`None`: all).
+pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    if !plan.has_changes() {
+        writeln!(out, "{NO_CHANGES}")?;
+        return Ok(());
+    }
+    let (shown, rest) = split(&plan.changes, limit);
+    let mut last = None;
+    for c in shown {
+        if last != Some(&c.from) {
+            writeln!(out, "{}", c.from)?;
+            last = Some(&c.from);
+        }
+        match c.action {
+            Action::Delete if c.clear_roaming => {
+                writeln!(out, "  - delete {} (and clear roaming messages)", c.peer)?
+            }
+            Action::Delete => writeln!(out, "  - delete {}", c.peer)?,
+            Action::Forget => writeln!(
+                out,
+                "  ~ forget {} (no call; no longer in the manifest)",
+                c.peer
+            )?,
+        }
+    }
+    if let Some(rest) = rest {
+        writeln!(out, "  … {}.", rest_sentence(&rest))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", summary_line(&plan.summary))
+}
+
+/// The text rendering as a string.
+pub fn text(plan: &Plan, limit: Option<usize>) -> String {
+    let mut out = Vec::new();
+    write_text(plan, limit, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("IDs are ASCII")
+}
+
+/// An ID inside Markdown: every character but letters, digits and spaces becomes an HTML
+/// entity, so no ID can end a table cell, open a link or start emphasis.
+fn md_code(s: &str) -> String {
+    let mut out = String::from("<code>");
+    for ch in s.chars() {
+        if ch.is_ascii_alphanumeric() || ch == ' ' {
+            out.push(ch);
+        } else {
+            out.push_str(&format!("&#{};", u32::from(ch)));
+        }
+    }
+    out.push_str("</code>");
+    out
+}
+
+/// Writes the Markdown rendering, for a pull-request comment: a summary table, then the changes
+/// in a collapsible block.
+pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    let s = &plan.summary;
+    if plan.has_changes() {
+        writeln!(
+            out,
+            "### timctl plan: {} to delete, {} to forget, {} unchanged",
+            s.delete, s.forget, s.unchanged
+        )?;
+    } else {
+        writeln!(out, "### timctl plan: no changes")?;
+    }
+    writeln!(out)?;
+    let state = match &plan.state {
+        Some(st) => format!(
+            "lineage {}, serial {}",
+            md_code(&st.lineage.to_string()),
+            st.serial
+        ),
+        None => "none yet".to_owned(),
+    };
+    writeln!(
+        out,
+        "App {} ({}), admin {} · state: {} · manifest digest {}",
+        plan.app.sdkappid,
+        plan.app.region,
+        md_code(plan.app.admin.as_str()),
+        state,
+        md_code(&plan.manifest_digest),
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| Action | Conversations |")?;
+    writeln!(out, "|---|--:|")?;
+    writeln!(out, "| delete | {} |", s.delete)?;
+    writeln!(out, "| forget | {} |", s.forget)?;
+    writeln!(out, "| unchanged | {} |", s.unchanged)?;
+    writeln!(out)?;
+    if !plan.has_changes() {
+        writeln!(out, "{NO_CHANGES}")?;
+        return Ok(());
+    }
+    let (shown, rest) = split(&plan.changes, limit);
+    writeln!(out, "<details>")?;
+    writeln!(out, "<summary>{} changes</summary>", plan.changes.len())?;
+    writeln!(out)?;
+    writeln!(out, "| From | Action | Conversation | Clear roaming |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for c in shown {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            md_code(c.from.as_str()),
+            c.action.as_str(),
+            md_code(&c.peer.to_string()),
+            if c.clear_roaming { "yes" } else { "no" }
+        )?;
+    }
+    if let Some(rest) = rest {
+        writeln!(out)?;
+        writeln!(out, "_… {}._", rest_sentence(&rest))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "</details>")
+}
+
+/// The Markdown rendering as a string.
+pub fn markdown(plan: &Plan, limit: Option<usize>) -> String {
+    let mut out = Vec::new();
+    write_markdown(plan, limit, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("IDs are ASCII")
+}

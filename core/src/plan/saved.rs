@@ -1,0 +1,357 @@
+//! The plan's JSON document: what `plan --format json` prints and what `plan --out` saves.
+//!
+//! ```json
+//! {"format_version":1,
+//!  "app":{"sdkappid":1400000001,"region":"singapore","admin":"administrator"},
+//!  "state":{"lineage":"…","serial":7},            // or null: there was no state
+//!  "manifest_digest":"…",
+//!  "changes":[{"action":"delete","from":"alice","type":"user","peer":"bob","clear_roaming":true}],
+//!  "summary":{"delete":1,"forget":0,"unchanged":0}}
+//! ```
+//!
+//! A saved plan is exactly this document: self-contained, and free of secrets because a plan
+//! holds none. Reading one checks everything a hand edit could break (IDs, order, counts).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Change, Plan, Summary};
+use crate::api::Region;
+use crate::desired::App;
+use crate::ids::{Peer, PeerKind, UserId};
+use crate::ledger::StateRef;
+
+/// The plan document's format version. Bump it when the document changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a saved plan could not be read or written.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanFileError {
+    /// An I/O error on the plan file.
+    #[error("cannot {doing} the plan file {path}")]
+    #[diagnostic(code(timctl::plan::io))]
+    Io {
+        /// What timctl was doing.
+        doing: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a well-formed plan document.
+    #[error("{path}:{line}:{column}: not a timctl plan: {message}")]
+    #[diagnostic(
+        code(timctl::plan::syntax),
+        help("a plan file is what `timctl plan --out FILE` wrote; make a new one")
+    )]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Written by a newer timctl.
+    #[error("{path}: plan format_version {found}; this timctl ({version}) reads up to {supported}")]
+    #[diagnostic(
+        code(timctl::plan::newer_format),
+        help("use the timctl version that made the plan, or make the plan again with this one")
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its format version.
+        found: u32,
+        /// The newest this timctl reads.
+        supported: u32,
+        /// This timctl's version.
+        version: &'static str,
+    },
+    /// Well-formed, but inconsistent (edited by hand?).
+    #[error("{path}: the plan is inconsistent: {what}")]
+    #[diagnostic(
+        code(timctl::plan::invalid),
+        help("a plan must be applied exactly as `timctl plan --out` wrote it; make a new one")
+    )]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// A saved plan that no longer matches the state: apply must refuse it and change nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[diagnostic(
+    code(timctl::plan::stale),
+    help(
+        "the state moved on since the plan was made; run `timctl plan --out FILE` again and review it"
+    )
+)]
+pub enum StalePlan {
+    /// There was no state when the plan was made, and there is one now.
+    #[error("the plan was made with no state, but there is a state now (lineage {}, serial {})", now.lineage, now.serial)]
+    StateAppeared {
+        /// The state now.
+        now: StateRef,
+    },
+    /// There was a state, and there is none now.
+    #[error("the plan was made against state lineage {}, serial {}, but there is no state now", then.lineage, then.serial)]
+    StateVanished {
+        /// The state then.
+        then: StateRef,
+    },
+    /// Another ledger (deleted and created again, or another file).
+    #[error("the plan was made against state lineage {}, but the state is lineage {} now", then.lineage, now.lineage)]
+    LineageChanged {
+        /// The state then.
+        then: StateRef,
+        /// The state now.
+        now: StateRef,
+    },
+    /// The same ledger, written to since.
+    #[error("the plan was made against state serial {}, but the state is at serial {} now", then.serial, now.serial)]
+    SerialChanged {
+        /// The state then.
+        then: StateRef,
+        /// The state now.
+        now: StateRef,
+    },
+}
+
+/// Whether a plan made against `planned` may be applied to a ledger now at `current`: only
+/// when both are the same lineage and serial, or both are "no state".
+pub fn check_state(planned: Option<StateRef>, current: Option<StateRef>) -> Result<(), StalePlan> {
+    match (planned, current) {
+        (None, None) => Ok(()),
+        (None, Some(now)) => Err(StalePlan::StateAppeared { now }),
+        (Some(then), None) => Err(StalePlan::StateVanished { then }),
+        (Some(then), Some(now)) if then.lineage != now.lineage => {
+            Err(StalePlan::LineageChanged { then, now })
+        }
+        (Some(then), Some(now)) if then.serial != now.serial => {
+            Err(StalePlan::SerialChanged { then, now })
+        }
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+// ----- writing: borrowed views, so that a million changes are not copied -----
+
+struct ChangesDoc<'a>(&'a [Change]);
+
+impl Serialize for ChangesDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ChangeDoc))
+    }
+}
+
+struct ChangeDoc<'a>(&'a Change);
+
+impl Serialize for ChangeDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut st = s.serialize_struct("Change", 5)?;
+        st.serialize_field("action", c.action.as_str())?;
+        st.serialize_field("from", c.from.as_str())?;
+        st.serialize_field("type", c.peer.kind().as_str())?;
+        st.serialize_field("peer", c.peer.id())?;
+        st.serialize_field("clear_roaming", &c.clear_roaming)?;
+        st.end()
+    }
+}
+
+struct PlanDoc<'a>(&'a Plan);
+
+impl Serialize for PlanDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut st = s.serialize_struct("Plan", 6)?;
+        st.serialize_field("format_version", &FORMAT_VERSION)?;
+        st.serialize_field("app", &p.app)?;
+        st.serialize_field("state", &p.state)?;
+        st.serialize_field("manifest_digest", &p.manifest_digest)?;
+        st.serialize_field("changes", &ChangesDoc(&p.changes))?;
+        st.serialize_field("summary", &p.summary)?;
+        st.end()
+    }
+}
+
+/// Writes the plan's JSON document (one line, then a newline) to `out`.
+pub fn to_writer(plan: &Plan, out: &mut dyn Write) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &PlanDoc(plan)).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// The plan's JSON document as a string.
+pub fn to_json(plan: &Plan) -> String {
+    let mut out = Vec::new();
+    to_writer(plan, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Saves the plan to `path`, atomically: a reader sees the old file or the whole new one.
+pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
+    let io = |doing| {
+        move |source| PlanFileError::Io {
+            doing,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::new(file);
+        to_writer(plan, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io("write"))
+}
+
+// ----- reading -----
+
+#[derive(Deserialize)]
+struct Probe {
+    format_version: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppIn {
+    sdkappid: u64,
+    region: Region,
+    admin: UserId,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum ActionIn {
+    Delete,
+    Forget,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeIn {
+    action: ActionIn,
+    from: UserId,
+    #[serde(rename = "type")]
+    kind: PeerKind,
+    peer: String,
+    clear_roaming: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanIn {
+    #[allow(dead_code)] // checked through `Probe` first
+    format_version: u32,
+    app: AppIn,
+    state: Option<StateRef>,
+    manifest_digest: String,
+    changes: Vec<ChangeIn>,
+    summary: Summary,
+}
+
+/// Reads a plan document; `path` names it in errors.
+pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
+    let syntax = |e: serde_json::Error| PlanFileError::Syntax {
+        path: path.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    };
+    let probe: Probe = serde_json::from_str(text).map_err(syntax)?;
+    if probe.format_version > FORMAT_VERSION {
+        return Err(PlanFileError::NewerFormat {
+            path: path.to_owned(),
+            found: probe.format_version,
+            supported: FORMAT_VERSION,
+            version: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let invalid = |what: String| PlanFileError::Invalid {
+        path: path.to_owned(),
+        what,
+    };
+    if probe.format_version == 0 {
+        return Err(invalid("format_version 0 does not exist".to_owned()));
+    }
+    let doc: PlanIn = serde_json::from_str(text).map_err(syntax)?;
+    let mut changes = Vec::with_capacity(doc.changes.len());
+    let mut counted = Summary {
+        unchanged: doc.summary.unchanged,
+        ..Summary::default()
+    };
+    for (index, c) in doc.changes.into_iter().enumerate() {
+        let peer = Peer::from_parts(c.kind, c.peer)
+            .map_err(|e| invalid(format!("changes[{index}]: {e}")))?;
+        let action = match c.action {
+            ActionIn::Delete => {
+                counted.delete += 1;
+                Action::Delete
+            }
+            ActionIn::Forget => {
+                counted.forget += 1;
+                Action::Forget
+            }
+        };
+        let change = Change {
+            from: c.from,
+            peer,
+            action,
+            clear_roaming: c.clear_roaming,
+        };
+        if let Some(prev) = changes.last().map(|p: &Change| (&p.from, &p.peer))
+            && prev >= (&change.from, &change.peer)
+        {
+            return Err(invalid(format!(
+                "changes[{index}] ({} {}) is out of order or repeated",
+                change.from, change.peer
+            )));
+        }
+        changes.push(change);
+    }
+    if counted != doc.summary {
+        return Err(invalid(format!(
+            "the summary says {} to delete and {} to forget, the changes hold {} and {}",
+            doc.summary.delete, doc.summary.forget, counted.delete, counted.forget
+        )));
+    }
+    Ok(Plan {
+        app: App {
+            sdkappid: doc.app.sdkappid,
+            region: doc.app.region,
+            admin: doc.app.admin,
+        },
+        state: doc.state,
+        manifest_digest: doc.manifest_digest,
+        changes,
+        summary: doc.summary,
+    })
+}
+
+/// Reads a saved plan file.
+pub fn read(path: &Path) -> Result<Plan, PlanFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Io {
+        doing: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    from_json(&text, path)
+}

@@ -1,0 +1,408 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::Region;
+use crate::ids::{GroupId, UserId};
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn app() -> App {
+    App {
+        sdkappid: 1_400_000_001,
+        region: Region::Singapore,
+        admin: user("administrator"),
+    }
+}
+
+fn desired(entries: &[(&str, &str, bool)]) -> DesiredState {
+    let mut entries: Vec<DesiredEntry> = entries
+        .iter()
+        .map(|(from, peer, clear)| DesiredEntry {
+            from: user(from),
+            peer: peer.parse().unwrap(),
+            clear_roaming: *clear,
+        })
+        .collect();
+    entries.sort();
+    DesiredState {
+        app: app(),
+        entries,
+        digest: "d1".to_owned(),
+        files: 1,
+    }
+}
+
+fn recorded(entries: &[(&str, &str, bool)]) -> Vec<StateEntry> {
+    let mut entries: Vec<StateEntry> = entries
+        .iter()
+        .map(|(from, peer, clear)| StateEntry {
+            from: user(from),
+            peer: peer.parse().unwrap(),
+            clear_roaming: *clear,
+            deleted_at: jiff::Timestamp::UNIX_EPOCH,
+            run_id: uuid::Uuid::nil(),
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.from, &a.peer).cmp(&(&b.from, &b.peer)));
+    entries
+}
+
+fn actions(plan: &Plan) -> Vec<(String, String, &'static str, bool)> {
+    plan.changes
+        .iter()
+        .map(|c| {
+            (
+                c.from.to_string(),
+                c.peer.to_string(),
+                c.action.as_str(),
+                c.clear_roaming,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_state_deletes_everything() {
+    let d = desired(&[("alice", "user:bob", true), ("alice", "group:g1", false)]);
+    let plan = diff(&d, None, &[], &Filter::default());
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("alice".into(), "user:bob".into(), "delete", true),
+            ("alice".into(), "group:g1".into(), "delete", false),
+        ]
+    );
+    assert_eq!(
+        plan.summary,
+        Summary {
+            delete: 2,
+            forget: 0,
+            unchanged: 0
+        }
+    );
+    assert_eq!(plan.state, None);
+    assert_eq!(plan.manifest_digest, "d1");
+}
+
+#[test]
+fn recorded_entries_are_unchanged_removed_ones_forgotten() {
+    let d = desired(&[("alice", "user:bob", false), ("carol", "user:dave", false)]);
+    let s = recorded(&[("alice", "user:bob", false), ("erin", "group:g2", true)]);
+    let plan = diff(&d, None, &s, &Filter::default());
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("carol".into(), "user:dave".into(), "delete", false),
+            ("erin".into(), "group:g2".into(), "forget", true),
+        ]
+    );
+    assert_eq!(plan.summary.unchanged, 1);
+}
+
+#[test]
+fn clear_roaming_upgrade_deletes_again_but_downgrade_does_not() {
+    let d = desired(&[("alice", "user:bob", true), ("alice", "user:carl", false)]);
+    let s = recorded(&[("alice", "user:bob", false), ("alice", "user:carl", true)]);
+    let plan = diff(&d, None, &s, &Filter::default());
+    assert_eq!(
+        actions(&plan),
+        vec![("alice".into(), "user:bob".into(), "delete", true)]
+    );
+    assert_eq!(plan.summary.unchanged, 1);
+}
+
+#[test]
+fn reassert_deletes_every_manifest_entry_but_still_forgets() {
+    let d = desired(&[("alice", "user:bob", false)]);
+    let s = recorded(&[("alice", "user:bob", false), ("alice", "user:zed", false)]);
+    let filter = Filter {
+        reassert: true,
+        ..Filter::default()
+    };
+    let plan = diff(&d, None, &s, &filter);
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("alice".into(), "user:bob".into(), "delete", false),
+            ("alice".into(), "user:zed".into(), "forget", false),
+        ]
+    );
+    assert_eq!(plan.summary.unchanged, 0);
+}
+
+#[test]
+fn filters_narrow_deletes_forgets_and_unchanged() {
+    let d = desired(&[
+        ("alice", "user:bob", false),
+        ("carol", "user:dave", false),
+        ("erin", "user:frank", false),
+    ]);
+    let s = recorded(&[("alice", "user:old", false), ("erin", "user:frank", false)]);
+    let only = Filter {
+        users: [user("alice"), user("erin")].into(),
+        exclude_users: [user("erin")].into(),
+        ..Filter::default()
+    };
+    let plan = diff(&d, None, &s, &only);
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("alice".into(), "user:bob".into(), "delete", false),
+            ("alice".into(), "user:old".into(), "forget", false),
+        ]
+    );
+    assert_eq!(plan.summary.unchanged, 0);
+}
+
+#[test]
+fn unsorted_input_is_sorted_not_trusted() {
+    let mut d = desired(&[("alice", "user:bob", false), ("bob", "user:x", false)]);
+    d.entries.reverse();
+    let mut s = recorded(&[("alice", "user:bob", false), ("zed", "user:x", false)]);
+    s.reverse();
+    let plan = diff(&d, None, &s, &Filter::default());
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("bob".into(), "user:x".into(), "delete", false),
+            ("zed".into(), "user:x".into(), "forget", false),
+        ]
+    );
+}
+
+#[test]
+fn users_sort_before_groups_as_in_the_ledger() {
+    // The ledger sorts by type code (1 user, 2 group), which must agree with `Peer`'s order,
+    // or the merge would see equal keys as different.
+    let u = Peer::User(user("zzz"));
+    let g = Peer::Group(GroupId::new("aaa").unwrap());
+    assert!(u < g);
+}
+
+// ----- properties -----
+
+fn arb_peer() -> impl Strategy<Value = Peer> {
+    prop_oneof![
+        "[a-d]{1,2}".prop_map(|s| Peer::User(UserId::new(s).unwrap())),
+        "[a-d]{1,2}".prop_map(|s| Peer::Group(GroupId::new(s).unwrap())),
+    ]
+}
+
+fn arb_user() -> impl Strategy<Value = UserId> {
+    "[a-e]".prop_map(|s| UserId::new(s).unwrap())
+}
+
+fn arb_entries() -> impl Strategy<Value = BTreeMap<(UserId, Peer), bool>> {
+    prop::collection::btree_map((arb_user(), arb_peer()), any::<bool>(), 0..40)
+}
+
+fn arb_filter() -> impl Strategy<Value = Filter> {
+    (
+        any::<bool>(),
+        prop::collection::btree_set(arb_user(), 0..3),
+        prop::collection::btree_set(arb_user(), 0..2),
+    )
+        .prop_map(|(reassert, users, exclude_users)| Filter {
+            reassert,
+            users,
+            exclude_users,
+        })
+}
+
+fn to_desired(m: &BTreeMap<(UserId, Peer), bool>) -> DesiredState {
+    DesiredState {
+        app: app(),
+        entries: m
+            .iter()
+            .map(|((from, peer), clear)| DesiredEntry {
+                from: from.clone(),
+                peer: peer.clone(),
+                clear_roaming: *clear,
+            })
+            .collect(),
+        digest: "d".to_owned(),
+        files: 1,
+    }
+}
+
+fn to_state(m: &BTreeMap<(UserId, Peer), bool>) -> Vec<StateEntry> {
+    m.iter()
+        .map(|((from, peer), clear)| StateEntry {
+            from: from.clone(),
+            peer: peer.clone(),
+            clear_roaming: *clear,
+            deleted_at: jiff::Timestamp::UNIX_EPOCH,
+            run_id: uuid::Uuid::nil(),
+        })
+        .collect()
+}
+
+/// What apply does to the state with a plan.
+fn apply_effects(state: &mut BTreeMap<(UserId, Peer), bool>, plan: &Plan) {
+    for c in &plan.changes {
+        let key = (c.from.clone(), c.peer.clone());
+        match c.action {
+            Action::Delete => {
+                state.insert(key, c.clear_roaming);
+            }
+            Action::Forget => {
+                state.remove(&key);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn applying_a_plan_then_planning_again_changes_nothing(
+        want in arb_entries(), have in arb_entries(), filter in arb_filter()
+    ) {
+        let d = to_desired(&want);
+        let plan = diff(&d, None, &to_state(&have), &filter);
+        let mut after = have.clone();
+        apply_effects(&mut after, &plan);
+        let again = Filter { reassert: false, ..filter.clone() };
+        let replan = diff(&d, None, &to_state(&after), &again);
+        prop_assert!(replan.changes.is_empty(), "{:?}", replan.changes);
+        // Everything the manifest asks for within the filter is now unchanged.
+        let in_filter = want.keys().filter(|(f, _)| filter.includes(f)).count() as u64;
+        prop_assert_eq!(replan.summary.unchanged, in_filter);
+    }
+
+    #[test]
+    fn plans_touch_only_filtered_users_and_each_entry_once(
+        want in arb_entries(), have in arb_entries(), filter in arb_filter()
+    ) {
+        let plan = diff(&to_desired(&want), None, &to_state(&have), &filter);
+        let mut keys = BTreeSet::new();
+        for c in &plan.changes {
+            prop_assert!(filter.includes(&c.from), "{} is outside the filter", c.from);
+            prop_assert!(keys.insert((c.from.clone(), c.peer.clone())), "{} {} twice", c.from, c.peer);
+            match c.action {
+                Action::Delete => prop_assert!(want.contains_key(&(c.from.clone(), c.peer.clone()))),
+                Action::Forget => {
+                    prop_assert!(have.contains_key(&(c.from.clone(), c.peer.clone())));
+                    prop_assert!(!want.contains_key(&(c.from.clone(), c.peer.clone())));
+                }
+            }
+        }
+        // Sorted, as the invariant says, and the counts add up.
+        prop_assert!(plan.changes.is_sorted_by(|a, b| (&a.from, &a.peer) < (&b.from, &b.peer)));
+        let deletes = plan.changes.iter().filter(|c| c.action == Action::Delete).count() as u64;
+        prop_assert_eq!(plan.summary.delete, deletes);
+        prop_assert_eq!(plan.summary.forget, plan.changes.len() as u64 - deletes);
+        let in_filter = want.keys().filter(|(f, _)| filter.includes(f)).count() as u64;
+        prop_assert_eq!(plan.summary.delete + plan.summary.unchanged, in_filter);
+    }
+
+    #[test]
+    fn saved_plans_round_trip(want in arb_entries(), have in arb_entries(), filter in arb_filter()) {
+        let plan = diff(&to_desired(&want), None, &to_state(&have), &filter);
+        let json = saved::to_json(&plan);
+        let back = saved::from_json(&json, std::path::Path::new("p.json")).unwrap();
+        prop_assert_eq!(back, plan);
+    }
+}
+
+#[test]
+fn check_state_rules() {
+    let a = StateRef {
+        lineage: uuid::Uuid::from_u128(1),
+        serial: 3,
+    };
+    let b = StateRef {
+        lineage: uuid::Uuid::from_u128(2),
+        serial: 3,
+    };
+    let a4 = StateRef { serial: 4, ..a };
+    assert_eq!(check_state(None, None), Ok(()));
+    assert_eq!(check_state(Some(a), Some(a)), Ok(()));
+    assert!(matches!(
+        check_state(None, Some(a)),
+        Err(StalePlan::StateAppeared { .. })
+    ));
+    assert!(matches!(
+        check_state(Some(a), None),
+        Err(StalePlan::StateVanished { .. })
+    ));
+    assert!(matches!(
+        check_state(Some(a), Some(b)),
+        Err(StalePlan::LineageChanged { .. })
+    ));
+    assert!(matches!(
+        check_state(Some(a), Some(a4)),
+        Err(StalePlan::SerialChanged { .. })
+    ));
+}
+
+#[test]
+fn edited_plan_files_are_refused() {
+    let d = desired(&[("alice", "user:bob", true), ("carol", "group:g", false)]);
+    let plan = diff(&d, None, &[], &Filter::default());
+    let json = saved::to_json(&plan);
+    let p = std::path::Path::new("plan.json");
+
+    let miscounted = json.replace("\"delete\":2", "\"delete\":1");
+    assert!(matches!(
+        saved::from_json(&miscounted, p),
+        Err(PlanFileError::Invalid { .. })
+    ));
+    let bad_id = json.replace("\"bob\"", "\"\"");
+    assert!(matches!(
+        saved::from_json(&bad_id, p),
+        Err(PlanFileError::Syntax { .. } | PlanFileError::Invalid { .. })
+    ));
+    let newer = json.replace("\"format_version\":1", "\"format_version\":2");
+    assert!(matches!(
+        saved::from_json(&newer, p),
+        Err(PlanFileError::NewerFormat { found: 2, .. })
+    ));
+    let broken = &json[..json.len() / 2];
+    match saved::from_json(broken, p) {
+        Err(PlanFileError::Syntax {
+            line: 1, column, ..
+        }) => assert!(column > 0),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    let unknown = json.replace("\"summary\"", "\"extra\":1,\"summary\"");
+    assert!(matches!(
+        saved::from_json(&unknown, p),
+        Err(PlanFileError::Syntax { .. })
+    ));
+}
+
+#[test]
+fn text_rendering_limits_and_counts_the_rest() {
+    let d = desired(&[
+        ("alice", "user:a", false),
+        ("alice", "user:b", false),
+        ("bob", "user:c", false),
+        ("carl", "user:d", false),
+    ]);
+    let plan = diff(&d, None, &[], &Filter::default());
+    let text = render::text(&plan, Some(2));
+    assert!(text.contains("user:b"), "{text}");
+    assert!(!text.contains("user:c"), "{text}");
+    assert!(
+        text.contains("2 more changes (2 to delete, 0 to forget) for 2 users not shown"),
+        "{text}"
+    );
+    assert!(text.ends_with("Plan: 4 to delete, 0 to forget, 0 unchanged.\n"));
+    assert!(!render::text(&plan, None).contains("not shown"));
+}
+
+#[test]
+fn markdown_ids_cannot_break_the_table() {
+    let d = desired(&[("a|b", "user:<x>*_`", false)]);
+    let md = render::markdown(&diff(&d, None, &[], &Filter::default()), None);
+    let row = md
+        .lines()
+        .find(|l| l.contains("| delete | <code>"))
+        .unwrap();
+    assert_eq!(row.matches('|').count(), 5, "{row}");
+    assert!(!row.contains("<x>"), "{row}");
+}
