@@ -535,6 +535,21 @@ impl SqliteLedgerWriter {
             tx.commit()
                 .map_err(sqlite_err(path, "committing a migration"))?;
         }
+        // A process killed at the wrong moment can leave a journal that is not hot (SQLite
+        // ignores it, and the read above already rolled back any hot one) but still lies
+        // beside the database until the next write. Rewriting one header field in a
+        // transaction makes SQLite replace and delete it, so the state is one file again.
+        let mut journal = path.as_os_str().to_owned();
+        journal.push("-journal");
+        if Path::new(&journal).exists() {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sqlite_err(path, "clearing a stale journal"))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sqlite_err(path, "clearing a stale journal"))?;
+            tx.commit()
+                .map_err(sqlite_err(path, "clearing a stale journal"))?;
+        }
         let meta = read_meta(&conn, path, SCHEMA_VERSION)?;
         Ok((conn, meta))
     }
