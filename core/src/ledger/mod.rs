@@ -245,3 +245,47 @@ pub enum LedgerError {
         locked: PathBuf,
     },
 }
+
+/// Writes the `state list --json` document of PRODUCT.md:
+/// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
+/// "deleted_at"}…]}`; with no state, `null` meta fields and no entries.
+pub fn write_list_json(
+    meta: Option<&Meta>,
+    entries: &[StateEntry],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeStruct, Serializer};
+
+    struct Entries<'a>(&'a [StateEntry]);
+    impl serde::Serialize for Entries<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(Entry))
+        }
+    }
+    struct Entry<'a>(&'a StateEntry);
+    impl serde::Serialize for Entry<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let e = self.0;
+            let mut st = s.serialize_struct("Entry", 5)?;
+            st.serialize_field("from", e.from.as_str())?;
+            st.serialize_field("type", e.peer.kind().as_str())?;
+            st.serialize_field("peer", e.peer.id())?;
+            st.serialize_field("clear_roaming", &e.clear_roaming)?;
+            st.serialize_field("deleted_at", &e.deleted_at)?;
+            st.end()
+        }
+    }
+    struct Doc<'a>(Option<&'a Meta>, &'a [StateEntry]);
+    impl serde::Serialize for Doc<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("State", 4)?;
+            st.serialize_field("lineage", &self.0.map(|m| m.state.lineage))?;
+            st.serialize_field("serial", &self.0.map(|m| m.state.serial))?;
+            st.serialize_field("sdkappid", &self.0.map(|m| m.sdkappid))?;
+            st.serialize_field("entries", &Entries(self.1))?;
+            st.end()
+        }
+    }
+    serde_json::to_writer(&mut *out, &Doc(meta, entries)).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}

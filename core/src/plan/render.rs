@@ -107,12 +107,12 @@ pub fn text(plan: &Plan, limit: Option<usize>) -> String {
     String::from_utf8(out).expect("IDs are ASCII")
 }
 
-/// An ID inside Markdown: every character but letters, digits and spaces becomes an HTML
-/// entity, so no ID can end a table cell, open a link or start emphasis.
+/// An ID inside Markdown: every character but letters, digits, spaces, `-` and `.` becomes an HTML
+/// entity, so no ID can end a table cell, open a link, start emphasis, mention or emoji.
 fn md_code(s: &str) -> String {
     let mut out = String::from("<code>");
     for ch in s.chars() {
-        if ch.is_ascii_alphanumeric() || ch == ' ' {
+        if ch.is_ascii_alphanumeric() || matches!(ch, ' ' | '-' | '.') {
             out.push(ch);
         } else {
             out.push_str(&format!("&#{};", u32::from(ch)));

@@ -1,8 +1,16 @@
-//! `timctl plan`.
+//! `timctl plan`: reads the manifests and the state (no lock, no credentials), prints the diff,
+//! optionally saves it. Calls nothing, changes nothing but the `--out` file.
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::process::ExitCode;
 
-use crate::args::Global;
+use miette::{Context, IntoDiagnostic};
+use timctl_core::ids::UserId;
+use timctl_core::ledger::SqliteLedger;
+use timctl_core::plan::{self, Filter, Plan, render};
+
+use crate::args::{FilterArgs, Global};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -19,6 +27,10 @@ pub(crate) struct Args {
     /// Exit 2 when there are changes (0 when none, 1 on error).
     #[arg(long)]
     pub(crate) detailed_exitcode: bool,
+    /// Show at most N changes in text and markdown, counting the rest (0: all). JSON and the
+    /// saved plan always hold every change.
+    #[arg(long, value_name = "N", default_value_t = render::DEFAULT_LIMIT)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +40,82 @@ pub(crate) enum Format {
     Markdown,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl plan is not implemented yet"))
+/// The filter of `--reassert`, `--user` and `--exclude-user`, with IDs validated.
+pub(crate) fn filter(args: &FilterArgs) -> miette::Result<Filter> {
+    let ids = |flag: &str, ids: &[String]| -> miette::Result<BTreeSet<UserId>> {
+        ids.iter()
+            .map(|id| {
+                UserId::new(id.as_str())
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("{flag} {id:?} is not a valid UserID"))
+            })
+            .collect()
+    };
+    Ok(Filter {
+        reassert: args.reassert,
+        users: ids("--user", &args.users)?,
+        exclude_users: ids("--exclude-user", &args.exclude_users)?,
+    })
+}
+
+/// Prints a plan in `format` on stdout.
+pub(crate) fn print(plan: &Plan, format: Format, limit: usize) -> miette::Result<()> {
+    let limit = (limit != 0).then_some(limit);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        Format::Text => render::write_text(plan, limit, &mut out),
+        Format::Json => plan::saved::to_writer(plan, &mut out),
+        Format::Markdown => render::write_markdown(plan, limit, &mut out),
+    }
+    .and_then(|()| out.flush())
+    .into_diagnostic()
+    .wrap_err("cannot write the plan to stdout")
+}
+
+/// Reads the manifests into the desired state.
+// FIXME(merge): the manifest loader is written in parallel; once `timctl_core::manifest::load`
+// is on main, this body becomes `Ok(timctl_core::manifest::load(paths)?)`.
+fn load_manifests(
+    paths: &[std::path::PathBuf],
+) -> miette::Result<timctl_core::desired::DesiredState> {
+    Err(miette::miette!(
+        "cannot read {} manifest path(s): this build has no manifest loader yet",
+        paths.len()
+    ))
+}
+
+pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    let filter = filter(&args.filter)?;
+    let started = std::time::Instant::now();
+    let desired = load_manifests(&args.manifests.manifests)?;
+    tracing::info!(
+        "read {} manifest entries from {} files in {:.3?}",
+        desired.entries.len(),
+        desired.files,
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let ledger = SqliteLedger::open_read_only(&global.state)?;
+    let plan = plan::make(&desired, &ledger, &filter)?;
+    tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
+    drop(desired);
+    if let Some(out) = &args.out {
+        plan::saved::write(&plan, out)?;
+    }
+    print(&plan, args.format, args.limit)?;
+    if let Some(out) = &args.out
+        && !global.quiet
+    {
+        eprintln!(
+            "Saved the plan to {}. `timctl apply {}` carries out exactly this plan.",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -1,4 +1,4 @@
-//! `timctl show`.
+//! `timctl show`: prints a saved plan.
 
 use std::process::ExitCode;
 
@@ -11,8 +11,13 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = crate::cmd::plan::Format::Text)]
     pub(crate) format: crate::cmd::plan::Format,
+    /// Show at most N changes in text and markdown, counting the rest (0: all).
+    #[arg(long, value_name = "N", default_value_t = timctl_core::plan::render::DEFAULT_LIMIT)]
+    pub(crate) limit: usize,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl show is not implemented yet"))
+pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    let plan = timctl_core::plan::saved::read(&args.planfile)?;
+    crate::cmd::plan::print(&plan, args.format, args.limit)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,11 @@
-//! `timctl state`.
+//! `timctl state list|rm`: read the state (no lock) and remove entries from it (under the lock).
 
+use std::io::Write;
 use std::process::ExitCode;
+
+use miette::{Context, IntoDiagnostic};
+use timctl_core::ids::{Peer, UserId};
+use timctl_core::ledger::{Ledger, LedgerWriter, SqliteLedger, SqliteLedgerWriter, StateLock};
 
 use crate::args::Global;
 
@@ -27,6 +32,113 @@ pub(crate) enum Args {
     },
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl state is not implemented yet"))
+pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    match args {
+        Args::List { json } => list(global, *json),
+        Args::Rm {
+            from,
+            peer,
+            dry_run,
+            lock_timeout,
+        } => rm(global, from, peer, *dry_run, *lock_timeout),
+    }
+}
+
+fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
+    let ledger = SqliteLedger::open_read_only(&global.state)?;
+    let entries = ledger.entries()?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = if json {
+        timctl_core::ledger::write_list_json(ledger.meta(), &entries, &mut out)
+    } else {
+        write_list_text(&ledger, &entries, &mut out)
+    };
+    written
+        .and_then(|()| out.flush())
+        .into_diagnostic()
+        .wrap_err("cannot write the state to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_list_text(
+    ledger: &SqliteLedger,
+    entries: &[timctl_core::ledger::StateEntry],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let Some(meta) = ledger.meta() else {
+        return writeln!(out, "No state at {} yet.", ledger.path().display());
+    };
+    writeln!(
+        out,
+        "State {}: SDKAppID {}, lineage {}, serial {}, {} entries.",
+        ledger.path().display(),
+        meta.sdkappid,
+        meta.state.lineage,
+        meta.state.serial,
+        entries.len()
+    )?;
+    for e in entries {
+        writeln!(
+            out,
+            "{} {} deleted {}{}",
+            e.from,
+            e.peer,
+            e.deleted_at,
+            if e.clear_roaming {
+                " (roaming messages cleared)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn rm(
+    global: &Global,
+    from: &str,
+    peer: &str,
+    dry_run: bool,
+    lock_timeout: std::time::Duration,
+) -> miette::Result<ExitCode> {
+    let from = UserId::new(from)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("FROM {from:?} is not a valid UserID"))?;
+    let peer: Peer = peer
+        .parse()
+        .into_diagnostic()
+        .wrap_err("the conversation must be user:ID or group:ID")?;
+    let missing = |location: &str| {
+        miette::miette!(
+            help = "`timctl state list` shows what the state holds",
+            "{from} {peer} is not in the state {location}; nothing was removed"
+        )
+    };
+    if dry_run {
+        // A dry run changes nothing, so it needs no lock, like `state list`.
+        let ledger = SqliteLedger::open_read_only(&global.state)?;
+        let found = ledger
+            .entries()?
+            .iter()
+            .any(|e| e.from == from && e.peer == peer);
+        if !found {
+            return Err(missing(&ledger.location()));
+        }
+        println!("Would remove {from} {peer} from the state (dry run; nothing changed).");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lock = StateLock::acquire(&global.state, "state rm", lock_timeout)?;
+    let Some(mut ledger) = SqliteLedgerWriter::open_existing(&global.state, lock)? else {
+        return Err(missing(&global.state.display().to_string()));
+    };
+    let written = ledger.forget(&[(from.clone(), peer.clone())])?;
+    if written.affected == 0 {
+        return Err(missing(&ledger.location()));
+    }
+    println!(
+        "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
+        written.state.serial
+    );
+    Ok(ExitCode::SUCCESS)
 }
