@@ -1,0 +1,150 @@
+//! The plan benchmark of BENCHMARKS.md: a 1M-entry desired state against an empty state and
+//! against a 1M-entry ledger that overlaps it by half, split into reading the ledger, diffing
+//! and rendering the JSON document. Prints medians; peak memory is the process's VmHWM.
+//!
+//! `cargo bench -p timctl-tests --bench plan` (set `PLAN_BENCH_N` for another size).
+
+use std::time::{Duration, Instant};
+
+use timctl_core::api::Region;
+use timctl_core::desired::{App, DesiredEntry, DesiredState};
+use timctl_core::ids::{Peer, UserId};
+use timctl_core::ledger::{
+    Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
+};
+use timctl_core::plan::{self, Filter};
+
+/// Entry `i`: 100 conversations per user, users and groups mixed.
+fn key(i: usize) -> (UserId, Peer) {
+    let from = UserId::new(format!("user{:08}", i / 100)).unwrap();
+    let peer = if i % 5 == 0 {
+        format!("group:@TGS#{i:012}")
+    } else {
+        format!("user:peer{i:010}")
+    };
+    (from, peer.parse().unwrap())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("PLAN_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 2_000 });
+    let runs = if full { 5 } else { 1 };
+
+    let t = Instant::now();
+    let mut entries: Vec<DesiredEntry> = (0..n)
+        .map(|i| {
+            let (from, peer) = key(i);
+            DesiredEntry {
+                from,
+                peer,
+                clear_roaming: i % 3 == 0,
+            }
+        })
+        .collect();
+    entries.sort();
+    let desired = DesiredState {
+        app: App {
+            sdkappid: 1_400_000_001,
+            region: Region::Singapore,
+            admin: UserId::new("administrator").unwrap(),
+        },
+        entries,
+        digest: "bench".to_owned(),
+        files: 1,
+    };
+    println!("generated {n} desired entries in {:.2?}", t.elapsed());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let t = Instant::now();
+    {
+        let lock = StateLock::acquire(&path, "bench", Duration::ZERO).unwrap();
+        let mut w = SqliteLedgerWriter::create_or_open(&path, 1_400_000_001, lock).unwrap();
+        let at = jiff::Timestamp::now();
+        let batch: Vec<Deleted> = (n / 2..n + n / 2)
+            .map(|i| {
+                let (from, peer) = key(i);
+                Deleted {
+                    from,
+                    peer,
+                    clear_roaming: false,
+                    deleted_at: at,
+                }
+            })
+            .collect();
+        w.record_deleted(&RunInfo::new("bench"), &batch).unwrap();
+    }
+    println!(
+        "wrote a {n}-entry ledger (half overlapping) in {:.2?} ({} MiB on disk)",
+        t.elapsed(),
+        std::fs::metadata(&path).unwrap().len() / (1 << 20)
+    );
+
+    let mut read = Vec::new();
+    let mut state = Vec::new();
+    let mut state_ref = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let ledger = SqliteLedger::open_read_only(&path).unwrap();
+        state = ledger.entries().unwrap();
+        state_ref = ledger.state_ref();
+        read.push(t.elapsed());
+    }
+    let filter = Filter::default();
+    let mut diff_empty = Vec::new();
+    let mut diff_full = Vec::new();
+    let mut json = Vec::new();
+    let mut summary = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let p = plan::diff(&desired, None, &[], &filter);
+        diff_empty.push(t.elapsed());
+        drop(p);
+        let t = Instant::now();
+        let p = plan::diff(&desired, state_ref, &state, &filter);
+        diff_full.push(t.elapsed());
+        let t = Instant::now();
+        let mut out = std::io::BufWriter::new(std::io::sink());
+        plan::saved::to_writer(&p, &mut out).unwrap();
+        json.push(t.elapsed());
+        summary = Some(p.summary);
+    }
+    let s = summary.unwrap();
+    assert_eq!(s.delete as usize, n / 2 + (n / 2).div_ceil(3));
+    println!(
+        "read ledger ({} entries): median {:.3?}",
+        state.len(),
+        median(read)
+    );
+    println!(
+        "diff vs empty state:      median {:.3?}",
+        median(diff_empty)
+    );
+    println!(
+        "diff vs ledger:           median {:.3?} ({} delete, {} forget, {} unchanged)",
+        median(diff_full),
+        s.delete,
+        s.forget,
+        s.unchanged
+    );
+    println!("render JSON to a sink:    median {:.3?}", median(json));
+    println!("peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
+}
