@@ -17,7 +17,7 @@ use timctl_core::plan::{self, Filter};
 /// Entry `i`: 100 conversations per user, users and groups mixed.
 fn key(i: usize) -> (UserId, Peer) {
     let from = UserId::new(format!("user{:08}", i / 100)).unwrap();
-    let peer = if i % 5 == 0 {
+    let peer = if i.is_multiple_of(5) {
         format!("group:@TGS#{i:012}")
     } else {
         format!("user:peer{i:010}")
@@ -55,7 +55,7 @@ fn main() {
             DesiredEntry {
                 from,
                 peer,
-                clear_roaming: i % 3 == 0,
+                clear_roaming: i.is_multiple_of(3),
             }
         })
         .collect();
