@@ -418,6 +418,15 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
         Err(e) => {
             file.text = Some(Arc::from(text.as_str()));
             let (pos, span) = match e.location() {
+                // serde reports a missing top-level `version` at the end of the document;
+                // the start is where it belongs.
+                _ if matches!(
+                    e.without_snippet(),
+                    serde_saphyr::Error::SerdeMissingField { field: "version", .. }
+                ) =>
+                {
+                    (Position { line: 1, column: 1 }, Some((0, 0)))
+                }
                 Some(l) if l.line() > 0 => (
                     Position {
                         line: l.line() as u32,
@@ -462,30 +471,54 @@ fn options(len: usize) -> serde_saphyr::Options {
     }
 }
 
-/// The parser's message, without its own "at line X column Y" (the place is reported
-/// separately), and advice that fits the kind of error.
+/// The parser's message in timctl's words, without its own "at line X column Y" (the place is
+/// reported separately), and advice that fits the kind of error.
 fn describe_parse_error(e: &serde_saphyr::Error) -> (String, String) {
     use serde_saphyr::Error as E;
     let mut message = e.without_snippet().to_string();
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
-    let help = match e.without_snippet() {
-        E::SerdeUnknownField { .. } => {
-            "remove the key or fix its spelling; the allowed keys are listed above".to_owned()
-        }
-        E::SerdeMissingField { .. } => "add the missing key".to_owned(),
-        E::DuplicateMappingKey { .. } => {
-            "a key may appear once per mapping: merge the two or remove one".to_owned()
-        }
-        E::SerdeUnknownVariant { .. } => "use one of the values listed above".to_owned(),
-        E::Budget { .. } | E::AliasExpansionLimitExceeded { .. } | E::AliasReplayLimitExceeded { .. } => {
-            "manifests need no anchors, aliases or deep nesting: write the entries out".to_owned()
-        }
-        E::SerdeInvalidType { .. } | E::SerdeInvalidValue { .. } => HELP_SCHEMA.to_owned(),
-        _ => "fix the YAML syntax here (indent with spaces, not tabs; quote IDs with special characters)".to_owned(),
-    };
-    (message, help)
+    match e.without_snippet() {
+        E::SerdeUnknownField { .. } => (
+            message,
+            "remove the key or fix its spelling; the allowed keys are listed above".to_owned(),
+        ),
+        E::SerdeMissingField { field, .. } => (
+            message,
+            match *field {
+                "version" => "start the file with `version: 1`".to_owned(),
+                _ => format!("add `{field}:` here"),
+            },
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => format!("the key `{k}` is repeated in this mapping"),
+                None => "a key is repeated in this mapping".to_owned(),
+            },
+            "a key may appear once per mapping: merge the two or remove one (for a user, put all its entries under one key)".to_owned(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "the file holds more than one YAML document (a second `---`)".to_owned(),
+            "put one manifest per file; split the documents into separate files".to_owned(),
+        ),
+        E::SerdeUnknownVariant { .. } => (message, "use one of the values listed above".to_owned()),
+        E::Budget { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => (
+            message,
+            "manifests need no anchors, aliases or deep nesting: write the entries out".to_owned(),
+        ),
+        E::Unexpected { .. }
+        | E::InvalidScalar { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. } => (format!("wrong type: {message}"), HELP_SCHEMA.to_owned()),
+        _ => (
+            message,
+            "fix the YAML syntax here (indent with spaces, not tabs; quote IDs with special characters)".to_owned(),
+        ),
+    }
 }
 
 fn pos_of<T>(s: &Spanned<T>) -> Position {
@@ -504,11 +537,11 @@ fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
 /// defaults. Fills `file.entries` sorted by (from, peer).
 fn check(file: &mut LoadedFile, manifest: ManifestFile) {
     let mut problems = Vec::new();
-    if manifest.version.value != 1 {
+    if manifest.version.value.0 != 1 {
         problems.push(file.problem_at(
             pos_of(&manifest.version),
             span_of(&manifest.version),
-            format!("unsupported manifest version {}", manifest.version.value),
+            format!("unsupported manifest version {}", manifest.version.value.0),
             "write `version: 1`, the only version this timctl reads",
         ));
     }
@@ -522,7 +555,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
             Ok(admin) => {
                 file.app = Some((
                     App {
-                        sdkappid: *sdkappid,
+                        sdkappid: sdkappid.0,
                         region: *region,
                         admin,
                     },
@@ -539,7 +572,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
                 ));
             }
         }
-        if *sdkappid == 0 {
+        if sdkappid.0 == 0 {
             file.app_invalid = true;
             problems.push(file.problem_at(
                 pos_of(app),

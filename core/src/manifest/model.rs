@@ -35,7 +35,7 @@ use crate::ids::{GroupId, UserId};
 pub(crate) struct ManifestFile {
     /// The manifest format version. Only 1 exists.
     #[schemars(with = "Version")]
-    pub(crate) version: Spanned<u64>,
+    pub(crate) version: Spanned<Integer>,
     /// The app these conversations belong to. Give it in one manifest, or repeat it
     /// identically in several.
     #[serde(default)]
@@ -56,7 +56,7 @@ pub(crate) struct ManifestFile {
 pub(crate) struct AppSpec {
     /// The app's SDKAppID, from the Tencent Cloud Chat console.
     #[schemars(range(min = 1))]
-    pub(crate) sdkappid: u64,
+    pub(crate) sdkappid: Integer,
     /// Where the app lives; picks the REST API host.
     pub(crate) region: Region,
     /// The app admin account whose UserSig signs the calls.
@@ -151,5 +151,45 @@ impl JsonSchema for Version {
             "const": 1,
             "description": "The manifest format version. Only 1 exists."
         })
+    }
+}
+
+/// A non-negative integer written as a YAML number. A quoted `"1"` is a string, as the JSON
+/// Schema says, and is refused rather than converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Integer(pub(crate) u64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IntegerVisitor;
+        impl Visitor<'_> for IntegerVisitor {
+            type Value = Integer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer (not quoted)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Integer, E> {
+                Ok(Integer(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Integer, E> {
+                u64::try_from(v)
+                    .map(Integer)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        // `deserialize_any` lets the YAML decide the type: a plain `1` is a number, a quoted
+        // "1" a string, which the visitor refuses.
+        d.deserialize_any(IntegerVisitor)
+    }
+}
+
+impl JsonSchema for Integer {
+    fn schema_name() -> Cow<'static, str> {
+        "Integer".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 0})
     }
 }
