@@ -22,19 +22,29 @@ fn corpus() -> PathBuf {
 fn cases() -> BTreeMap<String, Vec<Expected>> {
     let text = std::fs::read_to_string(corpus().join("cases.tsv")).expect("read cases.tsv");
     let mut cases: BTreeMap<String, Vec<Expected>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let fields: Vec<&str> = line.split('\t').collect();
-        assert_eq!(fields.len(), 4, "cases.tsv line {line:?} needs 4 tab-separated fields");
+        assert_eq!(
+            fields.len(),
+            4,
+            "cases.tsv line {line:?} needs 4 tab-separated fields"
+        );
         let mut place = fields[1].rsplitn(3, ':');
         let column = place.next().unwrap().parse().expect("column");
         let line_no = place.next().unwrap().parse().expect("line");
         let file = place.next().unwrap().to_owned();
-        cases.entry(fields[0].to_owned()).or_default().push(Expected {
-            file,
-            line: line_no,
-            column,
-            message: fields[3].to_owned(),
-        });
+        cases
+            .entry(fields[0].to_owned())
+            .or_default()
+            .push(Expected {
+                file,
+                line: line_no,
+                column,
+                message: fields[3].to_owned(),
+            });
     }
     cases
 }
@@ -62,7 +72,10 @@ fn every_bad_manifest_fails_with_its_problem_at_its_place() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() != Some(1) || stderr.contains("panicked") {
-            failures.push(format!("{case}: exit {:?}, stderr {stderr}", out.status.code()));
+            failures.push(format!(
+                "{case}: exit {:?}, stderr {stderr}",
+                out.status.code()
+            ));
             continue;
         }
         let doc: serde_json::Value = match serde_json::from_slice(&out.stdout) {
@@ -118,7 +131,13 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
     let text = Command::cargo_bin("timctl")
         .unwrap()
         .current_dir(corpus())
-        .args(["--color", "never", "validate", "-f", "several-problems.yaml"])
+        .args([
+            "--color",
+            "never",
+            "validate",
+            "-f",
+            "several-problems.yaml",
+        ])
         .output()
         .unwrap();
     assert_eq!(text.status.code(), Some(1));
@@ -130,7 +149,13 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
     let gh = Command::cargo_bin("timctl")
         .unwrap()
         .current_dir(corpus())
-        .args(["validate", "--format", "github", "-f", "duplicate-across-files"])
+        .args([
+            "validate",
+            "--format",
+            "github",
+            "-f",
+            "duplicate-across-files",
+        ])
         .output()
         .unwrap();
     assert_eq!(gh.status.code(), Some(1));
@@ -139,5 +164,8 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
         stdout.starts_with("::error file=duplicate-across-files/b.yaml,line=6,col=7,"),
         "{stdout}"
     );
-    assert!(stdout.contains("duplicate-across-files/a.yaml:8:7"), "{stdout}");
+    assert!(
+        stdout.contains("duplicate-across-files/a.yaml:8:7"),
+        "{stdout}"
+    );
 }

@@ -19,7 +19,11 @@ fn schema(draft: &str) -> serde_json::Value {
 fn checked_in_schema_is_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let file = std::fs::read_to_string(root.join("timctl.schema.json")).unwrap();
-    let out = Command::cargo_bin("timctl").unwrap().arg("schema").output().unwrap();
+    let out = Command::cargo_bin("timctl")
+        .unwrap()
+        .arg("schema")
+        .output()
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout) == file,
         "timctl.schema.json is out of date: run `cargo run -p timctl -- schema --out timctl.schema.json`"
@@ -46,11 +50,16 @@ fn schema_out_writes_the_same_as_stdout() {
 fn assert_described(v: &serde_json::Value, at: &str) {
     if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
         for (name, prop) in props {
-            assert!(prop.get("description").is_some(), "{at}/{name} has no description");
+            assert!(
+                prop.get("description").is_some(),
+                "{at}/{name} has no description"
+            );
         }
     }
     match v {
-        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| assert_described(x, &format!("{at}/{k}"))),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| assert_described(x, &format!("{at}/{k}"))),
         serde_json::Value::Array(a) => a.iter().for_each(|x| assert_described(x, at)),
         _ => {}
     }
@@ -59,8 +68,16 @@ fn assert_described(v: &serde_json::Value, at: &str) {
 #[test]
 fn both_drafts_say_everything_a_schema_can_say() {
     for (draft, meta, defs) in [
-        ("2020-12", "https://json-schema.org/draft/2020-12/schema", "$defs"),
-        ("07", "http://json-schema.org/draft-07/schema#", "definitions"),
+        (
+            "2020-12",
+            "https://json-schema.org/draft/2020-12/schema",
+            "$defs",
+        ),
+        (
+            "07",
+            "http://json-schema.org/draft-07/schema#",
+            "definitions",
+        ),
     ] {
         let s = schema(draft);
         assert_eq!(s["$schema"], meta);

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn validate(args: &[&str]) -> std::process::Output {
@@ -40,7 +43,10 @@ fn json_format_gives_the_summary() {
     assert_eq!(out.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["valid"], true);
-    assert_eq!(doc["summary"], serde_json::json!({"users": 6, "conversations": 11, "files": 4}));
+    assert_eq!(
+        doc["summary"],
+        serde_json::json!({"users": 6, "conversations": 11, "files": 4})
+    );
 }
 
 #[test]
@@ -57,14 +63,24 @@ fn every_example_has_the_schema_modeline() {
         }
     }
     walk(&root().join("examples"), &mut files);
-    for f in files.iter().filter(|f| !f.to_string_lossy().ends_with(".json.yaml")) {
+    for f in files
+        .iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".json.yaml"))
+    {
         let first = std::fs::read_to_string(f).unwrap();
         let first = first.lines().next().unwrap();
         let target = first
             .strip_prefix("# yaml-language-server: $schema=")
             .unwrap_or_else(|| panic!("{} has no modeline", f.display()));
         let schema = f.parent().unwrap().join(target);
-        assert!(schema.canonicalize().unwrap().ends_with("timctl.schema.json"), "{}", f.display());
+        assert!(
+            schema
+                .canonicalize()
+                .unwrap()
+                .ends_with("timctl.schema.json"),
+            "{}",
+            f.display()
+        );
     }
 }
 
@@ -79,7 +95,11 @@ fn defaults_sorting_and_digest_through_the_library() {
     )
     .unwrap();
     // JSON is YAML: a manifest written as JSON is accepted.
-    std::fs::write(&b, r#"{"version": 1, "absent": {"amy": [{"group": "@TGS#x"}], "bob": []}}"#).unwrap();
+    std::fs::write(
+        &b,
+        r#"{"version": 1, "absent": {"amy": [{"group": "@TGS#x"}], "bob": []}}"#,
+    )
+    .unwrap();
     let state = timctl_core::manifest::load(&[dir.path().to_owned()]).unwrap();
     assert_eq!(state.files, 2);
     assert_eq!(state.app.sdkappid, 7);
@@ -101,7 +121,11 @@ fn defaults_sorting_and_digest_through_the_library() {
     let reversed = timctl_core::manifest::load(&[b.clone(), a.clone()]).unwrap();
     assert_eq!(reversed.digest, state.digest);
     assert_eq!(state.digest.len(), 64);
-    std::fs::write(&b, r#"{"version": 1, "absent": {"amy": [{"group": "@TGS#y"}]}}"#).unwrap();
+    std::fs::write(
+        &b,
+        r#"{"version": 1, "absent": {"amy": [{"group": "@TGS#y"}]}}"#,
+    )
+    .unwrap();
     let changed = timctl_core::manifest::load(&[a, b]).unwrap();
     assert_ne!(changed.digest, state.digest);
 }
@@ -110,7 +134,8 @@ fn defaults_sorting_and_digest_through_the_library() {
 fn a_big_manifest_loads_past_the_default_node_budget() {
     // 60,000 entries is about 200,000 nodes more than serde-saphyr's default budget allows.
     use std::fmt::Write;
-    let mut s = String::from("version: 1\napp: {sdkappid: 7, region: china, admin: admin}\nabsent:\n");
+    let mut s =
+        String::from("version: 1\napp: {sdkappid: 7, region: china, admin: admin}\nabsent:\n");
     for u in 0..6000 {
         let _ = writeln!(s, "  u{u}:");
         for p in 0..10 {
@@ -122,5 +147,10 @@ fn a_big_manifest_loads_past_the_default_node_budget() {
     std::fs::write(&f, s).unwrap();
     let state = timctl_core::manifest::load(&[f]).unwrap();
     assert_eq!(state.entries.len(), 60_000);
-    assert!(state.entries.windows(2).all(|w| (&w[0].from, &w[0].peer) < (&w[1].from, &w[1].peer)));
+    assert!(
+        state
+            .entries
+            .windows(2)
+            .all(|w| (&w[0].from, &w[0].peer) < (&w[1].from, &w[1].peer))
+    );
 }

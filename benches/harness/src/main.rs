@@ -19,12 +19,17 @@ fn main() {
         return;
     }
     let sizes: Vec<usize> = match args.get(1) {
-        Some(list) => list.split(',').map(|s| s.parse().expect("sizes like 10000,100000")).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.parse().expect("sizes like 10000,100000"))
+            .collect(),
         None => vec![10_000, 100_000, 1_000_000],
     };
     let dir = std::env::temp_dir().join(format!("timctl-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the benchmark directory");
-    println!("| entries | layout | MB | timctl load+validate (median s) | MB/s | µs/entry | peak RSS MiB | PyYAML CSafeLoader (median s) | ratio |");
+    println!(
+        "| entries | layout | MB | timctl load+validate (median s) | MB/s | µs/entry | peak RSS MiB | PyYAML CSafeLoader (median s) | ratio |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         let single = dir.join(format!("m{n}.yaml"));
@@ -35,17 +40,17 @@ fn main() {
         for part in 0..16 {
             let lo = users * part / 16;
             let hi = users * (part + 1) / 16;
-            write_manifest(&split.join(format!("part{part:02}.yaml")), lo..hi, part == 0);
+            write_manifest(
+                &split.join(format!("part{part:02}.yaml")),
+                lo..hi,
+                part == 0,
+            );
         }
         let bytes = std::fs::metadata(&single).expect("stat the manifest").len() as f64;
         let mb = bytes / 1e6;
 
         let (t, rss) = median_runs(&single, n);
-        let py = median(
-            (0..RUNS.min(3))
-                .map(|_| pyyaml(&single))
-                .collect(),
-        );
+        let py = median((0..RUNS.min(3)).map(|_| pyyaml(&single)).collect());
         println!(
             "| {n} | 1 file | {mb:.1} | {t:.3} | {:.1} | {:.2} | {rss:.0} | {py:.2} | {:.1}× |",
             mb / t,
@@ -104,7 +109,11 @@ fn median_runs(path: &Path, expected: usize) -> (f64, f64) {
             .arg(expected.to_string())
             .output()
             .expect("run the child");
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let mut parts = text.split_whitespace();
         times.push(parts.next().and_then(|s| s.parse().ok()).expect("seconds"));
@@ -140,7 +149,12 @@ fn peak_mib() -> f64 {
 /// PyYAML's C loader on the same file, timed inside Python (load only, not start-up).
 fn pyyaml(path: &Path) -> f64 {
     let script = "import sys,time,yaml\nt=time.perf_counter()\nyaml.load(open(sys.argv[1]),Loader=yaml.CSafeLoader)\nprint(time.perf_counter()-t)";
-    match Command::new("python3").arg("-c").arg(script).arg(path).output() {
+    match Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+    {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()

@@ -151,7 +151,10 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
 /// is read again here, on the error path only, so that a successful load keeps no copies.
 fn attach_sources(problems: &mut [Problem]) {
     let mut texts: std::collections::HashMap<PathBuf, Option<Arc<str>>> = Default::default();
-    for p in problems.iter_mut().filter(|p| p.source.is_none() && p.position.is_some()) {
+    for p in problems
+        .iter_mut()
+        .filter(|p| p.source.is_none() && p.position.is_some())
+    {
         let text = texts
             .entry(p.file.clone())
             .or_insert_with(|| std::fs::read_to_string(&p.file).ok().map(Arc::from));
@@ -230,10 +233,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Err
         let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
         if meta.is_dir() {
             walk(&path, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
     }
@@ -388,9 +388,15 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
             let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
             let mut p = whole(
-                format!("the manifest is not UTF-8: invalid byte 0x{:02X}", e.as_bytes()[valid.len()]),
+                format!(
+                    "the manifest is not UTF-8: invalid byte 0x{:02X}",
+                    e.as_bytes()[valid.len()]
+                ),
                 "save the file as UTF-8 (IDs are printable ASCII anyway)",
             );
             p.position = Some(Position {
@@ -409,7 +415,8 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
         return file;
     }
 
-    let parsed: Result<ManifestFile, _> = serde_saphyr::from_str_with_options(&text, options(text.len()));
+    let parsed: Result<ManifestFile, _> =
+        serde_saphyr::from_str_with_options(&text, options(text.len()));
     match parsed {
         Ok(manifest) => {
             file.parsed = true;
@@ -422,7 +429,10 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
                 // the start is where it belongs.
                 _ if matches!(
                     e.without_snippet(),
-                    serde_saphyr::Error::SerdeMissingField { field: "version", .. }
+                    serde_saphyr::Error::SerdeMissingField {
+                        field: "version",
+                        ..
+                    }
                 ) =>
                 {
                     (Position { line: 1, column: 1 }, Some((0, 0)))
@@ -432,7 +442,9 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
                         line: l.line() as u32,
                         column: l.column().max(1) as u32,
                     },
-                    l.span().byte_offset().map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
+                    l.span()
+                        .byte_offset()
+                        .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
                 ),
                 _ => (Position { line: 1, column: 1 }, None),
             };
@@ -530,7 +542,10 @@ fn pos_of<T>(s: &Spanned<T>) -> Position {
 
 fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
     let span = s.referenced.span();
-    Some((span.byte_offset()? as usize, span.byte_len().unwrap_or(0) as usize))
+    Some((
+        span.byte_offset()? as usize,
+        span.byte_len().unwrap_or(0) as usize,
+    ))
 }
 
 /// The checks that need more than the parser: version, IDs, exactly one of user/group, and
@@ -608,8 +623,12 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
             let entry_span = span_of(&entry);
             let spec = entry.value;
             let peer = match (spec.user, spec.group) {
-                (Some(u), None) => UserId::new(u.value.as_str()).map(Peer::User).map_err(|e| (u, e, 32)),
-                (None, Some(g)) => GroupId::new(g.value.as_str()).map(Peer::Group).map_err(|e| (g, e, 48)),
+                (Some(u), None) => UserId::new(u.value.as_str())
+                    .map(Peer::User)
+                    .map_err(|e| (u, e, 32)),
+                (None, Some(g)) => GroupId::new(g.value.as_str())
+                    .map(Peer::Group)
+                    .map_err(|e| (g, e, 48)),
                 (Some(_), Some(_)) => {
                     problems.push(file.problem_at(
                         pos,
