@@ -90,6 +90,23 @@ macro_rules! id_type {
             }
         }
 
+        /// The schema says what `new` checks: length in bytes (printable ASCII is one byte per
+        /// character, so `maxLength` in characters is the same bound) and the character range.
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "description": concat!("A ", $kind, ": 1 to ", $max, " bytes of printable ASCII (0x20 to 0x7E)."),
+                    "minLength": 1,
+                    "maxLength": $max,
+                    "pattern": "^[ -~]*$"
+                })
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;

@@ -74,15 +74,10 @@ pub(crate) fn print(plan: &Plan, format: Format, limit: usize) -> miette::Result
 }
 
 /// Reads the manifests into the desired state.
-// FIXME(merge): the manifest loader is written in parallel; once `timctl_core::manifest::load`
-// is on main, this body becomes `Ok(timctl_core::manifest::load(paths)?)`.
 fn load_manifests(
     paths: &[std::path::PathBuf],
 ) -> miette::Result<timctl_core::desired::DesiredState> {
-    Err(miette::miette!(
-        "cannot read {} manifest path(s): this build has no manifest loader yet",
-        paths.len()
-    ))
+    Ok(timctl_core::manifest::load(paths)?)
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {

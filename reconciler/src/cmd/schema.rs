@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use miette::{Context, IntoDiagnostic};
+use timctl_core::manifest;
+
 use crate::args::Global;
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +25,20 @@ pub(crate) enum Draft {
     Draft07,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl schema is not implemented yet"))
+pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    let draft = match args.draft {
+        Draft::Draft2020_12 => manifest::Draft::Draft2020_12,
+        Draft::Draft07 => manifest::Draft::Draft07,
+    };
+    // Pretty-printed with a final newline, so that the checked-in file diffs well and equals
+    // this output byte for byte.
+    let mut text = serde_json::to_string_pretty(&manifest::schema(draft)).into_diagnostic()?;
+    text.push('\n');
+    match &args.out {
+        Some(path) => std::fs::write(path, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write the schema to {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

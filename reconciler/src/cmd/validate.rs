@@ -1,6 +1,9 @@
 //! `timctl validate`.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
+
+use timctl_core::manifest;
 
 use crate::args::Global;
 
@@ -20,6 +23,60 @@ pub(crate) enum Format {
     Github,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl validate is not implemented yet"))
+pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    let result = manifest::load(&args.manifests.manifests);
+    let summary = result.as_ref().ok().map(|state| {
+        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.from).collect();
+        (users.len(), state.entries.len(), state.files)
+    });
+    match args.format {
+        Format::Json => {
+            let doc = match (&result, summary) {
+                (Ok(_), Some((users, conversations, files))) => serde_json::json!({
+                    "valid": true,
+                    "problems": [],
+                    "summary": {"users": users, "conversations": conversations, "files": files},
+                }),
+                (Err(errors), _) => serde_json::json!({
+                    "valid": false,
+                    "problems": errors.problems(),
+                    "summary": null,
+                }),
+                (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
+            };
+            println!("{doc:#}");
+        }
+        Format::Github => {
+            if let Err(errors) = &result {
+                for p in errors.problems() {
+                    println!("{}", p.github_annotation());
+                }
+            }
+        }
+        Format::Text => {}
+    }
+    match (result, summary) {
+        (Ok(_), Some((users, conversations, files))) => {
+            if args.format != Format::Json {
+                println!(
+                    "The manifests are valid: {users} {}, {conversations} {}, {files} {}.",
+                    plural(users, "user", "users"),
+                    plural(conversations, "conversation", "conversations"),
+                    plural(files, "file", "files")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Err(errors), _) => {
+            if args.format == Format::Text {
+                eprintln!("{:?}", miette::Report::new(errors));
+            }
+            Ok(ExitCode::from(1))
+        }
+        (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# check-jsonschema (PyPI) validates every example against the generated schema, in both
+# drafts, and must reject every bad manifest marked `jsonschema` in tests/bad-manifests/cases.tsv.
+# Installs into a virtualenv under target/, so nothing outside the repository changes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=target/ci-venv
+[ -x "$venv/bin/check-jsonschema" ] || {
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.33.*'
+}
+cargo build --quiet --locked -p timctl
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+target/debug/timctl schema --draft 2020-12 --out "$tmp/2020-12.json"
+target/debug/timctl schema --draft 07 --out "$tmp/07.json"
+mapfile -t examples < <(find examples -name '*.yaml' -o -name '*.yml' | sort)
+for draft in 2020-12 07; do
+    "$venv/bin/check-jsonschema" --schemafile "$tmp/$draft.json" "${examples[@]}"
+done
+fail=0
+count=0
+while IFS=$'\t' read -r case place clients _; do
+    case "$case" in '#'*|'') continue ;; esac
+    [[ ",$clients," == *",jsonschema"* ]] || continue
+    file=tests/bad-manifests/${place%%:*}
+    count=$((count + 1))
+    for draft in 2020-12 07; do
+        # Exit 1 is a rejection; 0 is acceptance, and anything else a crash of the tool.
+        rc=0
+        "$venv/bin/check-jsonschema" --schemafile "$tmp/$draft.json" "$file" >/dev/null 2>&1 || rc=$?
+        if [ "$rc" -ne 1 ]; then
+            echo "FAIL: check-jsonschema ($draft) on $file exited $rc, not 1"
+            fail=1
+        fi
+    done
+done < tests/bad-manifests/cases.tsv
+echo "check-jsonschema: ${#examples[@]} examples valid, $count bad manifests rejected in both drafts"
+exit $fail

@@ -1,1 +1,0 @@
-//! Manifests: YAML files read and validated into a `DesiredState`.

@@ -1,0 +1,677 @@
+//! Manifests: YAML files read and validated into a [`DesiredState`].
+//!
+//! [`load`] expands the paths it is given (directories recurse over `*.yaml`/`*.yml`, sorted),
+//! reads and checks each file on its own (in parallel, one worker per core), then merges them:
+//! the `app` blocks must agree and no (user, conversation) may appear twice anywhere. Every
+//! problem of the run is collected into one [`ManifestErrors`], each with its file:line:column.
+
+mod error;
+mod model;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use miette::{NamedSource, SourceSpan};
+use serde_saphyr::Spanned;
+
+pub use error::{ManifestErrors, Position, Problem};
+pub use schema::{Draft, schema};
+
+use crate::desired::{App, DesiredEntry, DesiredState};
+use crate::ids::{GroupId, Peer, UserId};
+use model::{AppSpec, ManifestFile};
+
+/// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
+/// 64 MiB; a bigger file fails here first, with a message that says what to do. At about
+/// 28 bytes per entry this is over two million entries per file, within the memory target.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+const HELP_SCHEMA: &str = "see the manifest format in README.md, or run `timctl schema` for the JSON Schema your editor can check against";
+
+/// Reads, checks and merges the manifests at `paths` (files, or directories whose `*.yaml` and
+/// `*.yml` files below are read in sorted order).
+///
+/// On success `entries` is sorted by (from, peer) and unique, with defaults applied; `digest`
+/// is a BLAKE3 digest of the files' contents that does not depend on their order; `files` is
+/// how many files were read. On failure every problem found is returned.
+pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
+    let mut problems = Vec::new();
+    let files = expand_paths(paths, &mut problems);
+    if files.is_empty() {
+        if problems.is_empty() {
+            problems.push(Problem::whole_file(
+                0,
+                Path::new("."),
+                "no manifest was given",
+                "pass a manifest file or directory with -f",
+            ));
+        }
+        return Err(ManifestErrors::new(problems));
+    }
+
+    let loaded = load_files(&files);
+
+    let mut app: Option<(App, usize, Position)> = None;
+    let mut app_seen_bad = false;
+    let mut digests = Vec::with_capacity(loaded.len());
+    let mut total = 0;
+    for (index, file) in loaded.iter().enumerate() {
+        problems.extend(file.problems.iter().cloned());
+        total += file.entries.len();
+        if let Some(d) = file.digest {
+            digests.push(d);
+        }
+        if file.app_invalid {
+            app_seen_bad = true;
+        }
+        if let Some((this, pos)) = &file.app {
+            match &app {
+                None => app = Some((this.clone(), index, *pos)),
+                Some((first, first_index, first_pos)) if first != this => {
+                    let mut p = file.problem_at(
+                        *pos,
+                        None,
+                        format!(
+                            "this app block ({}) differs from the one in {} ({})",
+                            describe_app(this),
+                            files[*first_index].display(),
+                            describe_app(first)
+                        ),
+                        "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
+                    );
+                    p.other = Some((files[*first_index].clone(), *first_pos));
+                    problems.push(p);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if app.is_none() && !app_seen_bad && loaded.iter().all(|f| f.parsed) {
+        problems.push(Problem::whole_file(
+            0,
+            &files[0],
+            "no manifest has an `app` block",
+            "add `app: {sdkappid: ..., region: ..., admin: ...}` to one of the manifests",
+        ));
+    }
+
+    // Each file's entries are already sorted by (from, peer), and stable sorting keeps equal
+    // keys in file order and then line order. Concatenating in file order and sorting again
+    // merges the sorted runs in linear time, so the first of a duplicate pair comes first.
+    let mut all: Vec<(DesiredEntry, u32, Position)> = Vec::with_capacity(total);
+    let mut loaded = loaded;
+    for file in &mut loaded {
+        all.append(&mut file.entries);
+    }
+    all.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    for pair in all.windows(2) {
+        let (first, second) = (&pair[0], &pair[1]);
+        if first.0.from == second.0.from && first.0.peer == second.0.peer {
+            let first_file = &files[first.1 as usize];
+            let mut p = loaded[second.1 as usize].problem_at(
+                second.2,
+                None,
+                format!(
+                    "{} is listed twice for user {:?}; the first is at {}:{}",
+                    second.0.peer,
+                    second.0.from.as_str(),
+                    first_file.display(),
+                    first.2
+                ),
+                "remove one of the two entries",
+            );
+            p.other = Some((first_file.clone(), first.2));
+            problems.push(p);
+        }
+    }
+
+    if !problems.is_empty() {
+        attach_sources(&mut problems);
+        return Err(ManifestErrors::new(problems));
+    }
+    let Some((app, _, _)) = app else {
+        unreachable!("a run without an app block has a problem reported above")
+    };
+    digests.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    for d in &digests {
+        hasher.update(d);
+    }
+    Ok(DesiredState {
+        app,
+        entries: all.into_iter().map(|(e, _, _)| e).collect(),
+        digest: hasher.finalize().to_hex().to_string(),
+        files: files.len(),
+    })
+}
+
+/// Gives each problem that has a place but no code frame yet the text of its file. The text
+/// is read again here, on the error path only, so that a successful load keeps no copies.
+fn attach_sources(problems: &mut [Problem]) {
+    let mut texts: std::collections::HashMap<PathBuf, Option<Arc<str>>> = Default::default();
+    for p in problems
+        .iter_mut()
+        .filter(|p| p.source.is_none() && p.position.is_some())
+    {
+        let text = texts
+            .entry(p.file.clone())
+            .or_insert_with(|| std::fs::read_to_string(&p.file).ok().map(Arc::from));
+        if let Some(text) = text {
+            p.attach_source(text);
+        }
+    }
+}
+
+fn describe_app(app: &App) -> String {
+    format!(
+        "sdkappid {}, region {}, admin {:?}",
+        app.sdkappid,
+        app.region.name(),
+        app.admin.as_str()
+    )
+}
+
+/// Turns the paths given into the list of files to read: files as given, directories expanded
+/// to their `*.yaml`/`*.yml` files below, sorted. A path given twice is read once.
+fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                let mut found = Vec::new();
+                if let Err((dir, e)) = walk(path, &mut found) {
+                    problems.push(Problem::whole_file(
+                        0,
+                        &dir,
+                        format!("cannot read the directory: {e}"),
+                        "check the path and its permissions",
+                    ));
+                    continue;
+                }
+                if found.is_empty() {
+                    problems.push(Problem::whole_file(
+                        0,
+                        path,
+                        "the directory has no *.yaml or *.yml files",
+                        "point -f at a manifest file, or at a directory that holds manifests",
+                    ));
+                }
+                found.sort();
+                files.extend(found);
+            }
+            Ok(_) => files.push(path.clone()),
+            Err(e) => problems.push(Problem::whole_file(
+                0,
+                path,
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "the manifest does not exist".to_owned()
+                } else {
+                    format!("cannot read the manifest: {e}")
+                },
+                "check the -f path (default ./timctl.yaml)",
+            )),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    files
+}
+
+/// Collects the `*.yaml`/`*.yml` files below `dir`. Hidden entries (`.git`, `.timctl`) are
+/// skipped: they are never manifests.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Error)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_owned(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (dir.to_owned(), e))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
+        if meta.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// One file, read and checked on its own.
+struct LoadedFile {
+    path: PathBuf,
+    index: usize,
+    /// The text, kept only when there is a problem to show a code frame for.
+    text: Option<Arc<str>>,
+    parsed: bool,
+    app: Option<(App, Position)>,
+    app_invalid: bool,
+    /// (entry, file index, place), sorted by (from, peer), stable.
+    entries: Vec<(DesiredEntry, u32, Position)>,
+    problems: Vec<Problem>,
+    digest: Option<[u8; 32]>,
+}
+
+impl LoadedFile {
+    fn problem_at(
+        &self,
+        pos: Position,
+        byte_span: Option<(usize, usize)>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Problem {
+        let source = self.text.as_ref().map(|text| {
+            let span = match byte_span {
+                Some((offset, len)) => SourceSpan::from((offset, len)),
+                None => SourceSpan::from((offset_of(text, pos), 0)),
+            };
+            (
+                NamedSource::new(self.path.display().to_string(), Arc::clone(text))
+                    .with_language("YAML"),
+                span,
+            )
+        });
+        Problem {
+            file: self.path.clone(),
+            position: Some(pos),
+            message: message.into(),
+            help: help.into(),
+            other: None,
+            source,
+            file_index: self.index,
+        }
+    }
+}
+
+/// The byte offset of a 1-based line and column (counted in characters) in `text`.
+pub(crate) fn offset_of(text: &str, pos: Position) -> usize {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == pos.line as usize {
+            let col = pos.column.saturating_sub(1) as usize;
+            return offset
+                + line
+                    .char_indices()
+                    .nth(col)
+                    .map_or(line.trim_end_matches('\n').len(), |(b, _)| b);
+        }
+        offset += line.len();
+    }
+    text.len()
+}
+
+/// Reads every file, spreading them over the cores. The result is in the order of `files`.
+fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    if workers <= 1 {
+        return files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| load_file(i, f))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, LoadedFile)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(i) else { break };
+                        mine.push((i, load_file(i, path)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A panic in a worker is a bug in timctl, not in the input; pass it on.
+                Err(payload) => std::panic::resume_unwind(payload),
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, f)| f).collect()
+}
+
+fn load_file(index: usize, path: &Path) -> LoadedFile {
+    let mut file = LoadedFile {
+        path: path.to_owned(),
+        index,
+        text: None,
+        parsed: false,
+        app: None,
+        app_invalid: false,
+        entries: Vec::new(),
+        problems: Vec::new(),
+        digest: None,
+    };
+    let whole = |msg: String, help: &str| Problem::whole_file(index, path, msg, help);
+
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            file.problems.push(whole(
+                format!(
+                    "the manifest is {} MiB; at most {} MiB per file are read",
+                    m.len() / (1024 * 1024),
+                    MAX_FILE_BYTES / (1024 * 1024)
+                ),
+                "split it into several files in one directory and pass the directory with -f",
+            ));
+            return file;
+        }
+        _ => {}
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            file.problems.push(whole(
+                format!("cannot read the manifest: {e}"),
+                "check the path and its permissions",
+            ));
+            return file;
+        }
+    };
+    file.digest = Some(*blake3::hash(&bytes).as_bytes());
+    let text: String = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            let mut p = whole(
+                format!(
+                    "the manifest is not UTF-8: invalid byte 0x{:02X}",
+                    e.as_bytes()[valid.len()]
+                ),
+                "save the file as UTF-8 (IDs are printable ASCII anyway)",
+            );
+            p.position = Some(Position {
+                line: line as u32,
+                column: column as u32,
+            });
+            file.problems.push(p);
+            return file;
+        }
+    };
+    if is_blank(&text) {
+        file.problems.push(whole(
+            "the manifest is empty".to_owned(),
+            "start it with `version: 1`, or remove the file",
+        ));
+        return file;
+    }
+
+    let parsed: Result<ManifestFile, _> =
+        serde_saphyr::from_str_with_options(&text, options(text.len()));
+    match parsed {
+        Ok(manifest) => {
+            file.parsed = true;
+            check(&mut file, manifest);
+        }
+        Err(e) => {
+            file.text = Some(Arc::from(text.as_str()));
+            let (pos, span) = match e.location() {
+                // serde reports a missing top-level `version` at the end of the document;
+                // the start is where it belongs.
+                _ if matches!(
+                    e.without_snippet(),
+                    serde_saphyr::Error::SerdeMissingField {
+                        field: "version",
+                        ..
+                    }
+                ) =>
+                {
+                    (Position { line: 1, column: 1 }, Some((0, 0)))
+                }
+                Some(l) if l.line() > 0 => (
+                    Position {
+                        line: l.line() as u32,
+                        column: l.column().max(1) as u32,
+                    },
+                    l.span()
+                        .byte_offset()
+                        .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
+                ),
+                _ => (Position { line: 1, column: 1 }, None),
+            };
+            let (message, help) = describe_parse_error(&e);
+            let p = file.problem_at(pos, span, message, help);
+            file.problems.push(p);
+        }
+    }
+    file
+}
+
+/// Whether the text holds nothing but whitespace, comments and document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+/// The parser's options. The default budget refuses documents over 250,000 nodes, far below a
+/// big app's manifest (about five nodes per entry), so the node and event limits grow with the
+/// input: a node takes at least a byte or two of text, so a budget proportional to the
+/// length admits every honest document while still bounding the work. The alias, anchor,
+/// depth and scalar-bytes limits stay at their defaults: they are what stops alias bombs
+/// ("billion laughs") and stack-deep nesting, and a manifest needs none of those.
+fn options(len: usize) -> serde_saphyr::Options {
+    let defaults = serde_saphyr::Budget::default();
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: defaults.max_nodes.max(len + 1024),
+            max_events: defaults.max_events.max(2 * len + 2048),
+            max_depth: 32,
+        },
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        with_snippet: false,
+    }
+}
+
+/// The parser's message in timctl's words, without its own "at line X column Y" (the place is
+/// reported separately), and advice that fits the kind of error.
+fn describe_parse_error(e: &serde_saphyr::Error) -> (String, String) {
+    use serde_saphyr::Error as E;
+    let mut message = e.without_snippet().to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    match e.without_snippet() {
+        E::SerdeUnknownField { .. } => (
+            message,
+            "remove the key or fix its spelling; the allowed keys are listed above".to_owned(),
+        ),
+        E::SerdeMissingField { field, .. } => (
+            message,
+            match *field {
+                "version" => "start the file with `version: 1`".to_owned(),
+                _ => format!("add `{field}:` here"),
+            },
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => format!("the key `{k}` is repeated in this mapping"),
+                None => "a key is repeated in this mapping".to_owned(),
+            },
+            "a key may appear once per mapping: merge the two or remove one (for a user, put all its entries under one key)".to_owned(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "the file holds more than one YAML document (a second `---`)".to_owned(),
+            "put one manifest per file; split the documents into separate files".to_owned(),
+        ),
+        E::SerdeUnknownVariant { .. } => (message, "use one of the values listed above".to_owned()),
+        E::Budget { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => (
+            message,
+            "manifests need no anchors, aliases or deep nesting: write the entries out".to_owned(),
+        ),
+        E::Unexpected { .. }
+        | E::InvalidScalar { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. } => (format!("wrong type: {message}"), HELP_SCHEMA.to_owned()),
+        _ => (
+            message,
+            "fix the YAML syntax here (indent with spaces, not tabs; quote IDs with special characters)".to_owned(),
+        ),
+    }
+}
+
+fn pos_of<T>(s: &Spanned<T>) -> Position {
+    Position {
+        line: s.referenced.line() as u32,
+        column: s.referenced.column() as u32,
+    }
+}
+
+fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
+    let span = s.referenced.span();
+    Some((
+        span.byte_offset()? as usize,
+        span.byte_len().unwrap_or(0) as usize,
+    ))
+}
+
+/// The checks that need more than the parser: version, IDs, exactly one of user/group, and
+/// defaults. Fills `file.entries` sorted by (from, peer).
+fn check(file: &mut LoadedFile, manifest: ManifestFile) {
+    let mut problems = Vec::new();
+    if manifest.version.value.0 != 1 {
+        problems.push(file.problem_at(
+            pos_of(&manifest.version),
+            span_of(&manifest.version),
+            format!("unsupported manifest version {}", manifest.version.value.0),
+            "write `version: 1`, the only version this timctl reads",
+        ));
+    }
+    if let Some(app) = &manifest.app {
+        let AppSpec {
+            sdkappid,
+            region,
+            admin,
+        } = &app.value;
+        match UserId::new(admin.value.as_str()) {
+            Ok(admin) => {
+                file.app = Some((
+                    App {
+                        sdkappid: sdkappid.0,
+                        region: *region,
+                        admin,
+                    },
+                    pos_of(app),
+                ));
+            }
+            Err(e) => {
+                file.app_invalid = true;
+                problems.push(file.problem_at(
+                    pos_of(admin),
+                    span_of(admin),
+                    format!("app.admin: {e}"),
+                    "use the app admin's UserID: 1 to 32 bytes of printable ASCII",
+                ));
+            }
+        }
+        if sdkappid.0 == 0 {
+            file.app_invalid = true;
+            problems.push(file.problem_at(
+                pos_of(app),
+                None,
+                "app.sdkappid is 0",
+                "use the SDKAppID from the Tencent Cloud Chat console",
+            ));
+        }
+    }
+    let default_clear = manifest
+        .defaults
+        .as_ref()
+        .and_then(|d| d.clear_roaming)
+        .unwrap_or(false);
+    let index = file.index as u32;
+    let users = manifest.absent.unwrap_or_default().0;
+    let mut entries = Vec::with_capacity(users.iter().map(|(_, e)| e.len()).sum());
+    for (key, list) in users {
+        let from = match UserId::new(key.value.as_str()) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                problems.push(file.problem_at(
+                    pos_of(&key),
+                    span_of(&key),
+                    format!("user {:?} under `absent`: {e}", key.value),
+                    "a UserID is 1 to 32 bytes of printable ASCII (0x20 to 0x7E); quote it in YAML if it has special characters",
+                ));
+                None
+            }
+        };
+        for entry in list {
+            let pos = pos_of(&entry);
+            let entry_span = span_of(&entry);
+            let spec = entry.value;
+            let peer = match (spec.user, spec.group) {
+                (Some(u), None) => UserId::new(u.value.as_str())
+                    .map(Peer::User)
+                    .map_err(|e| (u, e, 32)),
+                (None, Some(g)) => GroupId::new(g.value.as_str())
+                    .map(Peer::Group)
+                    .map_err(|e| (g, e, 48)),
+                (Some(_), Some(_)) => {
+                    problems.push(file.problem_at(
+                        pos,
+                        entry_span,
+                        "this entry has both `user` and `group`",
+                        "an entry is one conversation: split it into a `user:` entry and a `group:` entry",
+                    ));
+                    continue;
+                }
+                (None, None) => {
+                    problems.push(file.problem_at(
+                        pos,
+                        entry_span,
+                        "this entry has neither `user` nor `group`",
+                        "say which conversation: `- user: ID` for one-to-one, `- group: ID` for a group",
+                    ));
+                    continue;
+                }
+            };
+            match peer {
+                Ok(peer) => {
+                    if let Some(from) = &from {
+                        entries.push((
+                            DesiredEntry {
+                                from: from.clone(),
+                                peer,
+                                clear_roaming: spec.clear_roaming.unwrap_or(default_clear),
+                            },
+                            index,
+                            pos,
+                        ));
+                    }
+                }
+                Err((value, e, max)) => problems.push(file.problem_at(
+                    pos_of(&value),
+                    span_of(&value),
+                    format!("{e}: {:?}", value.value),
+                    format!("IDs are 1 to {max} bytes of printable ASCII (0x20 to 0x7E)"),
+                )),
+            }
+        }
+    }
+    entries.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    file.entries = entries;
+    file.problems = problems;
+}

@@ -1,0 +1,111 @@
+//! The checked-in `timctl.schema.json` is exactly what `timctl schema` prints, and the schema
+//! says what the parser enforces.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn schema(draft: &str) -> serde_json::Value {
+    let out = Command::cargo_bin("timctl")
+        .unwrap()
+        .args(["schema", "--draft", draft])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn checked_in_schema_is_up_to_date() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let file = std::fs::read_to_string(root.join("timctl.schema.json")).unwrap();
+    let out = Command::cargo_bin("timctl")
+        .unwrap()
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == file,
+        "timctl.schema.json is out of date: run `cargo run -p timctl -- schema --out timctl.schema.json`"
+    );
+}
+
+#[test]
+fn schema_out_writes_the_same_as_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    Command::cargo_bin("timctl")
+        .unwrap()
+        .args(["schema", "--draft", "07", "--out"])
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout("");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(written, schema("07"));
+}
+
+/// Every property of every object schema has a description.
+fn assert_described(v: &serde_json::Value, at: &str) {
+    if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+        for (name, prop) in props {
+            assert!(
+                prop.get("description").is_some(),
+                "{at}/{name} has no description"
+            );
+        }
+    }
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| assert_described(x, &format!("{at}/{k}"))),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| assert_described(x, at)),
+        _ => {}
+    }
+}
+
+#[test]
+fn both_drafts_say_everything_a_schema_can_say() {
+    for (draft, meta, defs) in [
+        (
+            "2020-12",
+            "https://json-schema.org/draft/2020-12/schema",
+            "$defs",
+        ),
+        (
+            "07",
+            "http://json-schema.org/draft-07/schema#",
+            "definitions",
+        ),
+    ] {
+        let s = schema(draft);
+        assert_eq!(s["$schema"], meta);
+        assert_described(&s, draft);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["required"], serde_json::json!(["version"]));
+        let d = &s[defs];
+        assert_eq!(d["Version"]["const"], 1);
+        for (name, max) in [("UserId", 32), ("GroupId", 48)] {
+            assert_eq!(d[name]["minLength"], 1);
+            assert_eq!(d[name]["maxLength"], max);
+            assert_eq!(d[name]["pattern"], "^[ -~]*$");
+        }
+        for obj in ["AppSpec", "Defaults", "EntrySpec"] {
+            assert_eq!(d[obj]["additionalProperties"], false, "{obj}");
+        }
+        assert_eq!(
+            d["EntrySpec"]["oneOf"],
+            serde_json::json!([{"required": ["user"]}, {"required": ["group"]}])
+        );
+        let regions: Vec<&str> = d["Region"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(regions.len(), timctl_core::api::Region::ALL.len());
+        assert!(regions.contains(&"silicon-valley"));
+        assert_eq!(s["examples"][0]["version"], 1);
+    }
+}
