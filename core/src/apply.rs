@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::ids::{Peer, PeerKind, UserId};
+use crate::ledger::{Deleted, LedgerWriter, RunInfo};
 
 /// One conversation to delete.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +53,9 @@ pub enum CallOutcome {
         /// What went wrong, with no secret in it.
         message: String,
     },
+    /// Not sent: the run was already stopping (after a fatal answer, or Ctrl-C). Counts as
+    /// not started; the next run makes it.
+    NotSent,
     /// Every call would fail the same way (bad credentials, unknown app): stop the run.
     Fatal {
         /// One clear message saying what to check, with no secret in it.
@@ -65,15 +69,6 @@ pub trait Deleter: Send + Sync {
     fn delete(&self, deletion: &Deletion) -> impl Future<Output = CallOutcome> + Send;
 }
 
-/// A deletion the server confirmed, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Confirmed {
-    /// What was deleted.
-    pub deletion: Deletion,
-    /// When the confirmation arrived.
-    pub deleted_at: jiff::Timestamp,
-}
-
 /// Why recording failed; the run stops, and what was not recorded is re-sent next time.
 #[derive(Debug, thiserror::Error)]
 #[error("recording in the state failed: {0}")]
@@ -83,7 +78,7 @@ pub struct RecordError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 /// one transaction.
 pub trait Recorder: Send {
     /// Records confirmed deletions.
-    fn record(&mut self, confirmed: &[Confirmed]) -> Result<(), RecordError>;
+    fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError>;
     /// Drops entries that are no longer in the manifest.
     fn forget(&mut self, entries: &[(UserId, Peer)]) -> Result<(), RecordError>;
 }
@@ -251,8 +246,32 @@ impl Summary {
     }
 }
 
+/// Records into a ledger, attributing every batch to one run.
+pub struct LedgerRecorder<W> {
+    /// The ledger, locked.
+    pub writer: W,
+    /// The run recording.
+    pub run: RunInfo,
+}
+
+impl<W: LedgerWriter + Send> Recorder for LedgerRecorder<W> {
+    fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError> {
+        match self.writer.record_deleted(&self.run, confirmed) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(RecordError(Box::new(e))),
+        }
+    }
+
+    fn forget(&mut self, entries: &[(UserId, Peer)]) -> Result<(), RecordError> {
+        match self.writer.forget(entries) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(RecordError(Box::new(e))),
+        }
+    }
+}
+
 enum RecordMsg {
-    Confirmed(Confirmed),
+    Confirmed(Deleted),
     Forget(Vec<(UserId, Peer)>),
 }
 
@@ -267,7 +286,7 @@ fn spawn_recorder<R: Recorder + 'static>(
     let (tx, rx) = mpsc::channel::<RecordMsg>();
     let (interval, batch_size) = (opts.flush_interval, opts.flush_batch);
     let handle = std::thread::spawn(move || {
-        let mut batch: Vec<Confirmed> = Vec::new();
+        let mut batch: Vec<Deleted> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut failed = false;
         let run = |r: Result<(), RecordError>, failed: &mut bool| {
@@ -421,7 +440,7 @@ where
         let Some((deletion, outcome)) = next else {
             break;
         };
-        let Some(outcome) = outcome else {
+        let Some(outcome) = outcome.filter(|o| *o != CallOutcome::NotSent) else {
             summary.not_started += 1;
             continue;
         };
@@ -447,8 +466,10 @@ where
                 } else {
                     summary.deleted += 1;
                 }
-                let confirmed = Confirmed {
-                    deletion,
+                let confirmed = Deleted {
+                    from: deletion.from,
+                    peer: deletion.peer,
+                    clear_roaming: deletion.clear_roaming,
                     deleted_at: jiff::Timestamp::now(),
                 };
                 let _ = tx.send(RecordMsg::Confirmed(confirmed));
@@ -465,6 +486,7 @@ where
                 });
                 Some(code)
             }
+            CallOutcome::NotSent => None,
             CallOutcome::Fatal { message } => {
                 summary.failed += 1;
                 if stop.stop(StopReason::Fatal) {
@@ -547,12 +569,12 @@ mod tests {
 
     #[derive(Default)]
     struct Memory {
-        batches: Vec<(Instant, Vec<Confirmed>)>,
+        batches: Vec<(Instant, Vec<Deleted>)>,
         forgotten: Vec<(UserId, Peer)>,
     }
 
     impl Recorder for Memory {
-        fn record(&mut self, confirmed: &[Confirmed]) -> Result<(), RecordError> {
+        fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError> {
             self.batches.push((Instant::now(), confirmed.to_vec()));
             Ok(())
         }
