@@ -20,7 +20,7 @@ mod spec;
 
 /// Generates the API layer from one or more spec files.
 ///
-/// ```ignore
+/// ```text
 /// timctl_macros::api!("../api-spec/common.yaml", "../api-spec/recentcontact_delete.yaml");
 /// ```
 ///
@@ -129,11 +129,17 @@ fn parse(name: &str, text: &str) -> Result<spec::SpecFile, model::SpecError> {
     let options = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let mut message = e.to_string();
+        // serde-saphyr ends its messages with the place, which SpecError already leads with.
+        let suffix = format!(" at line {line}, column {column}");
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_owned();
+        }
         model::SpecError {
             file: name.to_owned(),
             line,
             column,
-            message: e.to_string(),
+            message,
         }
     })
 }

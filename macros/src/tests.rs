@@ -115,3 +115,9 @@ fn a_public_code_repeated_by_an_endpoint_is_refused() {
     assert!(errors[0].starts_with("common.yaml:"), "{}", errors[0]);
     assert!(errors[0].contains("duplicate error code 60007: first defined at d.yaml:"));
 }
+
+#[test]
+fn yaml_errors_name_the_place_once() {
+    let errors = check(&[("d.yaml", "endpoints:\n  - name: \"unclosed\n")]).unwrap_err();
+    assert_eq!(errors, vec!["d.yaml:2:11: unclosed quote".to_owned()]);
+}

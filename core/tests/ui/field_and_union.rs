@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/field_and_union.yaml");
+
+fn main() {}

@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/does_not_exist.yaml");
+
+fn main() {}

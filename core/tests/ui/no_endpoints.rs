@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/no_endpoints.yaml");
+
+fn main() {}

@@ -1,0 +1,3 @@
+timctl_macros::api!();
+
+fn main() {}

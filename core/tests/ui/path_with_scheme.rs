@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/path_with_scheme.yaml");
+
+fn main() {}

@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/union_without_variants.yaml");
+
+fn main() {}

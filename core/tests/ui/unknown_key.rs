@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/unknown_key.yaml");
+
+fn main() {}

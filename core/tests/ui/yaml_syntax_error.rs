@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/yaml_syntax_error.yaml");
+
+fn main() {}

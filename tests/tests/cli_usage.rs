@@ -1,0 +1,68 @@
+//! The command line's own contract: help and version succeed, usage errors exit 1 (never
+//! clap's 2, which `plan --detailed-exitcode` uses for "there are changes"), and global flags
+//! work before or after the command.
+
+use assert_cmd::Command;
+
+fn timctl(args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("timctl")
+        .unwrap()
+        .args(args)
+        .env_remove("TIMCTL_STATE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn version_and_help_succeed() {
+    let out = timctl(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("timctl {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = timctl(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "validate", "plan", "show", "apply", "schema", "state", "usersig",
+    ] {
+        assert!(
+            help.contains(command),
+            "--help does not list {command}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["no-such-command"],
+        &[],
+        &["plan", "--format", "yaml"],
+        &["apply", "--lock-timeout", "soon"],
+        &["state", "rm", "alice"],
+    ] {
+        let out = timctl(args);
+        assert_eq!(out.status.code(), Some(1), "timctl {args:?}");
+        assert!(!out.stderr.is_empty(), "timctl {args:?} says nothing");
+    }
+}
+
+#[test]
+fn global_flags_go_before_or_after_the_command() {
+    for args in [
+        &["--color", "never", "--state", "x.db", "validate", "--help"][..],
+        &["validate", "--help", "--color", "never", "--state", "x.db"],
+    ] {
+        assert_eq!(timctl(args).status.code(), Some(0), "timctl {args:?}");
+    }
+}
+
+#[test]
+fn durations_are_explained_when_wrong() {
+    let out = timctl(&["apply", "--lock-timeout", "soon"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("30s, 5m or 24h"), "{err}");
+}
