@@ -918,6 +918,41 @@ impl Client {
     }
 }
 
+/// The apply executor's view of the client: one deletion, its outcome without HTTP.
+///
+/// `ClearRamble` is always sent, 0 or 1, so the server never has to guess. A call the client
+/// did not send because it had stopped (after a fatal answer to another call) comes back as
+/// that same fatal outcome: the executor keeps the first message and stops.
+impl crate::apply::Deleter for Client {
+    async fn delete(&self, d: &crate::apply::Deletion) -> crate::apply::CallOutcome {
+        use crate::apply::CallOutcome;
+        let request = crate::api::RecentContactDeleteRequest {
+            from_account: d.from.as_str().to_owned(),
+            conversation: d.peer.to_api(),
+            clear_ramble: Some(d.clear_roaming),
+        };
+        match self.call::<crate::api::RecentContactDelete>(&request).await {
+            Outcome::Success(_) => CallOutcome::Deleted,
+            Outcome::AlreadyAbsent { code, .. } => CallOutcome::AlreadyAbsent { code },
+            Outcome::ItemFailed { code, message } => CallOutcome::ItemFailed {
+                code: Some(code),
+                message,
+            },
+            Outcome::RetriesExhausted { attempts, last } => CallOutcome::ItemFailed {
+                code: None,
+                message: format!("gave up after {attempts} attempts: {last}"),
+            },
+            Outcome::Fatal(f) => CallOutcome::Fatal { message: f.message },
+            Outcome::Stopped => CallOutcome::Fatal {
+                message: self.fatal().map_or_else(
+                    || "not sent: the client was stopped".to_owned(),
+                    |f| f.message,
+                ),
+            },
+        }
+    }
+}
+
 impl Outcome<()> {
     /// Re-types an outcome that is never `Success`.
     fn map_never<R>(self) -> Outcome<R> {
