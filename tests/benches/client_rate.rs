@@ -49,10 +49,15 @@ async fn run(calls: usize, rate: Option<f64>, concurrency: usize) -> Run {
                 let _permit = sem.acquire_owned().await.expect("semaphore open");
                 let req = RecentContactDeleteRequest {
                     from_account: format!("user{}", i % 100),
-                    conversation: Conversation::OneToOne { to_account: format!("peer{i}") },
+                    conversation: Conversation::OneToOne {
+                        to_account: format!("peer{i}"),
+                    },
                     clear_ramble: Some(false),
                 };
-                matches!(client.call::<RecentContactDelete>(&req).await, Outcome::Success(_))
+                matches!(
+                    client.call::<RecentContactDelete>(&req).await,
+                    Outcome::Success(_)
+                )
             })
         })
         .collect();
@@ -80,11 +85,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let calls = env("CALLS", 3000);
     let runs = env("RUNS", 3);
-    println!("{calls} calls per run, {runs} runs, latency 20-80 ms, documented limit {DOCUMENTED}/s");
-    println!("| rate setting | concurrency | median calls/s | ratio to 200/s | frequency-limit answers | max in any 1 s | retries |");
+    println!(
+        "{calls} calls per run, {runs} runs, latency 20-80 ms, documented limit {DOCUMENTED}/s"
+    );
+    println!(
+        "| rate setting | concurrency | median calls/s | ratio to 200/s | frequency-limit answers | max in any 1 s | retries |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (label, rate, conc) in [("default (195)", None, 64), ("--rate 200", Some(200.0), 64)] {
         let mut rates = Vec::new();
