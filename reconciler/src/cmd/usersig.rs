@@ -1,6 +1,13 @@
-//! `timctl usersig`.
+//! `timctl usersig`: make a UserSig from the secret key (printed alone on stdout, for curl),
+//! or verify one and say why it fails.
 
+use std::io::Read as _;
 use std::process::ExitCode;
+
+use miette::{IntoDiagnostic as _, WrapErr as _};
+use timctl_core::client::Credentials;
+use timctl_core::ids::UserId;
+use timctl_core::usersig;
 
 use crate::args::Global;
 
@@ -15,13 +22,80 @@ pub(crate) struct Args {
     /// Lifetime of a new UserSig (e.g. 24h, 180d).
     #[arg(long, value_name = "DUR", value_parser = crate::args::parse_duration, default_value = "24h", conflicts_with = "verify")]
     pub(crate) expire: std::time::Duration,
-    /// Check this UserSig instead of making one: exit 0 when valid, 1 with the reason.
+    /// Check this UserSig instead of making one (`-` reads it from stdin, keeping it out of
+    /// shell history): exit 0 when valid, 1 with the reason.
     #[arg(long, value_name = "SIG")]
     pub(crate) verify: Option<String>,
     #[command(flatten)]
     pub(crate) manifests: crate::args::ManifestArgs,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl usersig is not implemented yet"))
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    // FIXME(manifest): default both to the manifest's `app` once `timctl_core::manifest::load`
+    // lands on main; until then they are required.
+    let Some(sdkappid) = args.sdkappid else {
+        return Err(miette::miette!(
+            help = "pass --sdkappid N and --identifier ID (the app admin); reading them from the manifest's app is not available in this build",
+            "timctl usersig needs --sdkappid"
+        ));
+    };
+    let Some(identifier) = args.identifier.as_deref() else {
+        return Err(miette::miette!(
+            help = "pass --identifier ID (usually the manifest's app.admin)",
+            "timctl usersig needs --identifier"
+        ));
+    };
+    let identifier: UserId = identifier
+        .parse()
+        .map_err(|e| miette::miette!("--identifier: {e}"))?;
+    let key = Credentials::secret_key_from_env().map_err(|e| miette::miette!("{e}"))?;
+
+    let Some(sig) = &args.verify else {
+        let expire = args.expire.as_secs();
+        if expire == 0 {
+            return Err(miette::miette!("--expire must be at least one second"));
+        }
+        println!(
+            "{}",
+            usersig::make(sdkappid, identifier.as_str(), &key, unix_now(), expire)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let sig = if sig == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .into_diagnostic()
+            .wrap_err("reading the UserSig from stdin")?;
+        s
+    } else {
+        sig.clone()
+    };
+    let now = unix_now();
+    match usersig::verify(&sig, &key, sdkappid, identifier.as_str(), now) {
+        Ok(v) => {
+            let expires_at =
+                jiff::Timestamp::from_second(v.expires_at().min(i64::MAX as u64) as i64)
+                    .map_or_else(|_| v.expires_at().to_string(), |t| t.to_string());
+            println!(
+                "valid: UserSig for {} in app {}, expires {expires_at} (in {})",
+                v.identifier,
+                v.sdkappid,
+                humantime::format_duration(std::time::Duration::from_secs(
+                    v.expires_at().saturating_sub(now)
+                )),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

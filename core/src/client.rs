@@ -1,1 +1,0 @@
-//! The HTTP client: the only code in timctl that talks to the network.

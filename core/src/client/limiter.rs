@@ -1,0 +1,125 @@
+//! The one rate limiter every call of a [`super::Client`] goes through.
+//!
+//! Two rules, both on the scheduled start times:
+//! - pacing: starts are at least `1/rate` apart, so the load is smooth rather than bursty;
+//! - a sliding window: no more than `ceil(rate)` starts in any one-second window, from the first
+//!   second on (a token bucket would allow a burst on top of the rate; this never does).
+//!
+//! A frequency-limit answer halves the pace for a while.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long a frequency-limit answer slows the limiter down.
+pub(crate) const SLOW_DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// The window is a hair over a second, so that starts scheduled exactly a second apart still
+/// land in different windows of a server that counts a closed interval.
+const WINDOW: Duration = Duration::from_millis(1001);
+
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    interval: Duration,
+    window_limit: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    next: Option<Instant>,
+    /// The last `window_limit` scheduled starts, oldest first.
+    recent: VecDeque<Instant>,
+    slow_until: Option<Instant>,
+}
+
+impl RateLimiter {
+    /// `rate` calls per second; must be positive and finite (checked by the client's config).
+    pub(crate) fn new(rate: f64) -> Self {
+        let window_limit = (rate.ceil() as usize).max(1);
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            window_limit,
+            state: Mutex::new(State {
+                next: None,
+                recent: VecDeque::with_capacity(window_limit),
+                slow_until: None,
+            }),
+        }
+    }
+
+    /// Reserves the next start time. The caller sleeps until then (or gives up when the client
+    /// stops; the slot is then simply unused).
+    pub(crate) fn reserve(&self) -> Instant {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let slow = st.slow_until.is_some_and(|t| t > now);
+        let interval = if slow {
+            self.interval * 2
+        } else {
+            self.interval
+        };
+        let mut at = st.next.map_or(now, |n| n.max(now));
+        if st.recent.len() >= self.window_limit
+            && let Some(oldest) = st.recent.pop_front()
+        {
+            at = at.max(oldest + WINDOW);
+        }
+        st.recent.push_back(at);
+        st.next = Some(at + interval);
+        at
+    }
+
+    /// A frequency-limit answer: halve the pace for [`SLOW_DOWN_FOR`].
+    pub(crate) fn slow_down(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.slow_until = Some(Instant::now() + SLOW_DOWN_FOR);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scheduled starts never put more than the limit in any one-second window, including the
+    /// first, and keep the pace.
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_the_limit_in_any_window() {
+        for rate in [1.0, 7.5, 195.0, 200.0, 400.0] {
+            let lim = RateLimiter::new(rate);
+            let starts: Vec<Instant> = (0..(rate as usize * 3 + 5))
+                .map(|_| lim.reserve())
+                .collect();
+            let limit = rate.ceil() as usize;
+            for (i, s) in starts.iter().enumerate() {
+                let in_window = starts[i..]
+                    .iter()
+                    .take_while(|t| **t < *s + Duration::from_secs(1))
+                    .count();
+                assert!(
+                    in_window <= limit,
+                    "rate {rate}: {in_window} starts in a second"
+                );
+            }
+            let span = *starts.last().unwrap() - starts[0];
+            let achieved = (starts.len() - 1) as f64 / span.as_secs_f64();
+            assert!(
+                achieved > rate * 0.97 && achieved <= rate * 1.000_001,
+                "rate {rate}: achieved {achieved}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_down_halves_the_pace() {
+        let lim = RateLimiter::new(100.0);
+        let a = lim.reserve();
+        lim.slow_down();
+        let b = lim.reserve();
+        let c = lim.reserve();
+        assert_eq!(b - a, Duration::from_millis(10));
+        assert_eq!(c - b, Duration::from_millis(20));
+    }
+}
