@@ -922,7 +922,7 @@ impl Client {
 ///
 /// `ClearRamble` is always sent, 0 or 1, so the server never has to guess. A call the client
 /// did not send because it had stopped (after a fatal answer to another call) comes back as
-/// that same fatal outcome: the executor keeps the first message and stops.
+/// `NotSent`: the executor counts it as not started, and the next run makes it.
 impl crate::apply::Deleter for Client {
     async fn delete(&self, d: &crate::apply::Deletion) -> crate::apply::CallOutcome {
         use crate::apply::CallOutcome;
@@ -943,12 +943,7 @@ impl crate::apply::Deleter for Client {
                 message: format!("gave up after {attempts} attempts: {last}"),
             },
             Outcome::Fatal(f) => CallOutcome::Fatal { message: f.message },
-            Outcome::Stopped => CallOutcome::Fatal {
-                message: self.fatal().map_or_else(
-                    || "not sent: the client was stopped".to_owned(),
-                    |f| f.message,
-                ),
-            },
+            Outcome::Stopped => CallOutcome::NotSent,
         }
     }
 }

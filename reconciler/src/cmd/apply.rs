@@ -1,6 +1,22 @@
-//! `timctl apply`.
+//! `timctl apply [PLANFILE]`: plans (or reads a saved plan), asks, then carries the plan out
+//! through `timctl_core::apply::execute` and prints what happened.
+//!
+//! The order matters for safety: the credentials, the endpoint and the lock are checked before
+//! anything is called; the state is read under the lock, so a plan cannot go stale between
+//! planning and applying; a saved plan is refused, changing nothing, when the state has moved on.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use miette::{Context, IntoDiagnostic, miette};
+use timctl_core::api::{Endpoint, RecentContactDelete};
+use timctl_core::apply::{
+    self, Deletion, Event, ExecOptions, LedgerRecorder, StopHandle, StopReason, Summary,
+};
+use timctl_core::client::{self, BaseUrl, Client, ClientConfig, Credentials};
+use timctl_core::ledger::{Ledger, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock};
+use timctl_core::plan::{self, Action, Plan, render};
 
 use crate::args::Global;
 
@@ -20,6 +36,393 @@ pub(crate) struct Args {
     pub(crate) auto_approve: bool,
 }
 
-pub(crate) fn run(_global: &Global, _args: &Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!("timctl apply is not implemented yet"))
+/// Without a terminal, how often a progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    // Everything that can be refused is checked before anything is called or written.
+    let exec = &args.exec;
+    let documented = RecentContactDelete::CALLS_PER_SECOND;
+    let rate = match exec.rate {
+        Some(0) => return Err(miette!("--rate must be at least 1 call per second")),
+        Some(r) => f64::from(r),
+        None => client::default_rate(documented),
+    };
+    if rate > f64::from(documented) && !global.quiet {
+        eprintln!(
+            "warning: --rate {rate} is above the documented limit of {documented} calls per second; \
+             use it only if Tencent raised your app's quota, or calls will be refused (60007)"
+        );
+    }
+    // Enough calls in flight to keep the rate up at 250 ms latency.
+    let concurrency = exec
+        .concurrency
+        .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
+        .max(1);
+
+    let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
+    let (plan, saved) = match &args.planfile {
+        Some(path) => {
+            let plan = plan::saved::read(path)?;
+            let current = SqliteLedger::open_read_only(&global.state)?;
+            current.check_app(plan.app.sdkappid)?;
+            plan::check_state(plan.state, current.state_ref())?;
+            (plan, true)
+        }
+        None => {
+            let filter = super::plan::filter(&args.filter)?;
+            let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
+            let ledger = SqliteLedger::open_read_only(&global.state)?;
+            (plan::make(&desired, &ledger, &filter)?, false)
+        }
+    };
+    let base_url =
+        BaseUrl::resolve(plan.app.region, global.endpoint.as_deref()).into_diagnostic()?;
+
+    if !saved && !args.exec.json {
+        super::plan::print(&plan, super::plan::Format::Text, render::DEFAULT_LIMIT)?;
+    }
+    if !plan.has_changes() {
+        let summary = Summary::default();
+        if args.exec.json {
+            let mut output = Output::new(true, global.quiet, 0);
+            output.event(&Event::Planned {
+                delete: 0,
+                forget: 0,
+            });
+            output.event(&Event::Summary(summary.clone()));
+        }
+        report(&summary, args.exec.json, global.quiet);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Forgetting needs no call, so a plan without deletions needs no credentials.
+    let credentials = if plan.summary.delete > 0 {
+        Some(Credentials::from_env().into_diagnostic()?)
+    } else {
+        None
+    };
+    if let Some(max) = exec.max_deletes
+        && plan.summary.delete > max
+    {
+        return Err(miette!(
+            help = "raise --max-deletes if this is intended, or narrow the plan with --user",
+            "the plan deletes {} conversations, more than --max-deletes {max}; nothing was changed",
+            plan.summary.delete
+        ));
+    }
+    if !saved && !args.auto_approve {
+        confirm(args.exec.json)?;
+    }
+
+    let client = match credentials {
+        Some(credentials) => {
+            let mut config = ClientConfig::new(
+                base_url,
+                plan.app.sdkappid,
+                plan.app.admin.as_str(),
+                credentials,
+            );
+            config.rate = rate;
+            config.max_retries = exec.max_retries;
+            Some(Client::new(config).into_diagnostic()?)
+        }
+        None => None,
+    };
+
+    let writer = SqliteLedgerWriter::create_or_open(&global.state, plan.app.sdkappid, lock)?;
+    let recorder = LedgerRecorder {
+        writer,
+        run: RunInfo::new(plan.manifest_digest.clone()),
+    };
+    let (deletions, forgets) = split(&plan);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")?;
+    let stop = StopHandle::default();
+    let opts = ExecOptions {
+        concurrency,
+        ..ExecOptions::default()
+    };
+    let mut output = Output::new(args.exec.json, global.quiet, deletions.len());
+    let (summary, recorder, record_error) = runtime.block_on(async {
+        watch_signals(stop.clone(), client.clone());
+        let mut on_event = |e: &Event| output.event(e);
+        match &client {
+            Some(client) => {
+                apply::execute(
+                    deletions,
+                    forgets,
+                    client,
+                    recorder,
+                    &opts,
+                    &stop,
+                    &mut on_event,
+                )
+                .await
+            }
+            None => {
+                apply::execute(
+                    deletions,
+                    forgets,
+                    &NoCalls,
+                    recorder,
+                    &opts,
+                    &stop,
+                    &mut on_event,
+                )
+                .await
+            }
+        }
+    });
+    output.finish();
+    drop(recorder);
+    // In-flight calls have finished; nothing else is waiting on the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    report(&summary, args.exec.json, global.quiet);
+    if let Some(e) = record_error {
+        eprintln!("Error: {e}. The deletions not recorded will be made again by the next apply.");
+    }
+    Ok(exit_code(&summary))
+}
+
+/// The plan's deletions and forgets, for the executor.
+fn split(
+    plan: &Plan,
+) -> (
+    Vec<Deletion>,
+    Vec<(timctl_core::ids::UserId, timctl_core::ids::Peer)>,
+) {
+    let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
+    let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
+    for c in &plan.changes {
+        match c.action {
+            Action::Delete => deletions.push(Deletion {
+                from: c.from.clone(),
+                peer: c.peer.clone(),
+                clear_roaming: c.clear_roaming,
+            }),
+            Action::Forget => forgets.push((c.from.clone(), c.peer.clone())),
+        }
+    }
+    (deletions, forgets)
+}
+
+/// The deleter of a plan without deletions: never called, so it needs no credentials.
+struct NoCalls;
+
+impl apply::Deleter for NoCalls {
+    async fn delete(&self, _: &Deletion) -> apply::CallOutcome {
+        apply::CallOutcome::NotSent
+    }
+}
+
+/// Asks for `yes` on a terminal; refuses without one.
+fn confirm(json: bool) -> miette::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette!(
+            help = "run it on a terminal to be asked, pass --auto-approve, or save the plan with \
+                    `timctl plan --out FILE` and run `timctl apply FILE`",
+            "refusing to apply without confirmation: standard input is not a terminal; nothing was changed"
+        ));
+    }
+    let question = "\nDo you want to perform these actions?\n  There is no undo. Only 'yes' will be accepted to approve.\n\n  Enter a value: ";
+    if json {
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+    } else {
+        print!("{question}");
+        let _ = std::io::stdout().flush();
+    }
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .into_diagnostic()
+        .wrap_err("cannot read the answer from standard input")?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(miette!("apply cancelled; nothing was changed"))
+    }
+}
+
+/// Ctrl-C and SIGTERM: the first stops new calls (in-flight ones finish and are recorded);
+/// a second Ctrl-C exits at once. The state stays consistent either way: every batch is one
+/// transaction.
+fn watch_signals(stop: StopHandle, client: Option<Client>) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    None
+                }
+            };
+        loop {
+            let reason = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => StopReason::Interrupted,
+                    Err(_) => return,
+                },
+                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => StopReason::Terminated,
+            };
+            if !stop.stop(reason) {
+                if reason == StopReason::Interrupted {
+                    eprintln!("Interrupted again: exiting now.");
+                    std::process::exit(130);
+                }
+                continue;
+            }
+            if let Some(client) = &client {
+                client.stop();
+            }
+            eprintln!(
+                "Stopping: no new calls; the calls in flight finish and are recorded. \
+                 Press Ctrl-C again to exit at once."
+            );
+        }
+    });
+}
+
+/// Where events go: JSON lines, a progress bar, or a short line now and then.
+struct Output {
+    json: bool,
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+    failed: usize,
+    last_line: std::time::Instant,
+}
+
+impl Output {
+    fn new(json: bool, quiet: bool, total: usize) -> Self {
+        let bar = (!json && !quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} deleted  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Output {
+            json,
+            quiet,
+            bar,
+            failed: 0,
+            last_line: std::time::Instant::now(),
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        if self.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            return;
+        }
+        match event {
+            Event::Deleted { .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+            }
+            Event::Failed {
+                from,
+                kind,
+                peer,
+                code,
+                message,
+            } => {
+                self.failed += 1;
+                let code = code.map_or_else(String::new, |c| format!(" ({c})"));
+                let line = format!("failed: {from} → {kind}:{peer}{code}: {message}");
+                match &self.bar {
+                    Some(bar) => {
+                        bar.inc(1);
+                        bar.set_message(format!("{} failed", self.failed));
+                        bar.println(line);
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::Progress {
+                done,
+                total,
+                failed,
+                rate,
+            } => {
+                if self.bar.is_none() && !self.quiet && self.last_line.elapsed() >= PROGRESS_EVERY {
+                    self.last_line = std::time::Instant::now();
+                    eprintln!(
+                        "Progress: {done}/{total} done, {failed} failed, {rate:.0} per second"
+                    );
+                }
+            }
+            Event::Planned { .. } | Event::Summary(_) => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The warnings and the last line.
+fn report(s: &Summary, json: bool, quiet: bool) {
+    if let Some(message) = &s.stop_message {
+        eprintln!("Error: {message}");
+    }
+    match s.stopped {
+        Some(StopReason::Interrupted | StopReason::Terminated) => eprintln!(
+            "Stopped before the end: {} deletions were not started; run apply again to finish.",
+            s.not_started
+        ),
+        Some(_) if s.not_started > 0 => eprintln!(
+            "{} deletions were not started; fix the problem above and run apply again.",
+            s.not_started
+        ),
+        _ => {}
+    }
+    if s.missing_user_count > 0 && !quiet {
+        let more = s.missing_user_count - s.missing_users.len();
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
+             Their entries count as done; check the manifest for typos.",
+            s.missing_user_count,
+            s.missing_users.join(", ")
+        );
+    }
+    if !json {
+        println!(
+            "Apply complete: {} deleted, {} forgotten, {} failed.",
+            s.deleted + s.already_absent,
+            s.forgotten,
+            s.failed
+        );
+    }
+}
+
+/// 0 when everything succeeded; 130 after Ctrl-C and 143 after SIGTERM; 1 otherwise.
+fn exit_code(s: &Summary) -> ExitCode {
+    match s.stopped {
+        Some(StopReason::Interrupted) => ExitCode::from(130),
+        Some(StopReason::Terminated) => ExitCode::from(143),
+        _ if s.succeeded() => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
 }
