@@ -228,3 +228,34 @@ fn without_a_key_or_app_it_says_what_to_set() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_app_defaults_to_the_manifests() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/timctl.yaml");
+    let out = timctl(&["usersig", "-f", manifest], Some(KEY));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sig = text(&out.stdout);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // examples/timctl.yaml: sdkappid 1400000001, admin "administrator".
+    let key = SecretKey::new(KEY).unwrap();
+    usersig::verify(sig.trim(), &key, 1400000001, "administrator", now).unwrap();
+    // A flag still wins over the manifest.
+    let out = timctl(
+        &["usersig", "-f", manifest, "--identifier", "alice"],
+        Some(KEY),
+    );
+    let sig = text(&out.stdout);
+    usersig::verify(sig.trim(), &key, 1400000001, "alice", now).unwrap();
+    let out = timctl(
+        &["usersig", "--verify", sig.trim(), "-f", manifest],
+        Some(KEY),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "made for alice, checked for the admin"
+    );
+}

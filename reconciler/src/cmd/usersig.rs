@@ -37,19 +37,18 @@ fn unix_now() -> u64 {
 }
 
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
-    // FIXME(manifest): default both to the manifest's `app` once `timctl_core::manifest::load`
-    // lands on main; until then they are required.
-    let Some(sdkappid) = args.sdkappid else {
-        return Err(miette::miette!(
-            help = "pass --sdkappid N and --identifier ID (the app admin); reading them from the manifest's app is not available in this build",
-            "timctl usersig needs --sdkappid"
-        ));
-    };
-    let Some(identifier) = args.identifier.as_deref() else {
-        return Err(miette::miette!(
-            help = "pass --identifier ID (usually the manifest's app.admin)",
-            "timctl usersig needs --identifier"
-        ));
+    // Flags win; whatever they leave out comes from the manifest's `app`, read only then.
+    let (sdkappid, identifier) = match (args.sdkappid, args.identifier.as_deref()) {
+        (Some(n), Some(id)) => (n, id.to_owned()),
+        (n, id) => {
+            let desired = timctl_core::manifest::load(&args.manifests.manifests).wrap_err(
+                "--sdkappid and --identifier default to the manifest's app; pass both to do without one",
+            )?;
+            (
+                n.unwrap_or(desired.app.sdkappid),
+                id.map_or_else(|| desired.app.admin.to_string(), str::to_owned),
+            )
+        }
     };
     let identifier: UserId = identifier
         .parse()
