@@ -1,4 +1,5 @@
-//! The manifest load benchmark: `cargo run --release -p timctl-bench-harness --bin manifest-load`.
+//! The manifest load benchmark: `cargo bench -p timctl-tests --bench manifest_load [SIZES]`,
+//! e.g. `-- 10000,100000`.
 //!
 //! It writes manifests of 10k, 100k and 1M conversations (10 per user) into a temporary
 //! directory, as one file and as 16 files, and loads each several times, every run in a fresh
@@ -13,7 +14,8 @@ use std::time::Instant;
 const RUNS: usize = 5;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; the harness takes its own arguments only.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.get(1).map(String::as_str) == Some("--once") {
         once(&args[2..]);
         return;
