@@ -2,7 +2,12 @@
 //! against a 1M-entry ledger that overlaps it by half, split into reading the ledger, diffing
 //! and rendering the JSON document. Prints medians; peak memory is the process's VmHWM.
 //!
-//! `cargo bench -p timctl-tests --bench plan` (set `PLAN_BENCH_N` for another size).
+//! Then, when the release `timctl` binary is built, the end-to-end `timctl plan --format json`
+//! on the same entries written as one manifest file, against no state and against the ledger:
+//! wall time and peak memory (`/usr/bin/time`), medians of 3.
+//!
+//! `cargo build --release -p timctl && cargo bench -p timctl-tests --bench plan` (set
+//! `PLAN_BENCH_N` for another size).
 
 use std::time::{Duration, Instant};
 
@@ -147,4 +152,78 @@ fn main() {
     );
     println!("render JSON to a sink:    median {:.3?}", median(json));
     println!("peak RSS (VmHWM): {:.0} MiB", peak_rss_mib());
+    drop(state);
+
+    end_to_end(&desired, dir.path(), &path, runs.min(3));
+}
+
+/// Writes `desired` as one manifest file, in the layout of PRODUCT.md.
+fn write_manifest(desired: &DesiredState, path: &std::path::Path) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(
+        out,
+        "version: 1\napp:\n  sdkappid: {}\n  region: singapore\n  admin: administrator\nabsent:",
+        desired.app.sdkappid
+    )
+    .unwrap();
+    let mut last: Option<&UserId> = None;
+    for e in &desired.entries {
+        if last != Some(&e.from) {
+            writeln!(out, "  {}:", e.from).unwrap();
+            last = Some(&e.from);
+        }
+        let (kind, id) = match &e.peer {
+            Peer::User(u) => ("user", u.as_str()),
+            Peer::Group(g) => ("group", g.as_str()),
+        };
+        if e.clear_roaming {
+            writeln!(out, "    - {{ {kind}: \"{id}\", clear_roaming: true }}").unwrap();
+        } else {
+            writeln!(out, "    - {kind}: \"{id}\"").unwrap();
+        }
+    }
+    out.flush().unwrap();
+}
+
+/// `timctl plan --format json` as a user runs it: time and peak memory from `/usr/bin/time`.
+fn end_to_end(desired: &DesiredState, dir: &std::path::Path, ledger: &std::path::Path, runs: usize) {
+    let exe = std::env::current_exe().unwrap();
+    let timctl = exe.parent().and_then(|d| d.parent()).map(|d| d.join("timctl"));
+    let Some(timctl) = timctl.filter(|t| t.exists()) else {
+        println!("(no release timctl binary: `cargo build --release -p timctl` to measure end to end)");
+        return;
+    };
+    let manifest = dir.join("big.yaml");
+    write_manifest(desired, &manifest);
+    let mb = std::fs::metadata(&manifest).unwrap().len() as f64 / 1e6;
+    println!("wrote the manifest: {mb:.1} MB");
+    for (label, state) in [("no state", dir.join("none.db")), ("the ledger", ledger.to_path_buf())] {
+        let mut secs = Vec::new();
+        let mut peak = Vec::new();
+        for _ in 0..runs {
+            let out = std::process::Command::new("/usr/bin/time")
+                .args(["-f", "%e %M"])
+                .arg(&timctl)
+                .args(["plan", "--format", "json", "-f"])
+                .arg(&manifest)
+                .arg("--state")
+                .arg(&state)
+                .stdout(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().last().unwrap_or_default().to_owned();
+            let mut it = last.split_whitespace();
+            secs.push(Duration::from_secs_f64(it.next().unwrap().parse().unwrap()));
+            peak.push(it.next().unwrap().parse::<u64>().unwrap() / 1024);
+        }
+        peak.sort();
+        println!(
+            "timctl plan --format json vs {label}: median {:.2?}, peak RSS median {} MiB",
+            median(secs),
+            peak[peak.len() / 2]
+        );
+    }
 }
