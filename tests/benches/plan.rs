@@ -187,18 +187,31 @@ fn write_manifest(desired: &DesiredState, path: &std::path::Path) {
 }
 
 /// `timctl plan --format json` as a user runs it: time and peak memory from `/usr/bin/time`.
-fn end_to_end(desired: &DesiredState, dir: &std::path::Path, ledger: &std::path::Path, runs: usize) {
+fn end_to_end(
+    desired: &DesiredState,
+    dir: &std::path::Path,
+    ledger: &std::path::Path,
+    runs: usize,
+) {
     let exe = std::env::current_exe().unwrap();
-    let timctl = exe.parent().and_then(|d| d.parent()).map(|d| d.join("timctl"));
+    let timctl = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("timctl"));
     let Some(timctl) = timctl.filter(|t| t.exists()) else {
-        println!("(no release timctl binary: `cargo build --release -p timctl` to measure end to end)");
+        println!(
+            "(no release timctl binary: `cargo build --release -p timctl` to measure end to end)"
+        );
         return;
     };
     let manifest = dir.join("big.yaml");
     write_manifest(desired, &manifest);
     let mb = std::fs::metadata(&manifest).unwrap().len() as f64 / 1e6;
     println!("wrote the manifest: {mb:.1} MB");
-    for (label, state) in [("no state", dir.join("none.db")), ("the ledger", ledger.to_path_buf())] {
+    for (label, state) in [
+        ("no state", dir.join("none.db")),
+        ("the ledger", ledger.to_path_buf()),
+    ] {
         let mut secs = Vec::new();
         let mut peak = Vec::new();
         for _ in 0..runs {
@@ -212,7 +225,11 @@ fn end_to_end(desired: &DesiredState, dir: &std::path::Path, ledger: &std::path:
                 .stdout(std::process::Stdio::null())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().last().unwrap_or_default().to_owned();
             let mut it = last.split_whitespace();

@@ -52,12 +52,35 @@ fn usage_errors_exit_1() {
 
 #[test]
 fn global_flags_go_before_or_after_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("elsewhere.db");
+    let state = state.to_str().unwrap();
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/timctl.yaml");
+    // `--state` is honoured in either place: a missing state lists as empty, at that path.
     for args in [
-        &["--color", "never", "--state", "x.db", "validate", "--help"][..],
-        &["validate", "--help", "--color", "never", "--state", "x.db"],
+        &[
+            "--state", state, "--color", "never", "state", "list", "--json",
+        ][..],
+        &[
+            "state", "list", "--json", "--color", "never", "--state", state,
+        ],
     ] {
-        assert_eq!(timctl(args).status.code(), Some(0), "timctl {args:?}");
+        let out = timctl(args);
+        assert_eq!(out.status.code(), Some(0), "timctl {args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["entries"], serde_json::json!([]), "timctl {args:?}");
     }
+    for args in [
+        &["-q", "validate", "-f", manifest][..],
+        &["validate", "-f", manifest, "-q"],
+    ] {
+        let out = timctl(args);
+        assert_eq!(out.status.code(), Some(0), "timctl {args:?}");
+    }
+    assert!(
+        !std::path::Path::new(state).exists(),
+        "reading created the state"
+    );
 }
 
 #[test]
