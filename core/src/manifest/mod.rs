@@ -479,6 +479,8 @@ fn options(len: usize) -> serde_saphyr::Options {
             max_depth: 32,
         },
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        // YAML 1.2 booleans only, as editors and JSON Schema validators read the file.
+        strict_booleans: true,
         with_snippet: false,
     }
 }
@@ -600,7 +602,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
     let default_clear = manifest
         .defaults
         .as_ref()
-        .and_then(|d| d.clear_roaming)
+        .and_then(|d| d.clear_roaming.map(|b| b.0))
         .unwrap_or(false);
     let index = file.index as u32;
     let users = manifest.absent.unwrap_or_default().0;
@@ -655,7 +657,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
                             DesiredEntry {
                                 from: from.clone(),
                                 peer,
-                                clear_roaming: spec.clear_roaming.unwrap_or(default_clear),
+                                clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
                             },
                             index,
                             pos,

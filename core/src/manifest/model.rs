@@ -71,7 +71,7 @@ pub(crate) struct Defaults {
     /// Whether to clear roaming messages too (the API's ClearRamble), for entries of this
     /// file that do not say. Default false.
     #[serde(default)]
-    pub(crate) clear_roaming: Option<bool>,
+    pub(crate) clear_roaming: Option<Bool>,
 }
 
 /// One conversation that must not exist: exactly one of `user` (a one-to-one conversation)
@@ -91,7 +91,7 @@ pub(crate) struct EntrySpec {
     /// Whether to clear roaming messages too (ClearRamble). Default: this file's
     /// `defaults.clear_roaming`, else false.
     #[serde(default)]
-    pub(crate) clear_roaming: Option<bool>,
+    pub(crate) clear_roaming: Option<Bool>,
 }
 
 /// `absent`: user to list of entries, in file order, each key with its place in the file.
@@ -179,6 +179,41 @@ impl<'de> Deserialize<'de> for Integer {
         // `deserialize_any` lets the YAML decide the type: a plain `1` is a number, a quoted
         // "1" a string, which the visitor refuses.
         d.deserialize_any(IntegerVisitor)
+    }
+}
+
+/// A YAML boolean, plain `true` or `false`. A quoted "true", or YAML 1.1's `yes` and `on`, is
+/// a string to the JSON Schema and to editors, so it is refused here too rather than converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bool(pub(crate) bool);
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoolVisitor;
+        impl Visitor<'_> for BoolVisitor {
+            type Value = Bool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false (not quoted)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Bool, E> {
+                Ok(Bool(v))
+            }
+        }
+        // As for `Integer`: the YAML decides the type, and only a real boolean is accepted
+        // (the parser runs with strict YAML 1.2 booleans, so `yes` is a string).
+        d.deserialize_any(BoolVisitor)
+    }
+}
+
+impl JsonSchema for Bool {
+    fn schema_name() -> Cow<'static, str> {
+        "Boolean".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "boolean"})
     }
 }
 
