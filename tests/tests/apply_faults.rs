@@ -50,8 +50,9 @@ fn transient_faults_are_retried_and_nothing_is_deleted_twice() {
     assert_eq!(ledger_keys(&env), expected.keys().cloned().collect());
 }
 
-#[test]
-fn sigterm_finishes_in_flight_calls_records_them_and_resume_finishes() {
+/// Sends `signal` to an apply mid-run: it must exit with `code`, having finished and recorded
+/// the calls in flight, and a resume must send only what was not recorded.
+fn stopped_by_a_signal_then_resumed(signal: rustix::process::Signal, code: i32) {
     let fake = Fake::start(|c| c.latency = (Duration::from_millis(20), Duration::from_millis(50)));
     let env = Env::new(&fake, &many(30, 10));
     let m = env.manifest.to_str().unwrap();
@@ -66,13 +67,9 @@ fn sigterm_finishes_in_flight_calls_records_them_and_resume_finishes() {
         assert!(waited.elapsed() < Duration::from_secs(30), "no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let out: Out = child.wait_with_output().unwrap().into();
-    assert_eq!(out.code, Some(143), "{}", out.all());
+    assert_eq!(out.code, Some(code), "{}", out.all());
     assert!(out.stderr.contains("Stopping"), "{}", out.all());
     assert!(out.stderr.contains("run apply again"), "{}", out.all());
 
@@ -87,6 +84,51 @@ fn sigterm_finishes_in_flight_calls_records_them_and_resume_finishes() {
     let expected: BTreeMap<_, _> = many_keys(30, 10).into_iter().map(|k| (k, 1)).collect();
     assert_eq!(per, expected, "the resume sent only what was not recorded");
     assert_eq!(ledger_keys(&env).len(), 300);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_calls_records_them_and_resume_finishes() {
+    stopped_by_a_signal_then_resumed(rustix::process::Signal::TERM, 143);
+}
+
+#[test]
+fn ctrl_c_finishes_in_flight_calls_records_them_and_resume_finishes() {
+    stopped_by_a_signal_then_resumed(rustix::process::Signal::INT, 130);
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_the_state_still_opens() {
+    // Slow answers, so the first Ctrl-C has calls in flight to wait for.
+    let fake = Fake::start(|c| c.latency = (Duration::from_secs(3), Duration::from_secs(3)));
+    let env = Env::new(&fake, &many(10, 10));
+    let m = env.manifest.to_str().unwrap();
+    let child = env
+        .timctl(&["apply", "-f", m, "--auto-approve", "--rate", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while fake.calls().is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out: Out = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, Some(130), "{}", out.all());
+    assert!(out.stderr.contains("Interrupted again"), "{}", out.all());
+    // It left before the answers came back: the server may have deleted what it was asked, but
+    // nothing unconfirmed is in the state, which still opens, and the resume finishes the rest
+    // (deleting again is harmless).
+    let deleted: BTreeSet<_> = fake.deletions().into_keys().collect();
+    assert!(ledger_keys(&env).is_subset(&deleted));
+    assert!(ledger_keys(&env).len() < 100);
+    let resumed = env.apply(&[]);
+    assert_eq!(resumed.code, Some(0), "{}", resumed.all());
+    assert_eq!(ledger_keys(&env).len(), 100);
 }
 
 /// One run killed after `after`; returns how many deletions were confirmed before the kill.
