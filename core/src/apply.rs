@@ -408,8 +408,8 @@ where
 
     let started = Instant::now();
     let mut pattern = FailurePattern::new(opts.failure_window, opts.failure_threshold);
-    let mut missing: BTreeSet<String> = BTreeSet::new();
-    let mut missing_count = 0usize;
+    // Every distinct user that does not exist; only the first few are named in the summary.
+    let mut missing: BTreeSet<UserId> = BTreeSet::new();
     let mut stop_message: Option<String> = None;
 
     let mut results = futures::stream::iter(deletions)
@@ -447,25 +447,21 @@ where
         let failure = match outcome {
             CallOutcome::Deleted | CallOutcome::AlreadyAbsent { .. } => {
                 let absent = matches!(outcome, CallOutcome::AlreadyAbsent { .. });
-                on_event(&Event::Deleted {
+                let event = Event::Deleted {
                     from: deletion.from.to_string(),
                     kind: deletion.peer.kind(),
                     peer: deletion.peer.id().to_owned(),
                     clear_roaming: deletion.clear_roaming,
                     already_absent: absent,
-                });
+                };
                 if absent {
                     summary.already_absent += 1;
-                    let from = deletion.from.to_string();
-                    if !missing.contains(&from) {
-                        missing_count += 1;
-                        if missing.len() < MISSING_USERS_SHOWN {
-                            missing.insert(from);
-                        }
-                    }
+                    missing.insert(deletion.from.clone());
                 } else {
                     summary.deleted += 1;
                 }
+                // To the recorder first: however slow the event's reader is, a confirmed
+                // deletion is never held up on its way to the state.
                 let confirmed = Deleted {
                     from: deletion.from,
                     peer: deletion.peer,
@@ -473,6 +469,7 @@ where
                     deleted_at: jiff::Timestamp::now(),
                 };
                 let _ = tx.send(RecordMsg::Confirmed(confirmed));
+                on_event(&event);
                 None
             }
             CallOutcome::ItemFailed { code, message } => {
@@ -524,8 +521,12 @@ where
         stop_message.get_or_insert_with(|| e.to_string());
     }
     summary.stop_message = stop_message;
-    summary.missing_users = missing.into_iter().collect();
-    summary.missing_user_count = missing_count;
+    summary.missing_user_count = missing.len();
+    summary.missing_users = missing
+        .iter()
+        .take(MISSING_USERS_SHOWN)
+        .map(UserId::to_string)
+        .collect();
     on_event(&Event::Summary(summary.clone()));
     (summary, recorder, record_error)
 }
@@ -777,6 +778,22 @@ mod tests {
         assert_eq!(r.summary.missing_user_count, 3);
         assert_eq!(recorded(&r), 8);
         assert!(r.summary.succeeded());
+    }
+
+    #[test]
+    fn every_missing_user_is_counted_once_and_the_first_hundred_named() {
+        let mut plan = deletions("ghost", 150);
+        plan.extend(deletions("ghost", 150));
+        let r = check(
+            plan,
+            vec![],
+            ExecOptions::default(),
+            &StopHandle::default(),
+            Duration::ZERO,
+        );
+        assert_eq!(r.summary.missing_user_count, 150);
+        assert_eq!(r.summary.missing_users.len(), MISSING_USERS_SHOWN);
+        assert_eq!(r.summary.already_absent, 300);
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub(crate) struct ExecArgs {
     /// Calls per second; default a little under the documented limit.
     #[arg(long, value_name = "N")]
     pub(crate) rate: Option<u32>,
-    /// Calls in flight at once; default enough to fill the rate at 100 ms latency.
+    /// Calls in flight at once; default enough to keep the rate up at 250 ms latency (rate / 4).
     #[arg(long, value_name = "N")]
     pub(crate) concurrency: Option<usize>,
     /// Retries of a transient failure per call.

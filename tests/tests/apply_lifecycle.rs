@@ -346,6 +346,12 @@ fn assert_fatal(fake: &Fake, out: &Out, concurrency: u64, says: &str) {
     );
     assert!(out.stderr.contains(says), "{says:?} in\n{}", out.all());
     assert_eq!(
+        out.stderr.matches(says).count(),
+        1,
+        "said once, not also in a log line:\n{}",
+        out.all()
+    );
+    assert_eq!(
         out.stderr.matches("Error:").count(),
         1,
         "one message, not one per item:\n{}",
@@ -392,7 +398,7 @@ fn an_expired_usersig_stops_at_once_with_one_message() {
     cmd.env_remove("TIMCTL_SECRET_KEY")
         .env("TIMCTL_USERSIG", &sig);
     let out: Out = cmd.output().unwrap().into();
-    assert_fatal(&fake, &out, 4, "expired");
+    assert_fatal(&fake, &out, 4, "The UserSig has expired (70001)");
     assert!(!out.stderr.contains(&sig) && !out.stdout.contains(&sig));
 }
 
@@ -536,5 +542,30 @@ fn no_secret_in_output_the_state_or_a_plan_file() {
                 path.display()
             );
         }
+    }
+}
+
+#[test]
+fn bad_input_creates_no_state_directory_and_no_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("new").join("state.db");
+    for args in [
+        &["apply", "-f", "does-not-exist.yaml", "--auto-approve"][..],
+        &["apply", "no-such-plan.json"],
+        &["apply", "--user", "bad\tid", "--auto-approve"],
+        &["apply", "--rate", "4000000000", "--auto-approve"],
+    ] {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("timctl"))
+            .args(args)
+            .arg("--state")
+            .arg(&state)
+            .env("TIMCTL_SECRET_KEY", "some-key")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "timctl {args:?}");
+        assert!(
+            !dir.path().join("new").exists(),
+            "timctl {args:?} wrote something"
+        );
     }
 }

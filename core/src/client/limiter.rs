@@ -6,6 +6,10 @@
 //!   second on (a token bucket would allow a burst on top of the rate; this never does).
 //!
 //! A frequency-limit answer halves the pace for a while.
+//!
+//! Scheduled times are a plan: a task can wake late (a busy machine, a stalled poll) and several
+//! late ones would then go out together. So the window is checked a second time, on the real
+//! send times, right before each request leaves ([`RateLimiter::admit`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -33,6 +37,8 @@ struct State {
     /// The last `window_limit` scheduled starts, oldest first.
     recent: VecDeque<Instant>,
     slow_until: Option<Instant>,
+    /// The last `window_limit` real send times, oldest first.
+    sent: VecDeque<Instant>,
 }
 
 impl RateLimiter {
@@ -44,8 +50,9 @@ impl RateLimiter {
             window_limit,
             state: Mutex::new(State {
                 next: None,
-                recent: VecDeque::with_capacity(window_limit),
+                recent: VecDeque::new(),
                 slow_until: None,
+                sent: VecDeque::new(),
             }),
         }
     }
@@ -70,6 +77,24 @@ impl RateLimiter {
         st.recent.push_back(at);
         st.next = Some(at + interval);
         at
+    }
+
+    /// Called right before a request is sent: `None` admits it (and counts it), `Some(t)` says
+    /// the last second already holds the limit of real sends, so wait until `t` and ask again.
+    pub(crate) fn admit(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.sent.len() >= self.window_limit
+            && let Some(&oldest) = st.sent.front()
+        {
+            let free_at = oldest + WINDOW;
+            if free_at > now {
+                return Some(free_at);
+            }
+            st.sent.pop_front();
+        }
+        st.sent.push_back(now);
+        None
     }
 
     /// A frequency-limit answer: halve the pace for [`SLOW_DOWN_FOR`].
@@ -110,6 +135,22 @@ mod tests {
                 "rate {rate}: achieved {achieved}"
             );
         }
+    }
+
+    /// However late the callers come, real sends stay within the window.
+    #[tokio::test(start_paused = true)]
+    async fn late_starts_are_held_back_at_send_time() {
+        let lim = RateLimiter::new(10.0);
+        // Twenty callers whose scheduled slots all passed while they slept.
+        let slots: Vec<Instant> = (0..20).map(|_| lim.reserve()).collect();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(slots.iter().all(|s| *s <= Instant::now()));
+        let admitted = (0..20).filter(|_| lim.admit().is_none()).count();
+        assert_eq!(admitted, 10, "at most the limit go out in one second");
+        let wait = lim.admit().expect("the eleventh waits");
+        assert!(wait > Instant::now() && wait <= Instant::now() + WINDOW);
+        tokio::time::advance(WINDOW).await;
+        assert!(lim.admit().is_none());
     }
 
     #[tokio::test(start_paused = true)]

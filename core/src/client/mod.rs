@@ -277,6 +277,8 @@ struct Signer {
 
 struct CurrentSig {
     sig: Arc<str>,
+    /// The UserSig before the last renewal: answers to calls signed with it may still arrive.
+    previous: Option<Arc<str>>,
     generation: u64,
     renew_at: SystemTime,
 }
@@ -303,6 +305,7 @@ impl Signer {
             lifetime,
             current: Mutex::new(CurrentSig {
                 sig: sig.into(),
+                previous: None,
                 generation: 0,
                 renew_at: SystemTime::now() + lifetime / 2,
             }),
@@ -333,6 +336,7 @@ impl Signer {
 
     fn renew_locked(&self, cur: &mut CurrentSig) {
         if let Some(key) = &self.key {
+            cur.previous = Some(cur.sig.clone());
             cur.sig = usersig::make(
                 self.sdkappid,
                 &self.admin,
@@ -350,19 +354,20 @@ impl Signer {
     /// transport error), so that nothing this client reports can leak them.
     fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sig
-            .clone();
-        for secret in [Some(&*cur), self.key.as_ref().map(SecretKey::expose)]
-            .into_iter()
-            .flatten()
-        {
-            if !secret.is_empty() {
-                out = out.replace(secret, "[redacted]");
-            }
+        let (cur, previous) = {
+            let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            (cur.sig.clone(), cur.previous.clone())
+        };
+        let sigs = [Some(cur), previous].into_iter().flatten();
+        let secrets = sigs
+            .map(|s| s.to_string())
+            .chain(self.key.as_ref().map(|k| k.expose().to_owned()));
+        for secret in secrets.filter(|s| !s.is_empty()) {
+            // Raw, and as it stands in a query string, in case a gateway echoes the URL.
+            let encoded = utf8_percent_encode(&secret, QUERY_VALUE).to_string();
+            out = out
+                .replace(&secret, "[redacted]")
+                .replace(&encoded, "[redacted]");
         }
         out
     }
@@ -675,7 +680,8 @@ impl Client {
                 *first = Some(fatal.clone());
             }
         }
-        tracing::error!("stopping: {}", fatal.message);
+        // The caller shows the message once; a log line at the default level would repeat it.
+        tracing::debug!("stopping: {}", fatal.message);
         self.stop();
         Outcome::Fatal(fatal)
     }
@@ -707,6 +713,13 @@ impl Client {
             let slot = self.inner.limiter.reserve();
             if !self.sleep_until(slot).await {
                 return Outcome::Stopped;
+            }
+            // The slot's time has come, but this task may have woken late along with others:
+            // the real send times get the last word.
+            while let Some(free_at) = self.inner.limiter.admit() {
+                if !self.sleep_until(free_at).await {
+                    return Outcome::Stopped;
+                }
             }
             attempts += 1;
             self.inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -782,7 +795,7 @@ impl Client {
                     }
                 }
                 None => {
-                    tracing::warn!("{} failed {attempts} times; giving up: {reason}", E::NAME);
+                    tracing::debug!("{} failed {attempts} times; giving up: {reason}", E::NAME);
                     return Outcome::RetriesExhausted {
                         attempts,
                         last: reason,

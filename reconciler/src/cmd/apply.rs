@@ -34,7 +34,14 @@ pub(crate) struct Args {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub(crate) auto_approve: bool,
+    /// Show at most N changes of the plan before asking, counting the rest (0: all).
+    #[arg(long, value_name = "N", default_value_t = render::DEFAULT_LIMIT)]
+    pub(crate) limit: usize,
 }
+
+/// The highest `--rate` taken: far above any quota, low enough to keep the limiter's window
+/// small.
+const MAX_RATE: u32 = 100_000;
 
 /// Without a terminal, how often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -45,6 +52,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let documented = RecentContactDelete::CALLS_PER_SECOND;
     let rate = match exec.rate {
         Some(0) => return Err(miette!("--rate must be at least 1 call per second")),
+        Some(r) if r > MAX_RATE => {
+            return Err(miette!(
+                "--rate {r} is more than any quota; the most timctl takes is {MAX_RATE}"
+            ));
+        }
         Some(r) => f64::from(r),
         None => client::default_rate(documented),
     };
@@ -60,27 +72,45 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
         .max(1);
 
+    // Read and check the input before taking the lock (which creates the lock file), then read
+    // the state under the lock, so that the plan cannot go stale before it is carried out.
+    enum Input {
+        Saved(Plan),
+        Manifests(timctl_core::desired::DesiredState, plan::Filter),
+    }
+    let input = match &args.planfile {
+        Some(path) => Input::Saved(plan::saved::read(path)?),
+        None => {
+            let filter = super::plan::filter(&args.filter)?;
+            Input::Manifests(
+                timctl_core::manifest::load(&args.manifests.manifests)?,
+                filter,
+            )
+        }
+    };
     let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
-    let (plan, saved) = match &args.planfile {
-        Some(path) => {
-            let plan = plan::saved::read(path)?;
-            let current = SqliteLedger::open_read_only(&global.state)?;
+    let current = SqliteLedger::open_read_only(&global.state)?;
+    let (plan, saved) = match input {
+        Input::Saved(plan) => {
             current.check_app(plan.app.sdkappid)?;
             plan::check_state(plan.state, current.state_ref())?;
             (plan, true)
         }
-        None => {
-            let filter = super::plan::filter(&args.filter)?;
-            let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
-            let ledger = SqliteLedger::open_read_only(&global.state)?;
-            (plan::make(&desired, &ledger, &filter)?, false)
-        }
+        Input::Manifests(desired, filter) => (plan::make(&desired, &current, &filter)?, false),
     };
+    drop(current);
     let base_url =
         BaseUrl::resolve(plan.app.region, global.endpoint.as_deref()).into_diagnostic()?;
 
+    let asking = !saved && !args.auto_approve;
     if !saved && !args.exec.json {
-        super::plan::print(&plan, super::plan::Format::Text, render::DEFAULT_LIMIT)?;
+        super::plan::print(&plan, super::plan::Format::Text, args.limit)?;
+    } else if asking && plan.has_changes() {
+        // `--json` keeps stdout for events, but nobody is asked to approve what they cannot see.
+        eprint!(
+            "{}",
+            render::text(&plan, (args.limit != 0).then_some(args.limit))
+        );
     }
     if !plan.has_changes() {
         let summary = Summary::default();
@@ -91,6 +121,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 forget: 0,
             });
             output.event(&Event::Summary(summary.clone()));
+            output.finish();
         }
         report(&summary, args.exec.json, global.quiet);
         return Ok(ExitCode::SUCCESS);
@@ -110,7 +141,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             plan.summary.delete
         ));
     }
-    if !saved && !args.auto_approve {
+    if asking {
         confirm(args.exec.json)?;
     }
 
@@ -291,12 +322,24 @@ fn watch_signals(stop: StopHandle, client: Option<Client>) {
 }
 
 /// Where events go: JSON lines, a progress bar, or a short line now and then.
+///
+/// Lines are written by a thread of their own: the executor hands them over and goes on, so a
+/// slow reader of stdout or stderr (a paused pipe, a backed-up CI log) never holds up the
+/// results on their way to the state.
 struct Output {
     json: bool,
     quiet: bool,
     bar: Option<indicatif::ProgressBar>,
     failed: usize,
     last_line: std::time::Instant,
+    lines: Option<std::sync::mpsc::Sender<Line>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A line for stdout or stderr.
+enum Line {
+    Out(String),
+    Err(String),
 }
 
 impl Output {
@@ -310,21 +353,38 @@ impl Output {
             bar.set_style(style);
             bar
         });
+        let (lines, rx) = std::sync::mpsc::channel::<Line>();
+        let writer = std::thread::spawn(move || {
+            for line in rx {
+                // A closed stdout or stderr is not worth stopping deletions for.
+                let _ = match line {
+                    Line::Out(l) => writeln!(std::io::stdout().lock(), "{l}"),
+                    Line::Err(l) => writeln!(std::io::stderr().lock(), "{l}"),
+                };
+            }
+            let _ = std::io::stdout().flush();
+        });
         Output {
             json,
             quiet,
             bar,
             failed: 0,
             last_line: std::time::Instant::now(),
+            lines: Some(lines),
+            writer: Some(writer),
+        }
+    }
+
+    fn line(&self, line: Line) {
+        if let Some(lines) = &self.lines {
+            let _ = lines.send(line);
         }
     }
 
     fn event(&mut self, event: &Event) {
         if self.json {
             if let Ok(line) = serde_json::to_string(event) {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                self.line(Line::Out(line));
             }
             return;
         }
@@ -350,7 +410,7 @@ impl Output {
                         bar.set_message(format!("{} failed", self.failed));
                         bar.println(line);
                     }
-                    None => eprintln!("{line}"),
+                    None => self.line(Line::Err(line)),
                 }
             }
             Event::Progress {
@@ -361,18 +421,23 @@ impl Output {
             } => {
                 if self.bar.is_none() && !self.quiet && self.last_line.elapsed() >= PROGRESS_EVERY {
                     self.last_line = std::time::Instant::now();
-                    eprintln!(
+                    self.line(Line::Err(format!(
                         "Progress: {done}/{total} done, {failed} failed, {rate:.0} per second"
-                    );
+                    )));
                 }
             }
             Event::Planned { .. } | Event::Summary(_) => {}
         }
     }
 
-    fn finish(&self) {
+    /// Clears the bar and writes out every line handed over, before the summary is printed.
+    fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        drop(self.lines.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
     }
 }
