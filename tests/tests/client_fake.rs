@@ -291,7 +291,7 @@ async fn a_fatal_answer_stops_all_in_flight_work() {
             other => panic!("{other:?}"),
         }
     }
-    // At 195 calls/s only the ~20 calls started before the first answer (100 ms) reached the
+    // At 197 calls/s only the ~20 calls started before the first answer (100 ms) reached the
     // server; the other ~480 never went out.
     let requests = fake.stats().requests;
     assert!(requests < 60, "{requests} requests went out");
@@ -301,7 +301,7 @@ async fn a_fatal_answer_stops_all_in_flight_work() {
         fatal as u64, requests,
         "every call on the wire reports its real answer"
     );
-    // Without the stop, 500 calls at 195/s would take 2.5 s.
+    // Without the stop, 500 calls at 197/s would take 2.5 s.
     eprintln!("all 500 calls returned after {:?}", started.elapsed());
 }
 
