@@ -569,3 +569,29 @@ fn bad_input_creates_no_state_directory_and_no_lock_file() {
         );
     }
 }
+
+#[test]
+fn a_run_of_a_few_seconds_reports_progress() {
+    // 500 deletions at 200/s take about 2.5 s: at least one progress report, every 2 s.
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(50, 10));
+    let out = env.apply(&["--json", "--rate", "200"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let progress: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "progress")
+        .collect();
+    assert!(!progress.is_empty(), "no progress event:\n{}", out.stdout);
+    assert_eq!(progress[0]["total"], 500);
+    assert!(progress[0]["done"].as_u64().unwrap() > 0);
+
+    // Without a terminal and without --json: a short line on stderr instead.
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(50, 10));
+    let out = env.apply(&["--rate", "200"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stderr.contains("Progress: "), "{}", out.all());
+    assert!(out.stderr.contains("/500 done"), "{}", out.all());
+}

@@ -44,7 +44,7 @@ pub(crate) struct Args {
 const MAX_RATE: u32 = 100_000;
 
 /// Without a terminal, how often a progress line is printed.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // Everything that can be refused is checked before anything is called or written.
