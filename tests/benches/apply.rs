@@ -49,14 +49,9 @@ fn manifest(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
+/// The release binary, built first if needed.
 fn timctl() -> PathBuf {
-    let bin = assert_cmd::cargo::cargo_bin("timctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p timctl` first",
-        bin.display()
-    );
-    bin
+    timctl_tests::timctl_bin().to_path_buf()
 }
 
 /// kB from a /proc/PID/status line such as `VmHWM:    1234 kB`.

@@ -2,11 +2,11 @@
 //! against a 1M-entry ledger that overlaps it by half, split into reading the ledger, diffing
 //! and rendering the JSON document. Prints medians; peak memory is the process's VmHWM.
 //!
-//! Then, when the release `timctl` binary is built, the end-to-end `timctl plan --format json`
+//! Then (building the release `timctl` binary if needed) the end-to-end `timctl plan --format json`
 //! on the same entries written as one manifest file, against no state and against the ledger:
 //! wall time and peak memory (`/usr/bin/time`), medians of 3.
 //!
-//! `cargo build --release -p timctl && cargo bench -p timctl-tests --bench plan` (set
+//! `cargo bench -p timctl-tests --bench plan` (set
 //! `PLAN_BENCH_N` for another size).
 
 use std::time::{Duration, Instant};
@@ -193,17 +193,7 @@ fn end_to_end(
     ledger: &std::path::Path,
     runs: usize,
 ) {
-    let exe = std::env::current_exe().unwrap();
-    let timctl = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("timctl"));
-    let Some(timctl) = timctl.filter(|t| t.exists()) else {
-        println!(
-            "(no release timctl binary: `cargo build --release -p timctl` to measure end to end)"
-        );
-        return;
-    };
+    let timctl = timctl_tests::timctl_bin();
     let manifest = dir.join("big.yaml");
     write_manifest(desired, &manifest);
     let mb = std::fs::metadata(&manifest).unwrap().len() as f64 / 1e6;
@@ -217,7 +207,7 @@ fn end_to_end(
         for _ in 0..runs {
             let out = std::process::Command::new("/usr/bin/time")
                 .args(["-f", "%e %M"])
-                .arg(&timctl)
+                .arg(timctl)
                 .args(["plan", "--format", "json", "-f"])
                 .arg(&manifest)
                 .arg("--state")

@@ -23,6 +23,9 @@
 //!
 //! Every call that reaches step 6 is recorded per conversation.
 
+mod timctl_bin;
+pub use timctl_bin::timctl_bin;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

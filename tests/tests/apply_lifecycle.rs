@@ -186,7 +186,7 @@ fn without_a_terminal_or_over_max_deletes_nothing_changes() {
 
 /// Runs `timctl apply` on a pseudo-terminal (util-linux `script`), typing `answer`.
 fn apply_on_a_terminal(env: &Env, answer: &str) -> Out {
-    let bin = assert_cmd::cargo::cargo_bin("timctl");
+    let bin = timctl_tests::timctl_bin();
     let line = format!("{} apply -f {}", bin.display(), env.manifest.display());
     let cmd = env.timctl(&[]);
     // `script` runs `line` on a new pty; what we write to its stdin is typed there.
@@ -546,17 +546,29 @@ fn no_secret_in_output_the_state_or_a_plan_file() {
 }
 
 #[test]
-fn bad_input_creates_no_state_directory_and_no_lock_file() {
+fn refusals_create_no_state_directory_and_no_lock_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("new").join("state.db");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/timctl.yaml");
     for args in [
+        // No terminal on stdin and no --auto-approve.
+        &["apply", "-f", example][..],
+        &[
+            "apply",
+            "-f",
+            example,
+            "--auto-approve",
+            "--max-deletes",
+            "2",
+        ],
         &["apply", "-f", "does-not-exist.yaml", "--auto-approve"][..],
         &["apply", "no-such-plan.json"],
         &["apply", "--user", "bad\tid", "--auto-approve"],
         &["apply", "--rate", "4000000000", "--auto-approve"],
     ] {
-        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("timctl"))
+        let out = std::process::Command::new(timctl_tests::timctl_bin())
             .args(args)
+            .stdin(std::process::Stdio::null())
             .arg("--state")
             .arg(&state)
             .env("TIMCTL_SECRET_KEY", "some-key")

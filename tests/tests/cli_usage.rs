@@ -5,8 +5,7 @@
 use assert_cmd::Command;
 
 fn timctl(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("timctl")
-        .unwrap()
+    Command::new(timctl_tests::timctl_bin())
         .args(args)
         .env_remove("TIMCTL_STATE")
         .output()

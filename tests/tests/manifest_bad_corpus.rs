@@ -60,8 +60,7 @@ fn every_bad_manifest_fails_with_its_problem_at_its_place() {
     let state = state_dir.path().join("state.db");
     let mut failures = Vec::new();
     for (case, expected) in cases() {
-        let out = Command::cargo_bin("timctl")
-            .unwrap()
+        let out = Command::new(timctl_tests::timctl_bin())
             .current_dir(corpus())
             .args(["validate", "--format", "json", "-f", &case])
             .arg("--state")
@@ -114,8 +113,7 @@ fn an_unreadable_path_is_reported_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain.yaml");
     std::fs::write(&file, "version: 1\n").unwrap();
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .args(["validate", "--format", "json", "-f"])
         .arg(file.join("inside.yaml"))
         .output()
@@ -128,8 +126,7 @@ fn an_unreadable_path_is_reported_without_a_panic() {
 
 #[test]
 fn text_output_shows_a_code_frame_and_github_output_annotates() {
-    let text = Command::cargo_bin("timctl")
-        .unwrap()
+    let text = Command::new(timctl_tests::timctl_bin())
         .current_dir(corpus())
         .args([
             "--color",
@@ -146,8 +143,7 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
     assert!(stderr.contains("[several-problems.yaml:8:13]"), "{stderr}");
     assert!(stderr.contains(r#"- user: """#), "{stderr}");
 
-    let gh = Command::cargo_bin("timctl")
-        .unwrap()
+    let gh = Command::new(timctl_tests::timctl_bin())
         .current_dir(corpus())
         .args([
             "validate",

@@ -6,8 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 
 fn schema(draft: &str) -> serde_json::Value {
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .args(["schema", "--draft", draft])
         .output()
         .unwrap();
@@ -19,8 +18,7 @@ fn schema(draft: &str) -> serde_json::Value {
 fn checked_in_schema_is_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let file = std::fs::read_to_string(root.join("timctl.schema.json")).unwrap();
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .arg("schema")
         .output()
         .unwrap();
@@ -34,8 +32,7 @@ fn checked_in_schema_is_up_to_date() {
 fn schema_out_writes_the_same_as_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
-    Command::cargo_bin("timctl")
-        .unwrap()
+    Command::new(timctl_tests::timctl_bin())
         .args(["schema", "--draft", "07", "--out"])
         .arg(&path)
         .assert()

@@ -38,8 +38,7 @@ fn env(absent: &str) -> Env {
 const TWO: &str = "  alice:\n    - user: bob\n      clear_roaming: true\n    - group: \"@TGS#2C5SZEAEF\"\n  carol:\n    - user: dave\n";
 
 fn plan(e: &Env, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .arg("plan")
         .arg("-f")
         .arg(&e.manifest)
@@ -249,8 +248,7 @@ fn saved_plan_content_markdown_and_show() {
     );
     assert!(md.contains("<details>"));
 
-    let shown = Command::cargo_bin("timctl")
-        .unwrap()
+    let shown = Command::new(timctl_tests::timctl_bin())
         .arg("show")
         .arg(&out_file)
         .output()

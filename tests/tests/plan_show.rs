@@ -31,8 +31,7 @@ fn show_prints_a_saved_plan_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let (path, json) = saved(&dir);
     let run = |format: &str| {
-        let out = Command::cargo_bin("timctl")
-            .unwrap()
+        let out = Command::new(timctl_tests::timctl_bin())
             .arg("show")
             .arg(&path)
             .args(["--format", format])
@@ -64,8 +63,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     let dir = tempfile::tempdir().unwrap();
     let (path, json) = saved(&dir);
     std::fs::write(&path, json.replace("\"delete\":1", "\"delete\":9")).unwrap();
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .arg("show")
         .arg(&path)
         .output()
@@ -74,8 +72,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("inconsistent"));
 
     std::fs::write(&path, "{\"format_version\": 1,\n  \"app\": oops}").unwrap();
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .arg("show")
         .arg(&path)
         .output()
@@ -84,8 +81,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plan.json:2:"), "{err}");
 
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .args(["show", "/nonexistent/plan.json"])
         .output()
         .unwrap();

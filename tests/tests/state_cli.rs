@@ -11,7 +11,7 @@ use timctl_core::ledger::{
 const APP: u64 = 1_400_000_001;
 
 fn timctl(state: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("timctl").unwrap();
+    let mut cmd = Command::new(timctl_tests::timctl_bin());
     cmd.env("TIMCTL_STATE", state)
         .env_remove("TIMCTL_ENDPOINT")
         .env("NO_COLOR", "1");
@@ -71,8 +71,7 @@ fn list_json_has_the_documented_shape() {
         .unwrap()
         .clone();
     // The global flag works after the command too.
-    let out = Command::cargo_bin("timctl")
-        .unwrap()
+    let out = Command::new(timctl_tests::timctl_bin())
         .args(["state", "list", "--json", "--state"])
         .arg(&state)
         .output()

@@ -7,7 +7,7 @@ use timctl_core::usersig::{self, SecretKey};
 const KEY: &str = "cli-secret-key-0123456789";
 
 fn timctl(args: &[&str], key: Option<&str>) -> std::process::Output {
-    let mut cmd = Command::cargo_bin("timctl").unwrap();
+    let mut cmd = Command::new(timctl_tests::timctl_bin());
     cmd.args(args)
         .env_remove("TIMCTL_SECRET_KEY")
         .env_remove("TIMCTL_SECRET_KEY_FILE")

@@ -12,8 +12,7 @@ fn root() -> PathBuf {
 }
 
 fn validate(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("timctl")
-        .unwrap()
+    Command::new(timctl_tests::timctl_bin())
         .current_dir(root())
         .arg("validate")
         .args(args)

@@ -93,7 +93,7 @@ pub enum PlanFileError {
 #[diagnostic(
     code(timctl::plan::stale),
     help(
-        "the state moved on since the plan was made; run `timctl plan --out FILE` again and review it"
+        "the state moved on since the plan was made (another apply, or `state rm`), or --state names another file than then; nothing was changed: plan again and review it"
     )
 )]
 pub enum StalePlan {

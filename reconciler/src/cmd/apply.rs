@@ -72,8 +72,10 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
         .max(1);
 
-    // Read and check the input before taking the lock (which creates the lock file), then read
-    // the state under the lock, so that the plan cannot go stale before it is carried out.
+    // Plan without the lock, so that a refusal (bad input, no terminal, --max-deletes, an
+    // answer other than yes) creates nothing, not even the lock file. The lock is taken only to
+    // go ahead, and the state is checked again under it: if another apply moved it on while
+    // this one was planning or asking, the plan is refused, as a stale saved plan is.
     enum Input {
         Saved(Plan),
         Manifests(timctl_core::desired::DesiredState, plan::Filter),
@@ -88,7 +90,6 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             )
         }
     };
-    let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
     let current = SqliteLedger::open_read_only(&global.state)?;
     let (plan, saved) = match input {
         Input::Saved(plan) => {
@@ -160,6 +161,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         None => None,
     };
 
+    let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
+    let current = SqliteLedger::open_read_only(&global.state)?;
+    current.check_app(plan.app.sdkappid)?;
+    plan::check_state(plan.state, current.state_ref())?;
+    drop(current);
     let writer = SqliteLedgerWriter::create_or_open(&global.state, plan.app.sdkappid, lock)?;
     let recorder = LedgerRecorder {
         writer,

@@ -124,7 +124,7 @@ impl Env {
 
     /// `timctl ARGS` with this env's state, endpoint and key, no terminal on stdin.
     pub(crate) fn timctl(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("timctl"));
+        let mut cmd = Command::new(timctl_tests::timctl_bin());
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("TIMCTL_STATE", &self.state)

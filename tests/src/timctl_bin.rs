@@ -1,0 +1,39 @@
+//! Where the end-to-end tests find the `timctl` binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The `timctl` binary, built (or brought up to date) first, once per test process.
+///
+/// The end-to-end tests live in this package and the binary in another (`reconciler/`), so
+/// Cargo neither builds it for them nor tells them where it is: `CARGO_BIN_EXE_*` covers a
+/// package's own binaries only. Building it here means `cargo test --workspace` and `cargo test
+/// -p timctl-tests` work on a fresh clone, and never run a stale binary after an edit.
+///
+/// # Panics
+/// When the build fails: every test that needs the binary would fail anyway, and the build's
+/// own errors are on stderr.
+pub fn timctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let exe = std::env::current_exe().expect("the test binary knows where it is");
+        // Tests and benches run from target/<profile>/deps/: build the same profile.
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in target/<profile>/deps");
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build", "--quiet", "--locked", "-p", "timctl", "--bin", "timctl",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build -p timctl");
+        assert!(status.success(), "cargo build -p timctl failed");
+        let bin = profile_dir.join(format!("timctl{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
