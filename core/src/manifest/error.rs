@@ -139,11 +139,9 @@ impl fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+// No diagnostic code: the message already names the file, line and column, and a code line
+// above every problem (and above their summary) only made the report harder to read.
 impl Diagnostic for Problem {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("timctl::manifest"))
-    }
-
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(&self.help))
     }
@@ -195,10 +193,6 @@ impl fmt::Display for ManifestErrors {
 impl std::error::Error for ManifestErrors {}
 
 impl Diagnostic for ManifestErrors {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("timctl::manifest"))
-    }
-
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(
             "fix each problem below; `timctl validate` checks the manifests without touching anything",
