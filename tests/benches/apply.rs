@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use timctl_tests::measure::status_kb;
 
 use timctl_tests::{FakeConfig, FakeTim};
 
@@ -54,17 +55,6 @@ fn timctl() -> PathBuf {
     timctl_tests::timctl_bin().to_path_buf()
 }
 
-/// kB from a /proc/PID/status line such as `VmHWM:    1234 kB`.
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 struct Measured {
     seconds: f64,
     peak_kb: u64,
@@ -81,7 +71,7 @@ fn measure(mut cmd: Command, calls: impl Fn() -> u64) -> Measured {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("timctl starts");
-    let pid = child.id();
+    let pid = child.id().to_string();
     let stdout = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let (mut peak, mut first, mut last) = (0, 0, 0);
@@ -90,7 +80,7 @@ fn measure(mut cmd: Command, calls: impl Fn() -> u64) -> Measured {
             assert!(status.success(), "timctl failed: {status}");
             break;
         }
-        if let (Some(hwm), Some(rss)) = (status_kb(pid, "VmHWM:"), status_kb(pid, "VmRSS:")) {
+        if let (Some(hwm), Some(rss)) = (status_kb(&pid, "VmHWM:"), status_kb(&pid, "VmRSS:")) {
             peak = peak.max(hwm);
             if first == 0 && calls() > 0 {
                 first = rss;

@@ -135,17 +135,7 @@ fn once(args: &[String]) {
     };
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(state.entries.len(), expected);
-    println!("{secs:.4} {:.1}", peak_mib());
-}
-
-/// VmHWM, the process's peak resident set, from /proc.
-fn peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    println!("{secs:.4} {:.1}", timctl_tests::measure::peak_rss_mib());
 }
 
 /// PyYAML's C loader on the same file, timed inside Python (load only, not start-up).

@@ -23,6 +23,7 @@
 //!
 //! Every call that reaches step 6 is recorded per conversation.
 
+pub mod measure;
 mod timctl_bin;
 pub use timctl_bin::timctl_bin;
 
