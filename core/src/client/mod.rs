@@ -674,7 +674,8 @@ impl Client {
         }
     }
 
-    fn fail(&self, fatal: Fatal) -> Outcome<()> {
+    /// Records the first fatal failure, stops the client, and returns it as any call's outcome.
+    fn fail<R>(&self, fatal: Fatal) -> Outcome<R> {
         {
             let mut first = self.inner.fatal.lock().unwrap_or_else(|p| p.into_inner());
             if first.is_none() {
@@ -693,15 +694,13 @@ impl Client {
         let body = match serde_json::to_vec(request) {
             Ok(b) => b,
             Err(e) => {
-                return self
-                    .fail(Fatal {
-                        code: None,
-                        message: format!(
-                            "could not encode a {} request ({e}); this is a bug in timctl",
-                            E::NAME
-                        ),
-                    })
-                    .map_never();
+                return self.fail(Fatal {
+                    code: None,
+                    message: format!(
+                        "could not encode a {} request ({e}); this is a bug in timctl",
+                        E::NAME
+                    ),
+                });
             }
         };
         let mut backoff = self.inner.backoff.build();
@@ -727,7 +726,7 @@ impl Client {
             let (sig, generation) = self.inner.signer.current();
             let (reason, frequency_limited) = match self.attempt::<E>(&body, &sig).await {
                 Attempt::Done(r) => return Outcome::Success(r),
-                Attempt::Fatal(f) => return self.fail(f).map_never(),
+                Attempt::Fatal(f) => return self.fail(f),
                 Attempt::Api {
                     code,
                     class,
@@ -759,14 +758,10 @@ impl Client {
                                 );
                                 continue;
                             }
-                            return self
-                                .fail(fatal_for(code, meaning, action, &info, false))
-                                .map_never();
+                            return self.fail(fatal_for(code, meaning, action, &info, false));
                         }
                         ErrorClass::Fatal => {
-                            return self
-                                .fail(fatal_for(code, meaning, action, &info, renewed))
-                                .map_never();
+                            return self.fail(fatal_for(code, meaning, action, &info, renewed));
                         }
                         ErrorClass::Retry => (described, FREQUENCY_LIMIT_CODES.contains(&code)),
                     }
@@ -962,11 +957,11 @@ impl crate::apply::Deleter for Client {
     }
 }
 
-impl Outcome<()> {
-    /// Re-types an outcome that is never `Success`.
-    fn map_never<R>(self) -> Outcome<R> {
+impl<R> Outcome<R> {
+    /// Applies `f` to a success's value; every other outcome stays as it is.
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Outcome<S> {
         match self {
-            Outcome::Success(()) => unreachable!("map_never is only called on failures"),
+            Outcome::Success(r) => Outcome::Success(f(r)),
             Outcome::AlreadyAbsent { code, message } => Outcome::AlreadyAbsent { code, message },
             Outcome::ItemFailed { code, message } => Outcome::ItemFailed { code, message },
             Outcome::Fatal(f) => Outcome::Fatal(f),
