@@ -25,7 +25,7 @@
 
 pub mod measure;
 mod timctl_bin;
-pub use timctl_bin::timctl_bin;
+pub use timctl_bin::{timctl, timctl_bin};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

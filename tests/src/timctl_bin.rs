@@ -37,3 +37,22 @@ pub fn timctl_bin() -> &'static Path {
         bin
     })
 }
+
+/// `timctl` ready to run in a test: an up-to-date binary ([`timctl_bin`]) with none of the
+/// caller's `TIMCTL_*` variables, so that a developer's real state, endpoint or key can never
+/// reach a test run, and no colour. Tests add what they need.
+pub fn timctl() -> std::process::Command {
+    let mut cmd = std::process::Command::new(timctl_bin());
+    for var in [
+        "TIMCTL_STATE",
+        "TIMCTL_ENDPOINT",
+        "TIMCTL_SECRET_KEY",
+        "TIMCTL_SECRET_KEY_FILE",
+        "TIMCTL_USERSIG",
+        "TIMCTL_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}

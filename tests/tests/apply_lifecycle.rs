@@ -566,7 +566,7 @@ fn refusals_create_no_state_directory_and_no_lock_file() {
         &["apply", "--user", "bad\tid", "--auto-approve"],
         &["apply", "--rate", "4000000000", "--auto-approve"],
     ] {
-        let out = std::process::Command::new(timctl_tests::timctl_bin())
+        let out = timctl_tests::timctl()
             .args(args)
             .stdin(std::process::Stdio::null())
             .arg("--state")

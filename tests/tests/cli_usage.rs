@@ -2,14 +2,8 @@
 //! clap's 2, which `plan --detailed-exitcode` uses for "there are changes"), and global flags
 //! work before or after the command.
 
-use assert_cmd::Command;
-
 fn timctl(args: &[&str]) -> std::process::Output {
-    Command::new(timctl_tests::timctl_bin())
-        .args(args)
-        .env_remove("TIMCTL_STATE")
-        .output()
-        .unwrap()
+    timctl_tests::timctl().args(args).output().unwrap()
 }
 
 #[test]

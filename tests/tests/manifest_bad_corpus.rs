@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assert_cmd::Command;
-
 struct Expected {
     file: String,
     line: u64,
@@ -60,11 +58,12 @@ fn every_bad_manifest_fails_with_its_problem_at_its_place() {
     let state = state_dir.path().join("state.db");
     let mut failures = Vec::new();
     for (case, expected) in cases() {
-        let out = Command::new(timctl_tests::timctl_bin())
-            .current_dir(corpus())
+        let mut cmd = timctl_tests::timctl();
+        cmd.current_dir(corpus())
             .args(["validate", "--format", "json", "-f", &case])
             .arg("--state")
-            .arg(&state)
+            .arg(&state);
+        let out = assert_cmd::Command::from_std(cmd)
             // A guard against hangs (an alias bomb that expands), not a speed target.
             .timeout(Duration::from_secs(60))
             .output()
@@ -113,7 +112,7 @@ fn an_unreadable_path_is_reported_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain.yaml");
     std::fs::write(&file, "version: 1\n").unwrap();
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .args(["validate", "--format", "json", "-f"])
         .arg(file.join("inside.yaml"))
         .output()
@@ -126,7 +125,7 @@ fn an_unreadable_path_is_reported_without_a_panic() {
 
 #[test]
 fn text_output_shows_a_code_frame_and_github_output_annotates() {
-    let text = Command::new(timctl_tests::timctl_bin())
+    let text = timctl_tests::timctl()
         .current_dir(corpus())
         .args([
             "--color",
@@ -143,7 +142,7 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
     assert!(stderr.contains("[several-problems.yaml:8:13]"), "{stderr}");
     assert!(stderr.contains(r#"- user: """#), "{stderr}");
 
-    let gh = Command::new(timctl_tests::timctl_bin())
+    let gh = timctl_tests::timctl()
         .current_dir(corpus())
         .args([
             "validate",

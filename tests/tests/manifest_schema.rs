@@ -3,10 +3,8 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
-
 fn schema(draft: &str) -> serde_json::Value {
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .args(["schema", "--draft", draft])
         .output()
         .unwrap();
@@ -18,10 +16,7 @@ fn schema(draft: &str) -> serde_json::Value {
 fn checked_in_schema_is_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let file = std::fs::read_to_string(root.join("timctl.schema.json")).unwrap();
-    let out = Command::new(timctl_tests::timctl_bin())
-        .arg("schema")
-        .output()
-        .unwrap();
+    let out = timctl_tests::timctl().arg("schema").output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout) == file,
         "timctl.schema.json is out of date: run `cargo run -p timctl -- schema --out timctl.schema.json`"
@@ -32,12 +27,17 @@ fn checked_in_schema_is_up_to_date() {
 fn schema_out_writes_the_same_as_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
-    Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .args(["schema", "--draft", "07", "--out"])
         .arg(&path)
-        .assert()
-        .success()
-        .stdout("");
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "--out prints nothing on stdout");
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(written, schema("07"));

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -38,15 +37,13 @@ fn env(absent: &str) -> Env {
 const TWO: &str = "  alice:\n    - user: bob\n      clear_roaming: true\n    - group: \"@TGS#2C5SZEAEF\"\n  carol:\n    - user: dave\n";
 
 fn plan(e: &Env, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .arg("plan")
         .arg("-f")
         .arg(&e.manifest)
         .args(args)
         .env("TIMCTL_STATE", &e.state)
         .env("COLUMNS", "400")
-        .env_remove("TIMCTL_SECRET_KEY")
-        .env_remove("TIMCTL_USERSIG")
         .output()
         .unwrap();
     (
@@ -248,7 +245,7 @@ fn saved_plan_content_markdown_and_show() {
     );
     assert!(md.contains("<details>"));
 
-    let shown = Command::new(timctl_tests::timctl_bin())
+    let shown = timctl_tests::timctl()
         .arg("show")
         .arg(&out_file)
         .output()

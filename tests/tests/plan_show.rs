@@ -1,6 +1,5 @@
 //! `timctl show PLANFILE` through the real binary, on plans saved by the library.
 
-use assert_cmd::Command;
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
 use timctl_core::plan::{self, Filter};
@@ -31,7 +30,7 @@ fn show_prints_a_saved_plan_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let (path, json) = saved(&dir);
     let run = |format: &str| {
-        let out = Command::new(timctl_tests::timctl_bin())
+        let out = timctl_tests::timctl()
             .arg("show")
             .arg(&path)
             .args(["--format", format])
@@ -63,7 +62,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     let dir = tempfile::tempdir().unwrap();
     let (path, json) = saved(&dir);
     std::fs::write(&path, json.replace("\"delete\":1", "\"delete\":9")).unwrap();
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .arg("show")
         .arg(&path)
         .output()
@@ -72,7 +71,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("inconsistent"));
 
     std::fs::write(&path, "{\"format_version\": 1,\n  \"app\": oops}").unwrap();
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .arg("show")
         .arg(&path)
         .output()
@@ -81,7 +80,7 @@ fn show_refuses_a_broken_or_edited_plan_with_where() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plan.json:2:"), "{err}");
 
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .args(["show", "/nonexistent/plan.json"])
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use assert_cmd::Command;
+use std::process::Command;
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -11,10 +11,8 @@ use timctl_core::ledger::{
 const APP: u64 = 1_400_000_001;
 
 fn timctl(state: &Path) -> Command {
-    let mut cmd = Command::new(timctl_tests::timctl_bin());
-    cmd.env("TIMCTL_STATE", state)
-        .env_remove("TIMCTL_ENDPOINT")
-        .env("NO_COLOR", "1");
+    let mut cmd = timctl_tests::timctl();
+    cmd.env("TIMCTL_STATE", state);
     cmd
 }
 
@@ -71,7 +69,7 @@ fn list_json_has_the_documented_shape() {
         .unwrap()
         .clone();
     // The global flag works after the command too.
-    let out = Command::new(timctl_tests::timctl_bin())
+    let out = timctl_tests::timctl()
         .args(["state", "list", "--json", "--state"])
         .arg(&state)
         .output()

@@ -1,21 +1,23 @@
 //! `timctl usersig`: makes a UserSig printed alone on stdout, verifies one with exit 0 or 1 and
 //! the reason, accepts the reference libraries' UserSigs, and needs the secret key.
 
-use assert_cmd::Command;
 use timctl_core::usersig::{self, SecretKey};
 
 const KEY: &str = "cli-secret-key-0123456789";
 
 fn timctl(args: &[&str], key: Option<&str>) -> std::process::Output {
-    let mut cmd = Command::new(timctl_tests::timctl_bin());
-    cmd.args(args)
-        .env_remove("TIMCTL_SECRET_KEY")
-        .env_remove("TIMCTL_SECRET_KEY_FILE")
-        .env_remove("TIMCTL_USERSIG");
+    let mut cmd = timctl_tests::timctl();
+    cmd.args(args);
     if let Some(k) = key {
         cmd.env("TIMCTL_SECRET_KEY", k);
     }
     cmd.output().unwrap()
+}
+
+/// Exit 1, with `needle` in what it says on stderr.
+fn fails_saying(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
 }
 
 fn text(b: &[u8]) -> String {
@@ -113,12 +115,7 @@ fn make_prints_the_usersig_alone_and_verify_accepts_it() {
         ],
         Some(KEY),
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("malformed"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, "malformed");
 }
 
 #[test]
@@ -136,12 +133,7 @@ fn verify_reports_an_expired_usersig() {
         ],
         Some(KEY),
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("expired"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, "expired");
 }
 
 /// The reference libraries' UserSigs verify through the command too (their expiry is long
@@ -197,20 +189,10 @@ fn reference_library_usersigs_are_recognised() {
 #[test]
 fn without_a_key_or_app_it_says_what_to_set() {
     let out = timctl(&["usersig", "--sdkappid", "1", "--identifier", "a"], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("TIMCTL_SECRET_KEY"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, "TIMCTL_SECRET_KEY");
     assert!(text(&out.stdout).is_empty());
     let out = timctl(&["usersig", "--identifier", "a"], Some(KEY));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--sdkappid"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, "--sdkappid");
     let out = timctl(
         &[
             "usersig",
@@ -221,12 +203,7 @@ fn without_a_key_or_app_it_says_what_to_set() {
         ],
         Some(KEY),
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--identifier"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, "--identifier");
 }
 
 #[test]

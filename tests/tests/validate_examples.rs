@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -12,7 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn validate(args: &[&str]) -> std::process::Output {
-    Command::new(timctl_tests::timctl_bin())
+    timctl_tests::timctl()
         .current_dir(root())
         .arg("validate")
         .args(args)

@@ -124,17 +124,13 @@ impl Env {
 
     /// `timctl ARGS` with this env's state, endpoint and key, no terminal on stdin.
     pub(crate) fn timctl(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(timctl_tests::timctl_bin());
+        let mut cmd = timctl_tests::timctl();
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("TIMCTL_STATE", &self.state)
             .env("TIMCTL_ENDPOINT", &self.url)
             .env("TIMCTL_SECRET_KEY", KEY)
             .env("COLUMNS", "400")
-            .env("NO_COLOR", "1")
-            .env_remove("TIMCTL_USERSIG")
-            .env_remove("TIMCTL_SECRET_KEY_FILE")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         cmd
     }
