@@ -12,6 +12,7 @@
 //! - [`ledger`]: the state: what has been deleted, in SQLite, behind a small trait.
 //! - [`plan`]: the pure diff of desired state against the ledger.
 //! - [`apply`]: carries a plan out through the client and records it in the ledger.
+//! - [`stop`]: the one stop signal of a run, obeyed by the client and the executor.
 
 // The generated code names this crate by its external name, so that the same macro output also
 // works in integration tests and other crates.
@@ -25,4 +26,5 @@ pub mod ids;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
+pub mod stop;
 pub mod usersig;
