@@ -24,6 +24,7 @@
 //! Every call that reaches step 6 is recorded per conversation.
 
 pub mod measure;
+pub mod pg;
 mod timctl_bin;
 pub use timctl_bin::{timctl, timctl_bin};
 

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod copy;
+
 use super::lock::{StateLock, create_private_dir, open_private};
 use super::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, StateEntry, StateRef, Written,

@@ -15,7 +15,7 @@ use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, LedgerRecorder, StopHandle, StopReason, Summary,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig, Credentials};
-use timctl_core::ledger::{Ledger, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock};
+use timctl_core::ledger::{self, Ledger, RunInfo};
 use timctl_core::plan::{self, Action, Plan, render};
 
 use crate::args::Global;
@@ -90,7 +90,12 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             )
         }
     };
-    let current = SqliteLedger::open_read_only(&global.state)?;
+    let (location, state_name) = (global.state_location()?, global.state_name()?);
+    let sdkappid = match &input {
+        Input::Saved(plan) => plan.app.sdkappid,
+        Input::Manifests(desired, _) => desired.app.sdkappid,
+    };
+    let current = ledger::open_read(&location, &state_name, Some(sdkappid))?;
     let (plan, saved) = match input {
         Input::Saved(plan) => {
             current.check_app(plan.app.sdkappid)?;
@@ -161,12 +166,35 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         None => None,
     };
 
-    let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
-    let current = SqliteLedger::open_read_only(&global.state)?;
-    current.check_app(plan.app.sdkappid)?;
-    plan::check_state(plan.state, current.state_ref())?;
-    drop(current);
-    let writer = SqliteLedgerWriter::create_or_open(&global.state, plan.app.sdkappid, lock)?;
+    // The lock first; then the state is checked again under it, through the locked session.
+    // A state that does not exist yet is created only once the plan is known to be current.
+    let open = |create| {
+        ledger::open_writer(
+            &location,
+            &state_name,
+            plan.app.sdkappid,
+            "apply",
+            exec.lock_timeout,
+            create,
+        )
+    };
+    let writer = match open(false)? {
+        Some(writer) => {
+            plan::check_state(plan.state, writer.state_ref())?;
+            writer
+        }
+        None => {
+            plan::check_state(plan.state, None)?;
+            let writer =
+                open(true)?.ok_or_else(|| miette!("the state {location} could not be created"))?;
+            // Between the two opens another apply may have created the state; one created and
+            // never written (serial 1) is as empty as the one planned against.
+            if writer.state_ref().is_some_and(|s| s.serial != 1) {
+                plan::check_state(plan.state, writer.state_ref())?;
+            }
+            writer
+        }
+    };
     let recorder = LedgerRecorder {
         writer,
         run: RunInfo::new(plan.manifest_digest.clone()),
