@@ -130,6 +130,10 @@ impl std::fmt::Display for StateLocation {
 
 /// A ledger opened for reading, of either backend.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per command, never in a collection: a box would buy nothing"
+)]
 pub enum AnyLedger {
     /// SQLite.
     Sqlite(SqliteLedger),
@@ -182,6 +186,10 @@ impl Ledger for AnyLedger {
 
 /// A ledger opened for writing, of either backend; it holds the state's lock while it lives.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per command, never in a collection: a box would buy nothing"
+)]
 pub enum AnyWriter {
     /// SQLite, with its lock file.
     Sqlite(SqliteLedgerWriter),
