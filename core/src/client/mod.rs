@@ -936,8 +936,8 @@ impl crate::apply::Deleter for Client {
     async fn delete(&self, d: &crate::apply::Deletion) -> crate::apply::CallOutcome {
         use crate::apply::CallOutcome;
         let request = crate::api::RecentContactDeleteRequest {
-            from_account: d.from.as_str().to_owned(),
-            conversation: d.peer.to_api(),
+            from_account: d.key.from.as_str().to_owned(),
+            conversation: d.key.peer.to_api(),
             clear_ramble: Some(d.clear_roaming),
         };
         match self.call::<crate::api::RecentContactDelete>(&request).await {

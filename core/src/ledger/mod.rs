@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::ids::{Peer, UserId};
+use crate::ids::ConversationKey;
 
 pub mod lock;
 pub mod sqlite;
@@ -48,10 +48,8 @@ pub struct Meta {
 /// One recorded deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateEntry {
-    /// The user whose conversation list it was (From_Account).
-    pub from: UserId,
-    /// The other side of the conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether the last deletion also cleared roaming messages.
     pub clear_roaming: bool,
     /// When the last deletion was confirmed, to the second.
@@ -63,10 +61,8 @@ pub struct StateEntry {
 /// A confirmed deletion to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deleted {
-    /// From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether ClearRamble was sent.
     pub clear_roaming: bool,
     /// When the API confirmed it.
@@ -113,8 +109,8 @@ pub trait Ledger {
     fn location(&self) -> String;
     /// The ledger's meta, or `None` when there is no state yet.
     fn meta(&self) -> Option<&Meta>;
-    /// Every entry, sorted by (`from`, `peer`) in the same order as
-    /// [`crate::desired::DesiredEntry`]. Empty when there is no state.
+    /// Every entry, sorted by [`ConversationKey`] (the order of
+    /// [`crate::desired::DesiredState::entries`]). Empty when there is no state.
     fn entries(&self) -> Result<Vec<StateEntry>, LedgerError>;
     /// The runs of the audit trail, oldest first.
     fn runs(&self) -> Result<Vec<RunInfo>, LedgerError>;
@@ -148,7 +144,7 @@ pub trait LedgerWriter: Ledger {
     /// Drops entries from the state (no call is made). Entries not in the state are skipped;
     /// `affected` says how many were there. An empty batch, or one that removes nothing,
     /// writes nothing.
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError>;
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError>;
 }
 
 /// Why the ledger could not be read or written.
@@ -267,9 +263,9 @@ pub fn write_list_json(
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let e = self.0;
             let mut st = s.serialize_struct("Entry", 5)?;
-            st.serialize_field("from", e.from.as_str())?;
-            st.serialize_field("type", e.peer.kind().as_str())?;
-            st.serialize_field("peer", e.peer.id())?;
+            st.serialize_field("from", e.key.from.as_str())?;
+            st.serialize_field("type", e.key.peer.kind().as_str())?;
+            st.serialize_field("peer", e.key.peer.id())?;
             st.serialize_field("clear_roaming", &e.clear_roaming)?;
             st.serialize_field("deleted_at", &e.deleted_at)?;
             st.end()
