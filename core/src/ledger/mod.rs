@@ -246,7 +246,7 @@ pub enum LedgerError {
     },
 }
 
-/// Writes the `state list --json` document of PRODUCT.md:
+/// Writes the `state list --json` document (README.md, "State and plans"):
 /// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
 /// "deleted_at"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(

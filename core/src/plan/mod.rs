@@ -125,7 +125,7 @@ pub fn make(
     Ok(diff(desired, ledger.state_ref(), &entries, filter))
 }
 
-/// The diff of PRODUCT.md, pure:
+/// The diff, pure (README.md, "timctl plan"):
 ///
 /// - `delete`: in the manifest and not in the state, or in the state without clear-roaming
 ///   while the manifest asks for it; with `reassert`, every manifest entry;
