@@ -23,6 +23,7 @@ pub mod apply;
 pub mod client;
 pub mod desired;
 pub mod ids;
+pub mod input;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
