@@ -183,17 +183,24 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 }
 
 /// The rustls verdict on the server's certificate, if that is what `e` is (directly or inside
-/// an I/O error, whose `source()` skips the error it wraps).
+/// an I/O error, whose `source()` skips the error it wraps). The layers between reqwest and
+/// rustls may box it in ways a downcast cannot see through, so rustls's own wording for it is
+/// recognised too.
 fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
         e.downcast_ref::<std::io::Error>()?
             .get_ref()?
             .downcast_ref::<rustls::Error>()
-    })?;
+    });
     match tls {
-        rustls::Error::InvalidCertificate(_) | rustls::Error::InvalidCertRevocationList(_) => {
-            Some(tls.to_string())
+        Some(
+            tls @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::InvalidCertRevocationList(_)),
+        ) => Some(tls.to_string()),
+        Some(_) => None,
+        None => {
+            let text = e.to_string();
+            text.starts_with("invalid peer certificate").then_some(text)
         }
-        _ => None,
     }
 }
