@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{
     self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocationError, PgError,
     RunInfo, StateLocation, StateName,
@@ -112,15 +112,14 @@ impl Backend {
 
 fn deleted(from: &str, peer: &str, clear_roaming: bool, at: i64) -> Deleted {
     Deleted {
-        from: UserId::new(from).unwrap(),
-        peer: peer.parse().unwrap(),
+        key: key(from, peer),
         clear_roaming,
         deleted_at: jiff::Timestamp::from_second(at).unwrap(),
     }
 }
 
-fn key(from: &str, peer: &str) -> (UserId, Peer) {
-    (UserId::new(from).unwrap(), peer.parse().unwrap())
+fn key(from: &str, peer: &str) -> ConversationKey {
+    ConversationKey::new(UserId::new(from).unwrap(), peer.parse().unwrap())
 }
 
 fn listing(l: &dyn Ledger) -> Vec<(String, String, bool, i64)> {
@@ -129,8 +128,8 @@ fn listing(l: &dyn Ledger) -> Vec<(String, String, bool, i64)> {
         .into_iter()
         .map(|e| {
             (
-                e.from.to_string(),
-                e.peer.to_string(),
+                e.key.from.to_string(),
+                e.key.peer.to_string(),
                 e.clear_roaming,
                 e.deleted_at.as_second(),
             )
@@ -280,13 +279,13 @@ fn entries_come_back_in_byte_order(b: Backend) {
         .collect();
     w.record_deleted(&run, &batch).unwrap();
     drop(w);
-    let got: Vec<(UserId, Peer)> = b
+    let got: Vec<ConversationKey> = b
         .reader(Some(APP))
         .unwrap()
         .entries()
         .unwrap()
         .into_iter()
-        .map(|e| (e.from, e.peer))
+        .map(|e| e.key)
         .collect();
     let mut sorted = got.clone();
     sorted.sort();

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::postgres::{IfMissing, PgLedger, PgLedgerWriter, PgLocation};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, SqliteLedger, SqliteLedgerWriter,
-    StateEntry, StateLock, Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, SqliteLedger,
+    SqliteLedgerWriter, StateEntry, StateLock, Written,
 };
-use crate::ids::{Peer, UserId};
+use crate::ids::ConversationKey;
 
 /// The name of the default state (`--state-name`).
 pub const DEFAULT_STATE_NAME: &str = "default";
@@ -170,16 +170,10 @@ impl Ledger for AnyLedger {
             Self::Postgres(l) => l.meta(),
         }
     }
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
         match self {
-            Self::Sqlite(l) => l.entries(),
-            Self::Postgres(l) => l.entries(),
-        }
-    }
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.runs(),
-            Self::Postgres(l) => l.runs(),
+            Self::Sqlite(l) => l.snapshot(),
+            Self::Postgres(l) => l.snapshot(),
         }
     }
 }
@@ -257,16 +251,10 @@ impl Ledger for AnyWriter {
             Self::Postgres(l) => l.meta(),
         }
     }
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
         match self {
-            Self::Sqlite(l) => l.entries(),
-            Self::Postgres(l) => l.entries(),
-        }
-    }
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.runs(),
-            Self::Postgres(l) => l.runs(),
+            Self::Sqlite(l) => l.snapshot(),
+            Self::Postgres(l) => l.snapshot(),
         }
     }
 }
@@ -278,7 +266,7 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.record_deleted(run, batch),
         }
     }
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError> {
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         match self {
             Self::Sqlite(w) => w.forget(batch),
             Self::Postgres(w) => w.forget(batch),

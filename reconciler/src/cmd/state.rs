@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic, miette};
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
-    self, AnyLedger, Ledger, LedgerWriter, PgLedger, StateLocation, StateName,
+    self, AnyLedger, Ledger, LedgerWriter, PgLedger, Snapshot, StateLocation, StateName,
 };
 
 use crate::args::Global;
@@ -146,27 +146,27 @@ fn open(global: &Global, app: &AppArgs) -> miette::Result<AnyLedger> {
 
 fn list(global: &Global, app: &AppArgs, json: bool) -> miette::Result<ExitCode> {
     let ledger = open(global, app)?;
-    let entries = ledger.entries()?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = if json {
-        timctl_core::ledger::write_list_json(ledger.meta(), &entries, &mut out)
-    } else {
-        write_list_text(&ledger, &entries, &mut out)
-    };
-    written
-        .and_then(|()| out.flush())
-        .into_diagnostic()
-        .wrap_err("cannot write the state to stdout")?;
+    // One snapshot: the serial printed is the serial of the entries printed.
+    let snapshot = ledger.snapshot()?;
+    crate::output::to_stdout("the state", |out| {
+        if json {
+            let (meta, entries) = snapshot
+                .as_ref()
+                .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
+            timctl_core::ledger::write_list_json(meta, entries, out)
+        } else {
+            write_list_text(&ledger, snapshot.as_ref(), out)
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn write_list_text(
     ledger: &AnyLedger,
-    entries: &[timctl_core::ledger::StateEntry],
+    snapshot: Option<&Snapshot>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let Some(meta) = ledger.meta() else {
+    let Some(Snapshot { meta, entries, .. }) = snapshot else {
         return writeln!(out, "No state at {} yet.", ledger.location());
     };
     writeln!(
@@ -182,8 +182,8 @@ fn write_list_text(
         writeln!(
             out,
             "{} {} deleted {}{}",
-            e.from,
-            e.peer,
+            e.key.from,
+            e.key.peer,
             e.deleted_at,
             if e.clear_roaming {
                 " (roaming messages cleared)"
@@ -222,7 +222,7 @@ fn rm(
         let found = ledger
             .entries()?
             .iter()
-            .any(|e| e.from == from && e.peer == peer);
+            .any(|e| e.key.from == from && e.key.peer == peer);
         if !found {
             return Err(missing(&ledger.location()));
         }
@@ -239,7 +239,7 @@ fn rm(
     else {
         return Err(missing(&location.to_string()));
     };
-    let written = ledger.forget(&[(from.clone(), peer.clone())])?;
+    let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
     if written.affected == 0 {
         return Err(missing(&ledger.location()));
     }
@@ -298,12 +298,13 @@ fn migrate(
     if copy.state_ref().is_some_and(|s| s.serial != 1) || !copy.entries()?.is_empty() {
         return Err(refuse(&copy));
     }
-    let meta = source
-        .meta()
-        .cloned()
+    let Snapshot {
+        meta,
+        runs,
+        entries,
+    } = source
+        .snapshot()?
         .ok_or_else(|| miette!("there is no state at {from} to migrate"))?;
-    let runs = source.runs()?;
-    let entries = source.entries()?;
     copy.import(&meta, &runs, &entries)?;
     println!(
         "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \

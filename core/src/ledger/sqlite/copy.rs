@@ -57,12 +57,12 @@ impl SqliteLedgerWriter {
             for e in entries {
                 let run = rows.get(&e.run_id).ok_or_else(|| LedgerError::Corrupt {
                     path: path.clone(),
-                    what: format!("the entry {} {} names no known run", e.from, e.peer),
+                    what: format!("the entry {} names no known run", e.key),
                 })?;
                 stmt.execute(params![
-                    e.from.as_str(),
-                    kind_code(e.peer.kind()),
-                    e.peer.id(),
+                    e.key.from.as_str(),
+                    kind_code(e.key.peer.kind()),
+                    e.key.peer.id(),
                     e.clear_roaming,
                     e.deleted_at.as_second(),
                     run
