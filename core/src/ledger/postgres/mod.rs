@@ -279,14 +279,26 @@ fn schema_version(
 /// transaction-level advisory lock of its own so that concurrent first writers wait in turn.
 pub(crate) fn migrate(client: &mut postgres::Client, location: &PgLocation) -> Result<(), PgError> {
     let doing = "migrating its schema";
+    // Up to date is the common case, and needs no lock and no privilege beyond the schema's.
+    if schema_version(client, location)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     let mut tx = client.transaction().map_err(query_err(location, doing))?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, 0)",
         &[&lock::SCHEMA_NAMESPACE],
     )
     .map_err(query_err(location, doing))?;
-    tx.batch_execute("CREATE SCHEMA IF NOT EXISTS timctl")
-        .map_err(query_err(location, doing))?;
+    // Only when missing: `CREATE SCHEMA IF NOT EXISTS` would need the CREATE privilege on the
+    // database even where a DBA made the schema beforehand.
+    let has_schema: bool = tx
+        .query_one("SELECT to_regnamespace('timctl') IS NOT NULL", &[])
+        .map_err(query_err(location, doing))?
+        .get(0);
+    if !has_schema {
+        tx.batch_execute("CREATE SCHEMA timctl")
+            .map_err(query_err(location, doing))?;
+    }
     let from = schema_version(&mut tx, location)?;
     if from < SCHEMA_VERSION {
         for migration in &MIGRATIONS[from as usize..] {
