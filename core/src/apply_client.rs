@@ -14,8 +14,8 @@ use crate::client::{Client, Outcome};
 impl apply::Deleter for Client {
     async fn delete(&self, d: &Deletion) -> CallOutcome {
         let request = RecentContactDeleteRequest {
-            from_account: d.from.as_str().to_owned(),
-            conversation: d.peer.to_api(),
+            from_account: d.key.from.as_str().to_owned(),
+            conversation: d.key.peer.to_api(),
             clear_ramble: Some(d.clear_roaming),
         };
         match self.call::<RecentContactDelete>(&request).await {

@@ -246,6 +246,34 @@ impl FromStr for Peer {
     }
 }
 
+/// One conversation: whose list it is in, and with whom. Everything that names a conversation
+/// (desired entries, state entries, plan changes, recorded deletions, forgets) names it with
+/// this key.
+///
+/// The order (by `from`, then `peer`) is the order entries are kept in everywhere: manifests
+/// are merged in it, the state's primary key reads in it, and plans list their changes in it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConversationKey {
+    /// The user whose conversation list it is (From_Account).
+    pub from: UserId,
+    /// The other side of the conversation.
+    pub peer: Peer,
+}
+
+impl ConversationKey {
+    /// The key of `from`'s conversation with `peer`.
+    pub fn new(from: UserId, peer: Peer) -> Self {
+        Self { from, peer }
+    }
+}
+
+/// `FROM user:ID` or `FROM group:ID`, for messages.
+impl fmt::Display for ConversationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.from, self.peer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

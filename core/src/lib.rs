@@ -25,6 +25,7 @@ mod apply_client;
 pub mod client;
 pub mod desired;
 pub mod ids;
+pub mod input;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;

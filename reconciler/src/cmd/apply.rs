@@ -232,22 +232,16 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
 /// The plan's deletions and forgets, for the executor. Takes the plan so that its changes are
 /// moved, not copied: at a million entries a copy is a hundred megabytes.
-fn split(
-    plan: Plan,
-) -> (
-    Vec<Deletion>,
-    Vec<(timctl_core::ids::UserId, timctl_core::ids::Peer)>,
-) {
+fn split(plan: Plan) -> (Vec<Deletion>, Vec<timctl_core::ids::ConversationKey>) {
     let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
     let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
     for c in plan.changes {
         match c.action {
             Action::Delete => deletions.push(Deletion {
-                from: c.from,
-                peer: c.peer,
+                key: c.key,
                 clear_roaming: c.clear_roaming,
             }),
-            Action::Forget => forgets.push((c.from, c.peer)),
+            Action::Forget => forgets.push(c.key),
         }
     }
     (deletions, forgets)
