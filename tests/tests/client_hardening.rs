@@ -144,7 +144,7 @@ async fn an_untrusted_certificate_stops_the_run_at_once() {
         .unwrap();
     let server = Scripted::start_with(
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
-        Arc::new(|_, _| http("200 OK", "", OK)),
+        Arc::new(|_, _, _| http("200 OK", "", OK)),
     )
     .await;
     let stop = Stop::new();

@@ -15,13 +15,27 @@ pub(crate) struct Scripted {
     targets: Arc<Mutex<Vec<String>>>,
 }
 
-pub(crate) type Respond = dyn Fn(usize, &str) -> Vec<u8> + Send + Sync;
+/// The answer to request `n` (from 0), given its target and body.
+pub(crate) type Respond = dyn Fn(usize, &str, &[u8]) -> Vec<u8> + Send + Sync;
 
 impl Scripted {
     pub(crate) async fn start(
         respond: impl Fn(usize, &str) -> Vec<u8> + Send + Sync + 'static,
     ) -> Self {
-        Self::start_with(None, Arc::new(respond)).await
+        Self::start_with(None, Arc::new(move |n, target, _| respond(n, target))).await
+    }
+
+    /// A server that reads each request's body as JSON.
+    pub(crate) async fn start_json(
+        respond: impl Fn(usize, serde_json::Value) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(
+            None,
+            Arc::new(move |n, _, body| {
+                respond(n, serde_json::from_slice(body).unwrap_or_default())
+            }),
+        )
+        .await
     }
 
     pub(crate) async fn start_with(
@@ -105,7 +119,8 @@ async fn answer(
         seen.push(target.clone());
         seen.len() - 1
     };
-    let _ = stream.write_all(&respond(n, &target)).await;
+    let body = &buf[head_end..head_end + length];
+    let _ = stream.write_all(&respond(n, &target, body)).await;
     let _ = stream.shutdown().await;
 }
 
