@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod args;
 mod cmd;
+mod progress;
 
 use args::{Cli, Command};
 
