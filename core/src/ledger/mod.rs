@@ -15,7 +15,7 @@ use crate::ids::ConversationKey;
 pub mod lock;
 pub mod sqlite;
 
-pub use lock::{LockError, LockHolder, StateLock};
+pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
 
 /// Which state a plan was made against: the ledger's lineage and serial.
@@ -199,6 +199,11 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// The state's directory or file is refused (a link, a special file, a directory another
+    /// user could change).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] StatePathError),
     /// SQLite failed.
     #[error("the state database {path} failed while {doing}")]
     #[diagnostic(code(timctl::state::sqlite))]

@@ -21,6 +21,7 @@ pub use schema::{Draft, schema};
 
 use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, GroupId, Peer, UserId};
+use crate::input::{Accept, ReadError};
 use model::{AppSpec, ManifestFile};
 
 /// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
@@ -155,9 +156,13 @@ fn attach_sources(problems: &mut [Problem]) {
         .iter_mut()
         .filter(|p| p.source.is_none() && p.position.is_some())
     {
-        let text = texts
-            .entry(p.file.clone())
-            .or_insert_with(|| std::fs::read_to_string(&p.file).ok().map(Arc::from));
+        let text = texts.entry(p.file.clone()).or_insert_with(|| {
+            // Bounded like the first read: the file may have changed since.
+            crate::input::read_capped(&p.file, MAX_FILE_BYTES, Accept::RegularOnly)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map(Arc::from)
+        });
         if let Some(text) = text {
             p.attach_source(text);
         }
@@ -357,23 +362,26 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
     };
     let whole = |msg: String, help: &str| Problem::whole_file(index, path, msg, help);
 
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
+    let bytes = match crate::input::read_capped(path, MAX_FILE_BYTES, Accept::RegularOnly) {
+        Ok(b) => b,
+        Err(ReadError::TooLarge { .. }) => {
             file.problems.push(whole(
                 format!(
-                    "the manifest is {} MiB; at most {} MiB per file are read",
-                    m.len() / (1024 * 1024),
+                    "the manifest is larger than {} MiB, the most read per file",
                     MAX_FILE_BYTES / (1024 * 1024)
                 ),
                 "split it into several files in one directory and pass the directory with -f",
             ));
             return file;
         }
-        _ => {}
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
+        Err(ReadError::NotRegular { what }) => {
+            file.problems.push(whole(
+                format!("the manifest is {what}; timctl reads manifests only from regular files"),
+                "write the manifest to a file first (`generate > timctl.yaml`) and pass that file with -f",
+            ));
+            return file;
+        }
+        Err(ReadError::Io(e)) => {
             file.problems.push(whole(
                 format!("cannot read the manifest: {e}"),
                 "check the path and its permissions",

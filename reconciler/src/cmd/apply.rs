@@ -12,7 +12,7 @@ use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source, SqliteStore,
 };
-use timctl_core::client::{self, BaseUrl, Client, ClientConfig, Credentials};
+use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::LedgerWriter;
 use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
@@ -63,8 +63,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         path: global.state.clone(),
     };
     let mut prepared = apply::prepare(source, &store)?;
-    let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())
-        .into_diagnostic()?;
+    let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())?;
 
     // Shown and approved; shown and approved again when the state moved on while this apply
     // waited for the lock (the plan is then made again under the lock, which it keeps).
@@ -75,7 +74,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         }
         // Forgetting needs no call, so a plan without deletions needs no credentials.
         if prepared.plan().summary.delete > 0 && credentials.is_none() {
-            credentials = Some(Credentials::from_env().into_diagnostic()?);
+            credentials = Some(crate::credentials::from_env()?);
         }
         if !prepared.is_saved() && !args.auto_approve {
             confirm(args.exec.json)?;
@@ -98,9 +97,12 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             let app = &locked.plan().app;
             let mut config =
                 ClientConfig::new(base_url, app.sdkappid, app.admin.as_str(), credentials);
-            config.rate = rate;
+            config.set_rate::<RecentContactDelete>(rate);
             config.max_retries = exec.max_retries;
-            Some(Client::new(config).into_diagnostic()?)
+            // The client obeys the run's stop, whoever raises it: a signal, a fatal answer, a
+            // state write failing, too many failures.
+            config.stop = stop.clone();
+            Some(Client::new(config)?)
         }
         None => None,
     };
@@ -120,10 +122,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         watch_signals(stop.clone());
         let mut on_event = |e: &Event| output.event(e);
         match &client {
-            Some(client) => {
-                obey(client, &stop);
-                locked.run(client, &stop, &opts, &mut on_event).await
-            }
+            Some(client) => locked.run(client, &stop, &opts, &mut on_event).await,
             None => locked.run(&NoCalls, &stop, &opts, &mut on_event).await,
         }
     });
@@ -208,16 +207,6 @@ fn nothing_to_do(json: bool, quiet: bool) {
         output.finish();
     }
     report(&summary, json, quiet);
-}
-
-/// The client stops taking calls when the run's stop is raised, whoever raised it (a signal,
-/// a fatal answer, a state write failing, too many failures).
-fn obey(client: &Client, stop: &Stop) {
-    let (client, stop) = (client.clone(), stop.clone());
-    tokio::spawn(async move {
-        stop.stopped().await;
-        client.stop();
-    });
 }
 
 /// The deleter of a plan without deletions: never called, so it needs no credentials.

@@ -50,20 +50,16 @@ fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
     let ledger = SqliteLedger::open_read_only(&global.state)?;
     // One snapshot: the serial printed is the serial of the entries printed.
     let snapshot = ledger.snapshot()?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = if json {
-        let (meta, entries) = snapshot
-            .as_ref()
-            .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
-        timctl_core::ledger::write_list_json(meta, entries, &mut out)
-    } else {
-        write_list_text(&ledger, snapshot.as_ref(), &mut out)
-    };
-    written
-        .and_then(|()| out.flush())
-        .into_diagnostic()
-        .wrap_err("cannot write the state to stdout")?;
+    crate::output::to_stdout("the state", |out| {
+        if json {
+            let (meta, entries) = snapshot
+                .as_ref()
+                .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
+            timctl_core::ledger::write_list_json(meta, entries, out)
+        } else {
+            write_list_text(&ledger, snapshot.as_ref(), out)
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
