@@ -473,8 +473,11 @@ where
             CallOutcome::NotSent => None,
             CallOutcome::Fatal { message } => {
                 summary.failed += 1;
-                if stop.stop(StopReason::Fatal) {
-                    stop_message = Some(message);
+                // The client may have raised the stop already, on the same answer: the first
+                // fatal answer's message is the one shown, whoever raised it.
+                stop.stop(StopReason::Fatal);
+                if stop.reason() == Some(StopReason::Fatal) {
+                    stop_message.get_or_insert(message);
                 }
                 None
             }
