@@ -24,7 +24,9 @@
 //! Every call that reaches step 6 is recorded per conversation.
 
 pub mod measure;
+pub mod run;
 mod timctl_bin;
+pub use run::{assert_success, succeeds};
 pub use timctl_bin::{timctl, timctl_bin};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
