@@ -11,6 +11,7 @@ mod args;
 mod cmd;
 mod credentials;
 mod output;
+mod progress;
 
 use args::{Cli, Command};
 
@@ -40,7 +41,10 @@ fn main() -> ExitCode {
         // The reader of stdout went away (`timctl plan | head`): not an error.
         Err(report) if output::is_closed_stdout(&report) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report:?}");
+            match report.downcast_ref::<timctl_core::manifest::ManifestErrors>() {
+                Some(errors) => cmd::validate::print_problems(errors, "load"),
+                None => eprintln!("{report:?}"),
+            }
             ExitCode::from(1)
         }
     }
