@@ -12,6 +12,16 @@ use std::process::Command;
 /// Set by packagers who build from a source archive but know the commit it was cut from.
 const COMMIT_OVERRIDE: &str = "TIMCTL_BUILD_COMMIT";
 
+/// What the binary is built from, relative to the workspace root.
+const BUILD_INPUTS: [&str; 6] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "api-spec",
+    "macros",
+    "core",
+    "reconciler",
+];
+
 fn main() {
     let crate_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let version = std::env::var("CARGO_PKG_VERSION").expect("set by cargo");
@@ -54,16 +64,10 @@ fn git_commit(crate_dir: &Path) -> Result<String, String> {
         watched.push(common_dir.join(branch));
     }
     // An edit to the sources makes the tree dirty without touching `.git`: watch the inputs
-    // of the binary too, so that `-dirty` appears (and goes) with them.
+    // of the binary too, so that `-dirty` appears (and goes) with them. "Dirty" means these
+    // differ from the commit; an edit to the README or the tests does not change the binary.
     let workspace = crate_dir.parent().unwrap_or(crate_dir);
-    for input in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "api-spec",
-        "macros/src",
-        "core/src",
-        "reconciler/src",
-    ] {
+    for input in BUILD_INPUTS {
         watched.push(workspace.join(input));
     }
     for path in watched.iter().filter(|p| p.exists()) {
@@ -72,11 +76,10 @@ fn git_commit(crate_dir: &Path) -> Result<String, String> {
 
     let hash = git(crate_dir, &["rev-parse", "--short=12", "HEAD"])?;
     let date = git(crate_dir, &["log", "-1", "--format=%cs", "HEAD"])?;
-    // Tracked files only: untracked scratch files do not change what was built.
-    let status = git(
-        crate_dir,
-        &["status", "--porcelain", "--untracked-files=no"],
-    )?;
+    // Tracked files only: an untracked scratch file is not part of what was built.
+    let mut status_args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status_args.extend(BUILD_INPUTS);
+    let status = git(workspace, &status_args)?;
     let dirty = if status.is_empty() { "" } else { "-dirty" };
     Ok(format!("commit {hash}{dirty}, {date}"))
 }
