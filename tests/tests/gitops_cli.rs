@@ -91,9 +91,8 @@ fn zsh_fish_powershell_and_elvish_scripts_name_every_command() {
         assert_eq!(out.status.code(), Some(0), "{shell}");
         let script = stdout(&out);
         for name in top.iter().chain(&state) {
-            // Each shell quotes a candidate its own way; all of them put it right after a
-            // quote.
-            let named = ["'", "\""]
+            // Each shell writes a candidate its own way: after a quote, or elvish's `cand `.
+            let named = ["'", "\"", "cand "]
                 .iter()
                 .any(|q| script.contains(&format!("{q}{name}")));
             assert!(named, "the {shell} script does not offer `{name}`");
