@@ -50,7 +50,7 @@ expect 0 "Passed" "try-repo: a good manifest passes" -- \
     bash -c "cd '$work' && '$repo_root/$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 printf '%s\nabsent:\n  alice:\n    - usr: bob\n' "$app" >"$work/timctl.yaml"
 git_ -C "$work" commit -qam "a typo"
-expect 1 "timctl.yaml:7:" "try-repo: a bad manifest fails naming file:line" -- \
+expect 1 "timctl.yaml:8:7" "try-repo: a bad manifest fails naming file:line" -- \
     bash -c "cd '$work' && '$repo_root/$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 
 # 2. From a config with args: the app block in one file, entries in another. Validated file by
