@@ -3,17 +3,20 @@
 # on a throwaway repository of manifests: a good set passes, a bad one fails naming file:line.
 # Twice: with `pre-commit try-repo` (the hook's defaults: timctl.yaml), and from a
 # .pre-commit-config.yaml with args naming a directory whose set only validates whole.
-# Installs into a virtualenv under target/, so nothing outside the repository changes.
+# Installs into a virtualenv under Cargo's target directory (Cargo's own answer, never assumed),
+# so nothing outside the build changes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo_root=$PWD
-venv=target/ci-venv-pre-commit
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+venv=$target_dir/ci-venv-pre-commit
 [ -x "$venv/bin/pre-commit" ] || {
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'pre-commit==4.7.0'
 }
 cargo build --quiet --locked -p timctl
-export PATH="$repo_root/target/debug:$PATH"
+export PATH="$target_dir/debug:$PATH"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export PRE_COMMIT_HOME="$tmp/pre-commit-home"
@@ -47,11 +50,11 @@ mkdir -p "$work"
 printf '%s\nabsent:\n  alice:\n    - user: bob\n' "$app" >"$work/timctl.yaml"
 git_ -C "$work" init -q && git_ -C "$work" add -A && git_ -C "$work" commit -qm manifests
 expect 0 "Passed" "try-repo: a good manifest passes" -- \
-    bash -c "cd '$work' && '$repo_root/$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
+    bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 printf '%s\nabsent:\n  alice:\n    - usr: bob\n' "$app" >"$work/timctl.yaml"
 git_ -C "$work" commit -qam "a typo"
 expect 1 "timctl.yaml:8:7" "try-repo: a bad manifest fails naming file:line" -- \
-    bash -c "cd '$work' && '$repo_root/$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
+    bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 
 # 2. From a config with args: the app block in one file, entries in another. Validated file by
 # file, team.yaml would fail (no app block); the duplicate across files is caught only whole.
@@ -73,7 +76,7 @@ repos:
         args: [-f, manifests]
 YAML
 git_ -C "$work" init -q && git_ -C "$work" add -A && git_ -C "$work" commit -qm manifests
-run_hook() { (cd "$work" && "$repo_root/$venv/bin/pre-commit" run timctl-validate "$@"); }
+run_hook() { (cd "$work" && "$venv/bin/pre-commit" run timctl-validate "$@"); }
 expect 0 "Passed" "config: a set split across files passes" -- run_hook --all-files
 # Only the entries file changed: the hook still validates the whole set, app block included.
 printf 'version: 1\nabsent:\n  alice:\n    - user: bob\n    - user: carol\n' >"$work/manifests/team.yaml"
