@@ -260,6 +260,12 @@ impl Ledger for AnyWriter {
 }
 
 impl LedgerWriter for AnyWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.begin_run(run),
+            Self::Postgres(w) => w.begin_run(run),
+        }
+    }
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
         match self {
             Self::Sqlite(w) => w.record_deleted(run, batch),

@@ -176,6 +176,39 @@ impl PgLedgerWriter {
         Ok(())
     }
 
+    /// The `runs` row of `run`, inserted inside `tx` when it is not there yet; `known` is the
+    /// row this writer already looked up, if it is `run`'s.
+    fn run_row(
+        tx: &mut postgres::Transaction<'_>,
+        location: &PgLocation,
+        state: i64,
+        known: Option<(uuid::Uuid, i64)>,
+        run: &RunInfo,
+    ) -> Result<i64, PgError> {
+        if let Some((id, row)) = known
+            && id == run.run_id
+        {
+            return Ok(row);
+        }
+        Ok(tx
+            .query_one(
+                "WITH new AS (
+                    INSERT INTO timctl.runs (state, run_id, timctl_version, manifest_digest, started_at)
+                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (state, run_id) DO NOTHING RETURNING id)
+                 SELECT id FROM new UNION ALL
+                 SELECT id FROM timctl.runs WHERE state = $1 AND run_id = $2",
+                &[
+                    &state,
+                    &run.run_id,
+                    &run.timctl_version,
+                    &run.manifest_digest,
+                    &run.started_at.as_second(),
+                ],
+            )
+            .map_err(query_err(location, "recording the run"))?
+            .get(0))
+    }
+
     /// Bumps the serial inside `tx`.
     fn bump(&self, tx: &mut postgres::Transaction<'_>) -> Result<StateRef, PgError> {
         let serial: i64 = tx
@@ -285,6 +318,19 @@ impl Ledger for PgLedgerWriter {
 }
 
 impl LedgerWriter for PgLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        let location = self.location.clone();
+        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut tx = session
+            .transaction()
+            .map_err(query_err(&location, "starting a write"))?;
+        let row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
+        tx.commit()
+            .map_err(query_err(&location, "recording the run"))?;
+        self.run_row = Some((run.run_id, row));
+        Ok(())
+    }
+
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -297,26 +343,7 @@ impl LedgerWriter for PgLedgerWriter {
         let mut tx = session
             .transaction()
             .map_err(query_err(&location, "starting a write"))?;
-        let run_row = match self.run_row {
-            Some((id, row)) if id == run.run_id => row,
-            _ => tx
-                .query_one(
-                    "WITH new AS (
-                        INSERT INTO timctl.runs (state, run_id, timctl_version, manifest_digest, started_at)
-                        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (state, run_id) DO NOTHING RETURNING id)
-                     SELECT id FROM new UNION ALL
-                     SELECT id FROM timctl.runs WHERE state = $1 AND run_id = $2",
-                    &[
-                        &self.state,
-                        &run.run_id,
-                        &run.timctl_version,
-                        &run.manifest_digest,
-                        &run.started_at.as_second(),
-                    ],
-                )
-                .map_err(query_err(&location, "recording the run"))?
-                .get(0),
-        };
+        let run_row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
         // One statement cannot update a row twice; should a batch name one conversation twice,
         // its last deletion wins, as it would in two batches.
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
