@@ -10,12 +10,12 @@
 
 use std::path::PathBuf;
 
-use crate::ids::{Peer, UserId};
+use crate::ids::ConversationKey;
 
 pub mod lock;
 pub mod sqlite;
 
-pub use lock::{LockError, LockHolder, StateLock};
+pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
 
 /// Which state a plan was made against: the ledger's lineage and serial.
@@ -48,10 +48,8 @@ pub struct Meta {
 /// One recorded deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateEntry {
-    /// The user whose conversation list it was (From_Account).
-    pub from: UserId,
-    /// The other side of the conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether the last deletion also cleared roaming messages.
     pub clear_roaming: bool,
     /// When the last deletion was confirmed, to the second.
@@ -63,10 +61,8 @@ pub struct StateEntry {
 /// A confirmed deletion to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deleted {
-    /// From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether ClearRamble was sent.
     pub clear_roaming: bool,
     /// When the API confirmed it.
@@ -107,17 +103,44 @@ pub struct Written {
     pub affected: usize,
 }
 
+/// Everything a ledger holds, read at one instant.
+///
+/// The meta, the runs and the entries come from one read transaction, so a writer committing
+/// meanwhile is either wholly in it or wholly absent: the serial always describes exactly these
+/// entries, and every entry's run is among `runs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Lineage, serial and app at that instant.
+    pub meta: Meta,
+    /// The runs of the audit trail, oldest first.
+    pub runs: Vec<RunInfo>,
+    /// Every entry, sorted by (`from`, `peer`) in the same order as
+    /// [`crate::desired::DesiredEntry`].
+    pub entries: Vec<StateEntry>,
+}
+
 /// Read access to a ledger. Needs no lock and no credentials.
 pub trait Ledger {
     /// Where the ledger is, for messages.
     fn location(&self) -> String;
-    /// The ledger's meta, or `None` when there is no state yet.
+    /// The ledger's meta as it was when it was opened (a writer's stays current, since it
+    /// holds the lock), or `None` when there was no state yet. To read the meta together with
+    /// the entries, use [`Ledger::snapshot`].
     fn meta(&self) -> Option<&Meta>;
-    /// Every entry, sorted by (`from`, `peer`) in the same order as
-    /// [`crate::desired::DesiredEntry`]. Empty when there is no state.
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError>;
-    /// The runs of the audit trail, oldest first.
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError>;
+    /// The meta, the runs and the entries read in one transaction; `None` when there is no
+    /// state. Every read of the entries goes through here, so that no caller can pair a serial
+    /// with entries of another one.
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
+
+    /// Every entry of a [`Ledger::snapshot`], sorted by [`ConversationKey`] (the order of
+    /// [`crate::desired::DesiredState::entries`]); empty when there is no state.
+    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+        Ok(self.snapshot()?.map(|s| s.entries).unwrap_or_default())
+    }
+    /// The runs of a [`Ledger::snapshot`], oldest first; empty when there is no state.
+    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+        Ok(self.snapshot()?.map(|s| s.runs).unwrap_or_default())
+    }
 
     /// Lineage and serial, or `None` when there is no state yet.
     fn state_ref(&self) -> Option<StateRef> {
@@ -126,14 +149,20 @@ pub trait Ledger {
 
     /// Refuses a manifest of another app than the one this ledger is bound to.
     fn check_app(&self, sdkappid: u64) -> Result<(), LedgerError> {
-        match self.meta() {
-            Some(meta) if meta.sdkappid != sdkappid => Err(LedgerError::OtherApp {
-                location: self.location(),
-                bound: meta.sdkappid,
-                requested: sdkappid,
-            }),
-            _ => Ok(()),
-        }
+        check_app(self.meta(), &self.location(), sdkappid)
+    }
+}
+
+/// Refuses a manifest of another app than the one `meta` is bound to (no meta: no state yet,
+/// bound to nothing).
+pub fn check_app(meta: Option<&Meta>, location: &str, sdkappid: u64) -> Result<(), LedgerError> {
+    match meta {
+        Some(meta) if meta.sdkappid != sdkappid => Err(LedgerError::OtherApp {
+            location: location.to_owned(),
+            bound: meta.sdkappid,
+            requested: sdkappid,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -148,7 +177,7 @@ pub trait LedgerWriter: Ledger {
     /// Drops entries from the state (no call is made). Entries not in the state are skipped;
     /// `affected` says how many were there. An empty batch, or one that removes nothing,
     /// writes nothing.
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError>;
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError>;
 }
 
 /// Why the ledger could not be read or written.
@@ -166,6 +195,11 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// The state's directory or file is refused (a link, a special file, a directory another
+    /// user could change).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] StatePathError),
     /// SQLite failed.
     #[error("the state database {path} failed while {doing}")]
     #[diagnostic(code(timctl::state::sqlite))]
@@ -246,7 +280,7 @@ pub enum LedgerError {
     },
 }
 
-/// Writes the `state list --json` document of PRODUCT.md:
+/// Writes the `state list --json` document (README.md, "State and plans"):
 /// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
 /// "deleted_at"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(
@@ -267,9 +301,9 @@ pub fn write_list_json(
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let e = self.0;
             let mut st = s.serialize_struct("Entry", 5)?;
-            st.serialize_field("from", e.from.as_str())?;
-            st.serialize_field("type", e.peer.kind().as_str())?;
-            st.serialize_field("peer", e.peer.id())?;
+            st.serialize_field("from", e.key.from.as_str())?;
+            st.serialize_field("type", e.key.peer.kind().as_str())?;
+            st.serialize_field("peer", e.key.peer.id())?;
             st.serialize_field("clear_roaming", &e.clear_roaming)?;
             st.serialize_field("deleted_at", &e.deleted_at)?;
             st.end()
