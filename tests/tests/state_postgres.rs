@@ -232,6 +232,13 @@ fn no_password_in_errors_wrong_password_or_unreachable_server() {
             assert_no_password(&out, wrong);
         }
     }
+    // Nor in --help, which shows the environment's values of other flags.
+    let mut cmd = env.timctl(&["--help"]);
+    cmd.env("TIMCTL_STATE", &bad_url);
+    let out: Out = cmd.output().unwrap().into();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains("--state-name"), "{}", out.all());
+    assert_no_password(&out, wrong);
     assert_eq!(fake.stats().requests, 0);
 }
 

@@ -151,9 +151,9 @@ pub fn open_read(
     location.check_name(name)?;
     Ok(match location {
         StateLocation::Sqlite(path) => AnyLedger::Sqlite(SqliteLedger::open_read_only(path)?),
-        StateLocation::Postgres(pg) => {
-            AnyLedger::Postgres(PgLedger::open_read_only(pg, name.as_str(), sdkappid)?)
-        }
+        StateLocation::Postgres(pg) => AnyLedger::Postgres(super::postgres::off_runtime(|| {
+            PgLedger::open_read_only(pg, name.as_str(), sdkappid)
+        })?),
     })
 }
 
@@ -225,14 +225,16 @@ pub fn open_writer(
             } else {
                 IfMissing::Nothing
             };
-            Ok(PgLedgerWriter::open(
-                pg,
-                name.as_str(),
-                sdkappid,
-                operation,
-                lock_timeout,
-                if_missing,
-            )?
+            Ok(super::postgres::off_runtime(|| {
+                PgLedgerWriter::open(
+                    pg,
+                    name.as_str(),
+                    sdkappid,
+                    operation,
+                    lock_timeout,
+                    if_missing,
+                )
+            })?
             .map(AnyWriter::Postgres))
         }
     }

@@ -279,14 +279,26 @@ fn schema_version(
 /// transaction-level advisory lock of its own so that concurrent first writers wait in turn.
 pub(crate) fn migrate(client: &mut postgres::Client, location: &PgLocation) -> Result<(), PgError> {
     let doing = "migrating its schema";
+    // Up to date is the common case, and needs no lock and no privilege beyond the schema's.
+    if schema_version(client, location)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     let mut tx = client.transaction().map_err(query_err(location, doing))?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, 0)",
         &[&lock::SCHEMA_NAMESPACE],
     )
     .map_err(query_err(location, doing))?;
-    tx.batch_execute("CREATE SCHEMA IF NOT EXISTS timctl")
-        .map_err(query_err(location, doing))?;
+    // Only when missing: `CREATE SCHEMA IF NOT EXISTS` would need the CREATE privilege on the
+    // database even where a DBA made the schema beforehand.
+    let has_schema: bool = tx
+        .query_one("SELECT to_regnamespace('timctl') IS NOT NULL", &[])
+        .map_err(query_err(location, doing))?
+        .get(0);
+    if !has_schema {
+        tx.batch_execute("CREATE SCHEMA timctl")
+            .map_err(query_err(location, doing))?;
+    }
     let from = schema_version(&mut tx, location)?;
     if from < SCHEMA_VERSION {
         for migration in &MIGRATIONS[from as usize..] {
@@ -458,8 +470,31 @@ struct ReadTx {
     state: i64,
 }
 
-/// A session, shared by `&self` reads and `&mut self` writes.
-struct Session(Mutex<postgres::Client>);
+/// A session, shared by `&self` reads and `&mut self` writes. It is closed off any async
+/// runtime (see [`off_runtime`]); the `Option` is `None` only inside `drop`.
+struct Session(Option<Mutex<postgres::Client>>);
+
+impl Session {
+    fn new(client: postgres::Client) -> Self {
+        Self(Some(Mutex::new(client)))
+    }
+
+    fn get_mut(&mut self) -> &mut postgres::Client {
+        self.0
+            .as_mut()
+            .expect("a session is only taken when dropped")
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -470,7 +505,29 @@ impl std::fmt::Debug for Session {
 fn lock_client(client: &Session) -> MutexGuard<'_, postgres::Client> {
     // A panic while holding it leaves nothing half-done that matters: each write is a
     // transaction the server rolls back.
-    client.0.lock().unwrap_or_else(|p| p.into_inner())
+    client
+        .0
+        .as_ref()
+        .expect("a session is only taken when dropped")
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f`, which uses the synchronous driver, where it may block. The driver drives its
+/// connection on a runtime of its own, which tokio forbids starting (or dropping) on a thread
+/// that is driving async tasks; apply records from inside its runtime. There `f` runs on a
+/// thread of its own (one per batch: nothing next to a network round trip); anywhere else, in
+/// place.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// A PostgreSQL state opened for reading: no lock, and no write of any kind (not even the
@@ -512,7 +569,7 @@ impl PgLedger {
             Some((state, meta)) => (
                 Some(meta),
                 Some(ReadTx {
-                    client: Session(Mutex::new(client)),
+                    client: Session::new(client),
                     state,
                 }),
             ),
@@ -564,12 +621,14 @@ impl Ledger for PgLedger {
             return Ok(None);
         };
         // The meta was read in this same transaction, when the ledger was opened.
-        let mut client = lock_client(&read.client);
-        Ok(Some(read_snapshot(
-            &mut *client,
-            &self.location,
-            read.state,
-            meta.clone(),
-        )?))
+        off_runtime(|| {
+            let mut client = lock_client(&read.client);
+            Ok(Some(read_snapshot(
+                &mut *client,
+                &self.location,
+                read.state,
+                meta.clone(),
+            )?))
+        })
     }
 }

@@ -2,12 +2,11 @@
 //! transaction per batch, each bumping the serial.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use super::{
     PgError, PgLocation, PgLockHolder, SCHEMA_VERSION, Session, connect, kind_code, lock,
-    lock_client, migrate, query_err, read_snapshot, read_state_rows, schema_version, sdkappid_sql,
-    shown,
+    lock_client, migrate, off_runtime, query_err, read_snapshot, read_state_rows, schema_version,
+    sdkappid_sql, shown,
 };
 use crate::ids::ConversationKey;
 use crate::ledger::{
@@ -101,7 +100,7 @@ impl PgLedgerWriter {
         Ok(Some(Self {
             location: location.clone(),
             name: name.to_owned(),
-            session: Session(Mutex::new(session)),
+            session: Session::new(session),
             state,
             meta,
             run_row: None,
@@ -280,16 +279,12 @@ impl<'a> Columns<'a> {
     }
 }
 
-impl Ledger for PgLedgerWriter {
-    fn location(&self) -> String {
+impl PgLedgerWriter {
+    fn location_shown(&self) -> String {
         shown(&self.location, &self.name)
     }
 
-    fn meta(&self) -> Option<&Meta> {
-        Some(&self.meta)
-    }
-
-    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+    fn snapshot_blocking(&self) -> Result<Option<Snapshot>, LedgerError> {
         let doing = "reading the state";
         let mut session = lock_client(&self.session);
         let mut tx = session
@@ -317,10 +312,10 @@ impl Ledger for PgLedgerWriter {
     }
 }
 
-impl LedgerWriter for PgLedgerWriter {
-    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+impl PgLedgerWriter {
+    fn begin_run_blocking(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
         let location = self.location.clone();
-        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let session = self.session.get_mut();
         let mut tx = session
             .transaction()
             .map_err(query_err(&location, "starting a write"))?;
@@ -331,7 +326,11 @@ impl LedgerWriter for PgLedgerWriter {
         Ok(())
     }
 
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+    fn record_deleted_blocking(
+        &mut self,
+        run: &RunInfo,
+        batch: &[Deleted],
+    ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
                 state: self.meta.state,
@@ -339,7 +338,7 @@ impl LedgerWriter for PgLedgerWriter {
             });
         }
         let location = self.location.clone();
-        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let session = self.session.get_mut();
         let mut tx = session
             .transaction()
             .map_err(query_err(&location, "starting a write"))?;
@@ -376,7 +375,7 @@ impl LedgerWriter for PgLedgerWriter {
         })
     }
 
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+    fn forget_blocking(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,
@@ -417,11 +416,43 @@ impl LedgerWriter for PgLedgerWriter {
     }
 }
 
+// The synchronous driver blocks on a runtime of its own, which tokio forbids on a thread that
+// drives async tasks (apply records from inside its runtime): `off_runtime` moves each call to
+// a thread of its own there, and runs it in place everywhere else.
+impl Ledger for PgLedgerWriter {
+    fn location(&self) -> String {
+        self.location_shown()
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        Some(&self.meta)
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        off_runtime(|| self.snapshot_blocking())
+    }
+}
+
+impl LedgerWriter for PgLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        off_runtime(|| self.begin_run_blocking(run))
+    }
+
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        off_runtime(|| self.record_deleted_blocking(run, batch))
+    }
+
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        off_runtime(|| self.forget_blocking(batch))
+    }
+}
+
 impl Drop for PgLedgerWriter {
     fn drop(&mut self) {
         // Clear the holder row so nobody reads a stale name; ending the session releases the
         // lock anyway, and a lost session has nothing left to clear.
-        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
-        lock::release(session, &self.name, self.meta.sdkappid);
+        let (name, sdkappid) = (self.name.clone(), self.meta.sdkappid);
+        let session = self.session.get_mut();
+        off_runtime(|| lock::release(session, &name, sdkappid));
     }
 }
