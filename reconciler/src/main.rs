@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod args;
 mod cmd;
+mod credentials;
 mod output;
 
 use args::{Cli, Command};

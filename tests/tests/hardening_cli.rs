@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use timctl_core::ids::ConversationKey;
 use timctl_core::ledger::{Deleted, LedgerWriter, RunInfo, SqliteLedgerWriter, StateLock};
 
 const APP: u64 = 1_400_000_001;
@@ -84,8 +85,7 @@ fn a_file_uri_as_state_path_is_a_plain_file_name() {
     w.record_deleted(
         &run,
         &[Deleted {
-            from: "alice".parse().unwrap(),
-            peer: "user:bob".parse().unwrap(),
+            key: ConversationKey::new("alice".parse().unwrap(), "user:bob".parse().unwrap()),
             clear_roaming: false,
             deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
         }],

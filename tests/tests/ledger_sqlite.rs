@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerError, LedgerWriter, LockError, RunInfo, SqliteLedger,
     SqliteLedgerWriter, StateLock,
@@ -26,22 +26,27 @@ fn writer(path: &Path, app: u64) -> Result<SqliteLedgerWriter, LedgerError> {
 
 fn deleted(from: &str, peer: &str, clear_roaming: bool) -> Deleted {
     Deleted {
-        from: UserId::new(from).unwrap(),
-        peer: peer.parse().unwrap(),
+        key: key(from, peer),
         clear_roaming,
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
     }
 }
 
-fn key(from: &str, peer: &str) -> (UserId, Peer) {
-    (UserId::new(from).unwrap(), peer.parse().unwrap())
+fn key(from: &str, peer: &str) -> ConversationKey {
+    ConversationKey::new(UserId::new(from).unwrap(), peer.parse().unwrap())
 }
 
 fn listing(l: &dyn Ledger) -> Vec<(String, String, bool)> {
     l.entries()
         .unwrap()
         .into_iter()
-        .map(|e| (e.from.to_string(), e.peer.to_string(), e.clear_roaming))
+        .map(|e| {
+            (
+                e.key.from.to_string(),
+                e.key.peer.to_string(),
+                e.clear_roaming,
+            )
+        })
         .collect()
 }
 
@@ -523,7 +528,10 @@ fn a_writer_killed_mid_run_loses_nothing_committed() {
     for i in 0..=last.0 {
         let from = format!("u{i}");
         assert_eq!(
-            entries.iter().filter(|e| e.from.as_str() == from).count(),
+            entries
+                .iter()
+                .filter(|e| e.key.from.as_str() == from)
+                .count(),
             50,
             "{from}"
         );

@@ -3,20 +3,18 @@
 
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
-use timctl_core::ids::UserId;
+use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{StateEntry, StateRef};
 use timctl_core::plan::{self, Filter, Plan, render};
 
 fn fixture() -> Plan {
     let user = |s: &str| UserId::new(s).unwrap();
     let want = |from: &str, peer: &str, clear: bool| DesiredEntry {
-        from: user(from),
-        peer: peer.parse().unwrap(),
+        key: ConversationKey::new(user(from), peer.parse().unwrap()),
         clear_roaming: clear,
     };
     let had = |from: &str, peer: &str, clear: bool| StateEntry {
-        from: user(from),
-        peer: peer.parse().unwrap(),
+        key: ConversationKey::new(user(from), peer.parse().unwrap()),
         clear_roaming: clear,
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
         run_id: uuid::Uuid::nil(),

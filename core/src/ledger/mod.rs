@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::ids::{Peer, UserId};
+use crate::ids::ConversationKey;
 
 pub mod lock;
 pub mod sqlite;
@@ -48,10 +48,8 @@ pub struct Meta {
 /// One recorded deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateEntry {
-    /// The user whose conversation list it was (From_Account).
-    pub from: UserId,
-    /// The other side of the conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether the last deletion also cleared roaming messages.
     pub clear_roaming: bool,
     /// When the last deletion was confirmed, to the second.
@@ -63,10 +61,8 @@ pub struct StateEntry {
 /// A confirmed deletion to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deleted {
-    /// From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether ClearRamble was sent.
     pub clear_roaming: bool,
     /// When the API confirmed it.
@@ -136,7 +132,8 @@ pub trait Ledger {
     /// with entries of another one.
     fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
 
-    /// Every entry of a [`Ledger::snapshot`]; empty when there is no state.
+    /// Every entry of a [`Ledger::snapshot`], sorted by [`ConversationKey`] (the order of
+    /// [`crate::desired::DesiredState::entries`]); empty when there is no state.
     fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
         Ok(self.snapshot()?.map(|s| s.entries).unwrap_or_default())
     }
@@ -180,7 +177,7 @@ pub trait LedgerWriter: Ledger {
     /// Drops entries from the state (no call is made). Entries not in the state are skipped;
     /// `affected` says how many were there. An empty batch, or one that removes nothing,
     /// writes nothing.
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError>;
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError>;
 }
 
 /// Why the ledger could not be read or written.
@@ -283,7 +280,7 @@ pub enum LedgerError {
     },
 }
 
-/// Writes the `state list --json` document of PRODUCT.md:
+/// Writes the `state list --json` document (README.md, "State and plans"):
 /// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
 /// "deleted_at"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(
@@ -304,9 +301,9 @@ pub fn write_list_json(
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let e = self.0;
             let mut st = s.serialize_struct("Entry", 5)?;
-            st.serialize_field("from", e.from.as_str())?;
-            st.serialize_field("type", e.peer.kind().as_str())?;
-            st.serialize_field("peer", e.peer.id())?;
+            st.serialize_field("from", e.key.from.as_str())?;
+            st.serialize_field("type", e.key.peer.kind().as_str())?;
+            st.serialize_field("peer", e.key.peer.id())?;
             st.serialize_field("clear_roaming", &e.clear_roaming)?;
             st.serialize_field("deleted_at", &e.deleted_at)?;
             st.end()

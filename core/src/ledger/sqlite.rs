@@ -24,7 +24,7 @@ use super::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, StateEntry, StateRef,
     Written,
 };
-use crate::ids::{Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
 /// `PRAGMA application_id` of a timctl ledger: "TIMC" in ASCII.
 pub const APPLICATION_ID: i32 = 0x5449_4d43;
@@ -351,8 +351,7 @@ fn read_entries(
                     "the entry {from} {peer} was deleted at {deleted_at}"
                 ))
             })?,
-            from,
-            peer,
+            key: ConversationKey::new(from, peer),
             clear_roaming: clear_roaming != 0,
             run_id,
         });
@@ -693,9 +692,9 @@ impl LedgerWriter for SqliteLedgerWriter {
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             for d in batch {
                 stmt.execute(params![
-                    d.from.as_str(),
-                    kind_code(d.peer.kind()),
-                    d.peer.id(),
+                    d.key.from.as_str(),
+                    kind_code(d.key.peer.kind()),
+                    d.key.peer.id(),
                     d.clear_roaming,
                     d.deleted_at.as_second(),
                     run_row
@@ -714,7 +713,7 @@ impl LedgerWriter for SqliteLedgerWriter {
         })
     }
 
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError> {
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,
@@ -734,7 +733,7 @@ impl LedgerWriter for SqliteLedgerWriter {
                     "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3",
                 )
                 .map_err(sqlite_err(&path, "forgetting entries"))?;
-            for (from, peer) in batch {
+            for ConversationKey { from, peer } in batch {
                 affected += stmt
                     .execute(params![from.as_str(), kind_code(peer.kind()), peer.id()])
                     .map_err(sqlite_err(&path, "forgetting entries"))?;

@@ -20,7 +20,7 @@ pub use error::{ManifestErrors, Position, Problem};
 pub use schema::{Draft, schema};
 
 use crate::desired::{App, DesiredEntry, DesiredState};
-use crate::ids::{GroupId, Peer, UserId};
+use crate::ids::{ConversationKey, GroupId, Peer, UserId};
 use crate::input::{Accept, ReadError};
 use model::{AppSpec, ManifestFile};
 
@@ -106,18 +106,18 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     for file in &mut loaded {
         all.append(&mut file.entries);
     }
-    all.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    all.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     for pair in all.windows(2) {
         let (first, second) = (&pair[0], &pair[1]);
-        if first.0.from == second.0.from && first.0.peer == second.0.peer {
+        if first.0.key == second.0.key {
             let first_file = &files[first.1 as usize];
             let mut p = loaded[second.1 as usize].problem_at(
                 second.2,
                 None,
                 format!(
                     "{} is listed twice for user {:?}; the first is at {}:{}",
-                    second.0.peer,
-                    second.0.from.as_str(),
+                    second.0.key.peer,
+                    second.0.key.from.as_str(),
                     first_file.display(),
                     first.2
                 ),
@@ -663,8 +663,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
                     if let Some(from) = &from {
                         entries.push((
                             DesiredEntry {
-                                from: from.clone(),
-                                peer,
+                                key: ConversationKey::new(from.clone(), peer),
                                 clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
                             },
                             index,
@@ -681,7 +680,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
             }
         }
     }
-    entries.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    entries.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     file.entries = entries;
     file.problems = problems;
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{App, DesiredEntry, DesiredState};
-use crate::ids::{Peer, UserId};
+use crate::ids::{ConversationKey, UserId};
 use crate::ledger::{Ledger, LedgerError, StateEntry, StateRef};
 
 pub mod render;
@@ -39,10 +39,8 @@ impl Action {
 /// One change.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Change {
-    /// The From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// What to do.
     pub action: Action,
     /// For a delete, whether to clear roaming messages (ClearRamble); for a forget, what the
@@ -63,7 +61,7 @@ pub struct Summary {
 
 /// A plan: everything apply needs to carry it out, and nothing secret.
 ///
-/// Invariant: `changes` is sorted by (`from`, `peer`), holds each (`from`, `peer`) once, and
+/// Invariant: `changes` is sorted by key, holds each key once, and
 /// `summary.delete`/`summary.forget` count its actions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -134,7 +132,7 @@ pub fn make(
     })
 }
 
-/// The diff of PRODUCT.md, pure:
+/// The diff, pure (README.md, "timctl plan"):
 ///
 /// - `delete`: in the manifest and not in the state, or in the state without clear-roaming
 ///   while the manifest asks for it; with `reassert`, every manifest entry;
@@ -142,7 +140,7 @@ pub fn make(
 /// - `unchanged`: the other manifest entries.
 ///
 /// Only From_Accounts the filter includes are considered. Both inputs are expected sorted by
-/// (`from`, `peer`) (the invariants of `DesiredState` and [`Ledger::entries`]); unsorted input
+/// key (the invariants of `DesiredState` and [`Ledger::entries`]); unsorted input
 /// is sorted first rather than trusted.
 pub fn diff(
     desired: &DesiredState,
@@ -150,39 +148,31 @@ pub fn diff(
     entries: &[StateEntry],
     filter: &Filter,
 ) -> Plan {
-    fn key_d(e: &DesiredEntry) -> (&UserId, &Peer) {
-        (&e.from, &e.peer)
-    }
-    fn key_s(e: &StateEntry) -> (&UserId, &Peer) {
-        (&e.from, &e.peer)
-    }
     let mut want: Vec<&DesiredEntry> = desired.entries.iter().collect();
-    if !want.is_sorted_by(|a, b| key_d(a) <= key_d(b)) {
-        want.sort_by(|a, b| key_d(a).cmp(&key_d(b)));
+    if !want.is_sorted_by_key(|e| &e.key) {
+        want.sort_by(|a, b| a.key.cmp(&b.key));
     }
     let mut have: Vec<&StateEntry> = entries.iter().collect();
-    if !have.is_sorted_by(|a, b| key_s(a) <= key_s(b)) {
-        have.sort_by(|a, b| key_s(a).cmp(&key_s(b)));
+    if !have.is_sorted_by_key(|e| &e.key) {
+        have.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
     let mut changes = Vec::new();
     let mut summary = Summary::default();
     let delete = |e: &DesiredEntry| Change {
-        from: e.from.clone(),
-        peer: e.peer.clone(),
+        key: e.key.clone(),
         action: Action::Delete,
         clear_roaming: e.clear_roaming,
     };
     let forget = |e: &StateEntry| Change {
-        from: e.from.clone(),
-        peer: e.peer.clone(),
+        key: e.key.clone(),
         action: Action::Forget,
         clear_roaming: e.clear_roaming,
     };
     let (mut i, mut j) = (0, 0);
     while i < want.len() || j < have.len() {
         let order = match (want.get(i), have.get(j)) {
-            (Some(w), Some(h)) => key_d(w).cmp(&key_s(h)),
+            (Some(w), Some(h)) => w.key.cmp(&h.key),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, _) => std::cmp::Ordering::Greater,
         };
@@ -190,14 +180,14 @@ pub fn diff(
             std::cmp::Ordering::Less => {
                 let w = want[i];
                 i += 1;
-                if filter.includes(&w.from) {
+                if filter.includes(&w.key.from) {
                     changes.push(delete(w));
                 }
             }
             std::cmp::Ordering::Greater => {
                 let h = have[j];
                 j += 1;
-                if filter.includes(&h.from) {
+                if filter.includes(&h.key.from) {
                     changes.push(forget(h));
                 }
             }
@@ -205,7 +195,7 @@ pub fn diff(
                 let (w, h) = (want[i], have[j]);
                 i += 1;
                 j += 1;
-                if !filter.includes(&w.from) {
+                if !filter.includes(&w.key.from) {
                     continue;
                 }
                 if filter.reassert || (w.clear_roaming && !h.clear_roaming) {
@@ -217,10 +207,10 @@ pub fn diff(
         }
         // Duplicate keys (not possible from the manifest loader or a ledger's primary key)
         // would make the merge emit a key twice; skipping repeats keeps the plan's invariant.
-        while i < want.len() && i > 0 && key_d(want[i]) == key_d(want[i - 1]) {
+        while i < want.len() && i > 0 && want[i].key == want[i - 1].key {
             i += 1;
         }
-        while j < have.len() && j > 0 && key_s(have[j]) == key_s(have[j - 1]) {
+        while j < have.len() && j > 0 && have[j].key == have[j - 1].key {
             j += 1;
         }
     }

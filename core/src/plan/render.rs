@@ -41,9 +41,9 @@ fn split(changes: &[Change], limit: Option<usize>) -> (&[Change], Option<Rest>) 
     let mut users = 0;
     let mut last = None;
     for c in tail {
-        if last != Some(&c.from) {
+        if last != Some(&c.key.from) {
             users += 1;
-            last = Some(&c.from);
+            last = Some(&c.key.from);
         }
     }
     let rest = Rest {
@@ -77,19 +77,21 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
     let (shown, rest) = split(&plan.changes, limit);
     let mut last = None;
     for c in shown {
-        if last != Some(&c.from) {
-            writeln!(out, "{}", c.from)?;
-            last = Some(&c.from);
+        if last != Some(&c.key.from) {
+            writeln!(out, "{}", c.key.from)?;
+            last = Some(&c.key.from);
         }
         match c.action {
-            Action::Delete if c.clear_roaming => {
-                writeln!(out, "  - delete {} (and clear roaming messages)", c.peer)?
-            }
-            Action::Delete => writeln!(out, "  - delete {}", c.peer)?,
+            Action::Delete if c.clear_roaming => writeln!(
+                out,
+                "  - delete {} (and clear roaming messages)",
+                c.key.peer
+            )?,
+            Action::Delete => writeln!(out, "  - delete {}", c.key.peer)?,
             Action::Forget => writeln!(
                 out,
                 "  ~ forget {} (no call; no longer in the manifest)",
-                c.peer
+                c.key.peer
             )?,
         }
     }
@@ -174,9 +176,9 @@ pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) ->
         writeln!(
             out,
             "| {} | {} | {} | {} |",
-            md_code(c.from.as_str()),
+            md_code(c.key.from.as_str()),
             c.action.as_str(),
-            md_code(&c.peer.to_string()),
+            md_code(&c.key.peer.to_string()),
             if c.clear_roaming { "yes" } else { "no" }
         )?;
     }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Change, Plan, Summary};
 use crate::api::Region;
 use crate::desired::App;
-use crate::ids::{Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 use crate::ledger::StateRef;
 
 /// The plan document's format version. Bump it when the document changes incompatibly.
@@ -161,9 +161,9 @@ impl Serialize for ChangeDoc<'_> {
         let c = self.0;
         let mut st = s.serialize_struct("Change", 5)?;
         st.serialize_field("action", c.action.as_str())?;
-        st.serialize_field("from", c.from.as_str())?;
-        st.serialize_field("type", c.peer.kind().as_str())?;
-        st.serialize_field("peer", c.peer.id())?;
+        st.serialize_field("from", c.key.from.as_str())?;
+        st.serialize_field("type", c.key.peer.kind().as_str())?;
+        st.serialize_field("peer", c.key.peer.id())?;
         st.serialize_field("clear_roaming", &c.clear_roaming)?;
         st.end()
     }
@@ -322,17 +322,16 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
             }
         };
         let change = Change {
-            from: c.from,
-            peer,
+            key: ConversationKey::new(c.from, peer),
             action,
             clear_roaming: c.clear_roaming,
         };
-        if let Some(prev) = changes.last().map(|p: &Change| (&p.from, &p.peer))
-            && prev >= (&change.from, &change.peer)
+        if let Some(prev) = changes.last().map(|p: &Change| &p.key)
+            && *prev >= change.key
         {
             return Err(invalid(format!(
-                "changes[{index}] ({} {}) is out of order or repeated",
-                change.from, change.peer
+                "changes[{index}] ({}) is out of order or repeated",
+                change.key
             )));
         }
         changes.push(change);

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
     Ledger, LedgerWriter, Snapshot, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -84,8 +84,8 @@ fn write_list_text(
         writeln!(
             out,
             "{} {} deleted {}{}",
-            e.from,
-            e.peer,
+            e.key.from,
+            e.key.peer,
             e.deleted_at,
             if e.clear_roaming {
                 " (roaming messages cleared)"
@@ -123,7 +123,7 @@ fn rm(
         let found = ledger
             .entries()?
             .iter()
-            .any(|e| e.from == from && e.peer == peer);
+            .any(|e| e.key.from == from && e.key.peer == peer);
         if !found {
             return Err(missing(&ledger.location()));
         }
@@ -134,7 +134,7 @@ fn rm(
     let Some(mut ledger) = SqliteLedgerWriter::open_existing(&global.state, lock)? else {
         return Err(missing(&global.state.display().to_string()));
     };
-    let written = ledger.forget(&[(from.clone(), peer.clone())])?;
+    let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
     if written.affected == 0 {
         return Err(missing(&ledger.location()));
     }

@@ -26,7 +26,7 @@ pub(crate) enum Format {
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let result = manifest::load(&args.manifests.manifests);
     let summary = result.as_ref().ok().map(|state| {
-        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.from).collect();
+        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.key.from).collect();
         (users.len(), state.entries.len(), state.files)
     });
     match args.format {
