@@ -65,7 +65,12 @@ fn key(k: &ConversationKey) -> Key {
 fn expected_keys(n: usize) -> BTreeSet<Key> {
     let per_user = 1000.min(n);
     (0..n)
-        .map(|i| (format!("user{}", i / per_user), format!("peer{}", i % per_user)))
+        .map(|i| {
+            (
+                format!("user{}", i / per_user),
+                format!("peer{}", i % per_user),
+            )
+        })
         .collect()
 }
 
