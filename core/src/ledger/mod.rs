@@ -12,10 +12,16 @@ use std::path::PathBuf;
 
 use crate::ids::ConversationKey;
 
+pub mod location;
 pub mod lock;
+pub mod postgres;
 pub mod sqlite;
 
+pub use location::{
+    AnyLedger, AnyWriter, LocationError, StateLocation, StateName, open_read, open_writer,
+};
 pub use lock::{LockError, LockHolder, StateLock, StatePathError};
+pub use postgres::{PgError, PgLedger, PgLedgerWriter};
 pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
 
 /// Which state a plan was made against: the ledger's lineage and serial.
@@ -171,6 +177,10 @@ pub fn check_app(meta: Option<&Meta>, location: &str, sdkappid: u64) -> Result<(
 /// Each call is one transaction: it commits entirely (and bumps the serial once) or not at all.
 /// A process killed at any moment leaves every committed batch in place.
 pub trait LedgerWriter: Ledger {
+    /// Writes `run`'s row of the audit trail now, in a transaction of its own, so that a state
+    /// that cannot be written (full disk, read-only) is found before anything is called. The
+    /// serial stays: the entries did not change. Writing the same run again writes nothing.
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
     /// Records confirmed deletions (insert, or replace the earlier record of the same
     /// conversation), attributed to `run`. An empty batch writes nothing.
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
@@ -269,6 +279,18 @@ pub enum LedgerError {
         /// What is wrong.
         what: String,
     },
+    /// The PostgreSQL backend failed (see [`postgres::PgError`]).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Postgres(#[from] PgError),
+    /// The state's lock file could not be taken.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lock(#[from] LockError),
+    /// The state location or name was refused.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Location(#[from] LocationError),
     /// A writer was asked to open a ledger with a lock taken for another path.
     #[error("the lock held is for {locked}, not for the state {path}")]
     #[diagnostic(code(timctl::state::wrong_lock))]

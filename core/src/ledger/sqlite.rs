@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod copy;
+
 use super::lock::{
     StateLock, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };
@@ -643,7 +645,53 @@ impl Ledger for SqliteLedgerWriter {
     }
 }
 
+impl SqliteLedgerWriter {
+    /// The `runs` row of `run`, inserted if this writer has not written it yet.
+    fn run_row(
+        tx: &rusqlite::Transaction<'_>,
+        path: &Path,
+        known: Option<(uuid::Uuid, i64)>,
+        run: &RunInfo,
+    ) -> Result<i64, LedgerError> {
+        if let Some((id, row)) = known
+            && id == run.run_id
+        {
+            return Ok(row);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                run.run_id.as_bytes().as_slice(),
+                run.timctl_version,
+                run.manifest_digest,
+                run.started_at.as_second()
+            ],
+        )
+        .map_err(sqlite_err(path, "recording the run"))?;
+        tx.query_row(
+            "SELECT id FROM runs WHERE run_id = ?1",
+            [run.run_id.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .map_err(sqlite_err(path, "recording the run"))
+    }
+}
+
 impl LedgerWriter for SqliteLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let row = Self::run_row(&tx, &path, self.run_row, run)?;
+        tx.commit()
+            .map_err(sqlite_err(&path, "recording the run"))?;
+        self.run_row = Some((run.run_id, row));
+        Ok(())
+    }
+
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -656,28 +704,7 @@ impl LedgerWriter for SqliteLedgerWriter {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sqlite_err(&path, "starting a write"))?;
-        let run_row = match self.run_row {
-            Some((id, row)) if id == run.run_id => row,
-            _ => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        run.run_id.as_bytes().as_slice(),
-                        run.timctl_version,
-                        run.manifest_digest,
-                        run.started_at.as_second()
-                    ],
-                )
-                .map_err(sqlite_err(&path, "recording the run"))?;
-                tx.query_row(
-                    "SELECT id FROM runs WHERE run_id = ?1",
-                    [run.run_id.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err(&path, "recording the run"))?
-            }
-        };
+        let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
         {
             // The last deletion wins: its clear_roaming, time and run replace the older ones.
             let mut stmt = tx

@@ -1,0 +1,117 @@
+//! Where the state lives, as the apply operation (and `state rm`, `state migrate`) sees it: a
+//! reader without the lock, and a writer that holds it.
+
+use std::time::Duration;
+
+use crate::ledger::{
+    self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LockError, StateLocation, StateName,
+};
+
+/// Why the state could not be opened or locked.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StoreError {
+    /// Another process holds the lock, or the lock file could not be made.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lock(#[from] LockError),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A place a state can be: it opens the state for reading (no lock, no credentials) and for
+/// writing (under the state's exclusive lock, which the writer holds while it lives).
+///
+/// The apply operation is written against this trait only, so every backend plugs in by
+/// implementing it.
+pub trait StateStore {
+    /// The state opened for reading.
+    type Reader: crate::ledger::Ledger;
+    /// The state opened for writing, holding the lock.
+    type Writer: LedgerWriter + Send + 'static;
+
+    /// Opens the state for reading; a missing state reads as "no state". `sdkappid` says which
+    /// app's state is wanted (a backend holding several picks by it).
+    fn open_read(&self, sdkappid: u64) -> Result<Self::Reader, StoreError>;
+
+    /// Takes the lock for `operation` (waiting up to `lock_timeout`), then opens the state for
+    /// writing; `None`, with the lock released, when there is no state.
+    fn open_existing(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Option<Self::Writer>, StoreError>;
+
+    /// Takes the lock, then opens the state for writing, creating it bound to `sdkappid` when
+    /// there is none.
+    fn create_or_open(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Self::Writer, StoreError>;
+}
+
+/// A state where `--state` says, of either backend: an SQLite file (locked by `<file>.lock`)
+/// or a named state in a PostgreSQL database (locked by a session-level advisory lock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocatedStore {
+    /// The file or the database.
+    pub location: StateLocation,
+    /// Which of the database's states (an SQLite file holds one, `default`).
+    pub name: StateName,
+}
+
+impl StateStore for LocatedStore {
+    type Reader = AnyLedger;
+    type Writer = AnyWriter;
+
+    fn open_read(&self, sdkappid: u64) -> Result<AnyLedger, StoreError> {
+        Ok(ledger::open_read(
+            &self.location,
+            &self.name,
+            Some(sdkappid),
+        )?)
+    }
+
+    fn open_existing(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Option<AnyWriter>, StoreError> {
+        Ok(ledger::open_writer(
+            &self.location,
+            &self.name,
+            sdkappid,
+            operation,
+            lock_timeout,
+            false,
+        )?)
+    }
+
+    fn create_or_open(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<AnyWriter, StoreError> {
+        ledger::open_writer(
+            &self.location,
+            &self.name,
+            sdkappid,
+            operation,
+            lock_timeout,
+            true,
+        )?
+        .ok_or_else(|| {
+            StoreError::Ledger(LedgerError::Io {
+                doing: "create the state",
+                path: self.location.to_string().into(),
+                source: std::io::Error::other("the backend created no state"),
+            })
+        })
+    }
+}
