@@ -7,7 +7,9 @@ use std::fmt;
 use proc_macro2::{Ident, Span};
 use serde_saphyr::{Location, Spanned};
 
-use crate::spec::{EndpointSpec, ErrorSpec, ItemSpec, QueryParam, RegionSpec, SpecFile};
+mod items;
+
+use crate::spec::{EndpointSpec, ErrorSpec, QueryParam, RegionSpec, SpecFile};
 
 /// A problem with a spec, at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,16 +84,60 @@ pub(crate) struct ErrorCode {
     pub(crate) action: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum FieldType {
     String,
     Integer,
     /// A Rust `bool`, `0`/`1` on the wire.
     Bool01,
+    /// An integer with named values.
+    IntEnum(IntEnum),
+    /// A JSON array.
+    Array(Box<ArrayOf>),
+}
+
+/// What an array holds.
+#[derive(Debug, Clone)]
+pub(crate) enum ArrayOf {
+    String,
+    Integer,
+    Struct(Object),
+}
+
+/// A JSON object read from a response: a generated struct with its own fields and unions.
+#[derive(Debug, Clone)]
+pub(crate) struct Object {
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// An integer with named values, generated as a Rust enum with an `Unknown(i64)` variant for
+/// values the spec does not name.
+#[derive(Debug, Clone)]
+pub(crate) struct IntEnum {
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+    pub(crate) values: Vec<EnumValue>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct EnumValue {
+    pub(crate) value: i64,
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+}
+
+/// Which body an item is in: requests are written by timctl, responses read from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
+    ActionStatus,
     ErrorCode,
     ErrorInfo,
 }
@@ -121,12 +167,24 @@ pub(crate) struct Union {
     pub(crate) tag_wire: String,
     pub(crate) description: String,
     pub(crate) variants: Vec<Variant>,
+    /// A response union also decodes tags the spec does not know, as `Unknown { tag }`.
+    pub(crate) side: Side,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
     Field(Field),
     Union(Union),
+}
+
+/// The response fields whose roles decide success: `ActionStatus == "OK"` and `ErrorCode == 0`.
+#[derive(Debug, Clone)]
+pub(crate) struct Roles {
+    pub(crate) action_status: Ident,
+    /// Whether the `role: action_status` field is required (else it is an `Option`).
+    pub(crate) action_status_required: bool,
+    pub(crate) error_code: Ident,
+    pub(crate) error_info: Option<Ident>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,9 +195,8 @@ pub(crate) struct Endpoint {
     pub(crate) description: Option<String>,
     pub(crate) calls_per_second: u32,
     pub(crate) request: Vec<Item>,
-    pub(crate) response: Vec<Field>,
-    pub(crate) error_code_field: Ident,
-    pub(crate) error_info_field: Option<Ident>,
+    pub(crate) response: Vec<Item>,
+    pub(crate) roles: Roles,
     /// The endpoint's own codes, then the public ones.
     pub(crate) errors: Vec<ErrorCode>,
 }
@@ -348,47 +405,12 @@ impl Cx {
             let place = Place::new(file, e.calls_per_second.referenced);
             self.push(place.error("calls_per_second must be at least 1"));
         }
-        let request = self.items(file, &e.request, true);
-        let response = self.items(file, &e.response, false);
-        let response: Vec<Field> = response
-            .into_iter()
-            .filter_map(|i| match i {
-                Item::Field(f) => Some(f),
-                Item::Union(_) => None,
-            })
-            .collect();
+        let request = self.items(file, &e.request, Side::Request, true);
+        let response = self.items(file, &e.response, Side::Response, true);
 
         let name = name?;
-        let code_fields: Vec<&Field> = response
-            .iter()
-            .filter(|f| f.role == Some(Role::ErrorCode))
-            .collect();
-        let info_fields: Vec<&Field> = response
-            .iter()
-            .filter(|f| f.role == Some(Role::ErrorInfo))
-            .collect();
         let place = Place::new(file, e.name.referenced);
-        let error_code_field = match code_fields.as_slice() {
-            [f] if f.ty == FieldType::Integer && f.required => f.rust.clone(),
-            [_] => {
-                self.push(place.error("the `role: error_code` field must be a required integer"));
-                return None;
-            }
-            _ => {
-                let msg = "the response needs exactly one field with `role: error_code`";
-                self.push(place.error(msg));
-                return None;
-            }
-        };
-        let error_info_field = match info_fields.as_slice() {
-            [] => None,
-            [f] if f.ty == FieldType::String => Some(f.rust.clone()),
-            _ => {
-                let msg = "the response may have one string field with `role: error_info`";
-                self.push(place.error(msg));
-                return None;
-            }
-        };
+        let roles = self.roles(&place, &response)?;
 
         // The endpoint's own codes first, then the public ones; a code may appear once.
         let own = self.errors(file, &e.errors);
@@ -405,9 +427,10 @@ impl Cx {
                 continue;
             }
             let variant = code.variant.to_string();
-            if variant == "Unknown" {
-                let msg =
-                    "the error name `Unknown` is reserved for codes the spec does not describe";
+            if RESERVED_ERROR_NAMES.contains(&variant.as_str()) {
+                let msg = format!(
+                    "the error name `{variant}` is reserved: `Unknown` for codes the spec does not describe, `NotOk` for an answer with ErrorCode 0 that is not OK"
+                );
                 self.push(place.error(msg));
                 continue;
             }
@@ -428,234 +451,80 @@ impl Cx {
             calls_per_second: e.calls_per_second.value,
             request,
             response,
-            error_code_field,
-            error_info_field,
+            roles,
             errors,
         })
     }
 
-    fn items(&mut self, file: &str, items: &[Spanned<ItemSpec>], request: bool) -> Vec<Item> {
-        let mut out = Vec::new();
-        let mut wire_names: BTreeMap<String, Place> = BTreeMap::new();
-        let mut rust_names: BTreeMap<String, Place> = BTreeMap::new();
-        for item in items {
-            let place = Place::new(file, item.referenced);
-            let parsed = match (&item.value.field, &item.value.union) {
-                (Some(_), None) => self
-                    .field(file, &place, &item.value, request)
-                    .map(Item::Field),
-                (None, Some(_)) if request => {
-                    self.union(file, &place, &item.value).map(Item::Union)
-                }
-                (None, Some(_)) => {
-                    self.push(
-                        place.error("a response cannot hold a union; unions are for requests"),
-                    );
-                    None
-                }
-                _ => {
-                    self.push(place.error("an item needs exactly one of `field:` and `union:`"));
-                    None
-                }
-            };
-            let Some(parsed) = parsed else { continue };
-            // Wire and Rust names must be unique across the body, variants included, since
-            // they all end up in one JSON object and one Rust struct.
-            let mut wires = Vec::new();
-            let rust = match &parsed {
-                Item::Field(f) => {
-                    wires.push(f.wire.clone());
-                    f.rust.to_string()
-                }
-                Item::Union(u) => {
-                    wires.push(u.tag_wire.clone());
-                    for v in &u.variants {
-                        wires.extend(v.fields.iter().map(|f| f.wire.clone()));
-                    }
-                    u.rust.to_string()
-                }
-            };
-            let mut ok = true;
-            for w in wires {
-                if let Some(first) = wire_names.get(&w) {
-                    self.push(place.error(format!("wire name `{w}` is already used at {first}")));
-                    ok = false;
-                }
-                wire_names.entry(w).or_insert_with(|| place.clone());
-            }
-            if let Some(first) = rust_names.get(&rust) {
-                self.push(place.error(format!("Rust name `{rust}` is already used at {first}")));
+    /// The fields whose roles decide success. Both `action_status` and `error_code` are
+    /// required, so that no endpoint can be generated that takes an answer for success from
+    /// its code alone.
+    fn roles(&mut self, place: &Place, response: &[Item]) -> Option<Roles> {
+        let with = |role: Role| -> Vec<&Field> {
+            response
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Field(f) if f.role == Some(role) => Some(f),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (status, codes, infos) = (
+            with(Role::ActionStatus),
+            with(Role::ErrorCode),
+            with(Role::ErrorInfo),
+        );
+        let mut ok = true;
+        let action_status = match status.as_slice() {
+            [f] if matches!(f.ty, FieldType::String) => Some((f.rust.clone(), f.required)),
+            [_] => {
+                self.push(place.error("the `role: action_status` field must be a string"));
                 ok = false;
+                None
             }
-            rust_names.entry(rust).or_insert_with(|| place.clone());
-            if ok {
-                out.push(parsed);
-            }
-        }
-        out
-    }
-
-    fn field(&mut self, file: &str, place: &Place, s: &ItemSpec, request: bool) -> Option<Field> {
-        for (key, present) in [
-            ("enum", s.enum_name.is_some()),
-            ("tag", s.tag.is_some()),
-            ("variants", s.variants.is_some()),
-        ] {
-            if present {
-                self.push(place.error(format!("`{key}:` belongs to a union, not a field")));
-                return None;
-            }
-        }
-        let wire = s.field.as_ref()?;
-        let Some(rust) = &s.rust else {
-            self.push(place.error(format!(
-                "field `{}` needs `rust:`, its Rust name",
-                wire.value
-            )));
-            return None;
-        };
-        let Some(ty) = &s.ty else {
-            self.push(place.error(format!("field `{}` needs `type:`", wire.value)));
-            return None;
-        };
-        let Some(required) = s.required else {
-            self.push(place.error(format!(
-                "field `{}` needs `required: true|false`",
-                wire.value
-            )));
-            return None;
-        };
-        let ty_place = Place::new(file, ty.referenced);
-        let ty = match ty.value.as_str() {
-            "string" => FieldType::String,
-            "integer" => FieldType::Integer,
-            "bool01" if request => FieldType::Bool01,
-            "bool01" => {
-                self.push(ty_place.error("bool01 is supported in requests only"));
-                return None;
-            }
-            other => {
-                let msg =
-                    format!("unknown field type `{other}`; expected string, integer or bool01");
-                self.push(ty_place.error(msg));
-                return None;
+            _ => {
+                let msg = "the response needs exactly one field with `role: action_status` (success is ActionStatus OK and ErrorCode 0)";
+                self.push(place.error(msg));
+                ok = false;
+                None
             }
         };
-        let role = match &s.role {
-            None => None,
-            Some(r) if request => {
-                let place = Place::new(file, r.referenced);
-                self.push(place.error("`role:` is for response fields only"));
-                return None;
+        let error_code = match codes.as_slice() {
+            [f] if matches!(f.ty, FieldType::Integer) && f.required => Some(f.rust.clone()),
+            [_] => {
+                self.push(place.error("the `role: error_code` field must be a required integer"));
+                ok = false;
+                None
             }
-            Some(r) => match r.value.as_str() {
-                "error_code" => Some(Role::ErrorCode),
-                "error_info" => Some(Role::ErrorInfo),
-                other => {
-                    let place = Place::new(file, r.referenced);
-                    let msg = format!("unknown role `{other}`; expected error_code or error_info");
-                    self.push(place.error(msg));
-                    return None;
-                }
-            },
-        };
-        let rust = self.ident(file, rust, "field name")?;
-        Some(Field {
-            wire: wire.value.clone(),
-            rust,
-            ty,
-            required,
-            role,
-            description: s.description.clone().unwrap_or_default(),
-        })
-    }
-
-    fn union(&mut self, file: &str, place: &Place, s: &ItemSpec) -> Option<Union> {
-        for (key, present) in [
-            ("field", s.field.is_some()),
-            ("rust", s.rust.is_some()),
-            ("type", s.ty.is_some()),
-            ("required", s.required.is_some()),
-            ("role", s.role.is_some()),
-        ] {
-            if present {
-                self.push(place.error(format!("`{key}:` belongs to a field, not a union")));
-                return None;
+            _ => {
+                let msg = "the response needs exactly one field with `role: error_code`";
+                self.push(place.error(msg));
+                ok = false;
+                None
             }
-        }
-        let rust_name = s.union.as_ref()?;
-        let rust = self.ident(file, rust_name, "union name")?;
-        let Some(enum_name) = &s.enum_name else {
-            self.push(place.error(format!(
-                "union `{}` needs `enum:`, its Rust type",
-                rust_name.value
-            )));
-            return None;
         };
-        let enum_name = self.type_name(file, enum_name, "union type")?;
-        let Some(tag) = &s.tag else {
-            self.push(place.error(format!(
-                "union `{}` needs `tag:`, its wire key",
-                rust_name.value
-            )));
-            return None;
+        let error_info = match infos.as_slice() {
+            [] => None,
+            [f] if matches!(f.ty, FieldType::String) => Some(f.rust.clone()),
+            _ => {
+                let msg = "the response may have one string field with `role: error_info`";
+                self.push(place.error(msg));
+                ok = false;
+                None
+            }
         };
-        let Some(variants) = &s.variants else {
-            self.push(place.error(format!("union `{}` needs `variants:`", rust_name.value)));
-            return None;
-        };
-        if variants.value.is_empty() {
-            let place = Place::new(file, variants.referenced);
-            self.push(place.error(format!("union `{}` has no variants", rust_name.value)));
+        if !ok {
             return None;
         }
-        let mut tags: BTreeMap<i64, Place> = BTreeMap::new();
-        let mut names: BTreeMap<String, Place> = BTreeMap::new();
-        let mut out = Vec::new();
-        for v in &variants.value {
-            let vplace = Place::new(file, v.tag.referenced);
-            if let Some(first) = tags.get(&v.tag.value) {
-                let msg = format!("duplicate union tag {}: first used at {first}", v.tag.value);
-                self.push(vplace.error(msg));
-                continue;
-            }
-            tags.insert(v.tag.value, vplace);
-            let nplace = Place::new(file, v.name.referenced);
-            if let Some(first) = names.get(&v.name.value) {
-                let msg = format!(
-                    "duplicate variant name `{}`: first used at {first}",
-                    v.name.value
-                );
-                self.push(nplace.error(msg));
-                continue;
-            }
-            names.insert(v.name.value.clone(), nplace);
-            let Some(name) = self.ident(file, &v.name, "variant name") else {
-                continue;
-            };
-            let mut fields = Vec::new();
-            for f in self.items(file, &v.fields, true) {
-                match f {
-                    Item::Field(f) => fields.push(f),
-                    Item::Union(_) => {
-                        let msg = "a union variant cannot hold another union";
-                        self.push(Place::new(file, v.name.referenced).error(msg));
-                    }
-                }
-            }
-            out.push(Variant {
-                tag: v.tag.value,
-                name,
-                description: v.description.clone(),
-                fields,
-            });
-        }
-        Some(Union {
-            rust,
-            enum_name,
-            tag_wire: tag.value.clone(),
-            description: s.description.clone().unwrap_or_default(),
-            variants: out,
+        let (action_status, action_status_required) = action_status?;
+        Some(Roles {
+            action_status,
+            action_status_required,
+            error_code: error_code?,
+            error_info,
         })
     }
 }
+
+/// Error names the generator uses itself.
+const RESERVED_ERROR_NAMES: &[&str] = &["Unknown", "NotOk"];

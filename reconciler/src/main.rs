@@ -35,6 +35,8 @@ fn main() -> ExitCode {
         Command::Schema(a) => cmd::schema::run(&cli.global, a),
         Command::State(a) => cmd::state::run(&cli.global, a),
         Command::Usersig(a) => cmd::usersig::run(&cli.global, a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
     };
     match result {
         Ok(code) => code,
