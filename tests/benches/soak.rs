@@ -102,9 +102,9 @@ fn state_after_kill(state: &Path) -> BTreeSet<ConversationKey> {
         .entries
         .into_iter()
         .map(|e| ConversationKey {
-            from: e.from.to_string(),
+            from: e.key.from.to_string(),
             kind: 1,
-            peer: e.peer.id().to_owned(),
+            peer: e.key.peer.id().to_owned(),
             clear_ramble: None,
         })
         .collect()
