@@ -126,7 +126,7 @@ impl ExecOptions {
     pub fn new(concurrency: usize) -> Self {
         ExecOptions {
             concurrency,
-            // Well inside PRODUCT.md's "in the state within a second", leaving room for the
+            // Well inside the README's "in the state within a second", leaving room for the
             // transaction's own fsync on a slow disk.
             flush_interval: Duration::from_millis(250),
             flush_batch: 1000,
