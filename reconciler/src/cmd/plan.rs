@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
 use timctl_core::ids::UserId;
-use timctl_core::ledger::SqliteLedger;
 use timctl_core::plan::{self, Filter, Plan, render};
 
 use crate::args::{FilterArgs, Global};
@@ -85,7 +84,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         started.elapsed()
     );
     let started = std::time::Instant::now();
-    let ledger = SqliteLedger::open_read_only(&global.state)?;
+    let ledger = timctl_core::ledger::open_read(
+        &global.state_location()?,
+        &global.state_name()?,
+        Some(desired.app.sdkappid),
+    )?;
     let plan = plan::make(&desired, &ledger, &filter)?;
     tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
     drop(desired);
