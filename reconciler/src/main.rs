@@ -43,9 +43,13 @@ fn main() -> ExitCode {
         // The reader of stdout went away (`timctl plan | head`): not an error.
         Err(report) if output::is_closed_stdout(&report) => ExitCode::SUCCESS,
         Err(report) => {
+            // Bad manifests read like rustc's errors; only when they are the whole report, not
+            // the cause under a command's own message (`usersig` without `--sdkappid`).
             match report.downcast_ref::<timctl_core::manifest::ManifestErrors>() {
-                Some(errors) => cmd::validate::print_problems(errors, "load"),
-                None => eprintln!("{report:?}"),
+                Some(errors) if errors.to_string() == report.to_string() => {
+                    cmd::validate::print_problems(errors, "load")
+                }
+                _ => eprintln!("{report:?}"),
             }
             ExitCode::from(1)
         }

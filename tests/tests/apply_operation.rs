@@ -52,53 +52,79 @@ fn apply_args(env: &Env) -> Vec<String> {
     ]
 }
 
-#[test]
-fn the_state_moving_on_while_waiting_for_the_lock_plans_again_under_it() {
-    let fake = Fake::start(|_| {});
-    let env = Env::new(&fake, THREE);
-    // This test holds the lock (as another apply would) over a state that exists.
-    let lock = StateLock::acquire(&env.state, "another apply", Duration::ZERO).unwrap();
-    let mut other = SqliteLedgerWriter::create_or_open(&env.state, APP, lock).unwrap();
-
-    let mut args = apply_args(&env);
-    args.extend(["--lock-timeout".into(), "2m".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+/// `timctl apply --auto-approve --lock-timeout 2m ARGS` started while this test holds the lock
+/// through `other`; once it has printed `plan_line` (it has read the state it planned against
+/// and goes for the lock), `meanwhile` changes the state and the lock is let go.
+fn apply_while_another_holds_the_lock(
+    env: &Env,
+    mut other: SqliteLedgerWriter,
+    args: &[&str],
+    plan_line: &str,
+    meanwhile: impl FnOnce(&mut SqliteLedgerWriter),
+) -> Out {
+    let mut all = apply_args(env);
+    all.extend(["--lock-timeout".into(), "2m".into()]);
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut child = env
-        .timctl(&args)
+        .timctl(&all)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once its plan is printed, it has read the state it planned against and goes for the
-    // lock, which it cannot have.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut printed = String::new();
-    while !printed.contains("Plan: 3 to delete") {
+    while !printed.contains(plan_line) {
         let mut line = String::new();
         assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "{printed}");
         printed.push_str(&line);
     }
-    // Meanwhile the other apply deletes alice → bob and lets the lock go.
-    other
-        .record_deleted(
-            &RunInfo::new("other"),
-            &[Deleted {
-                key: ConversationKey::new("alice".parse().unwrap(), "user:bob".parse().unwrap()),
-                clear_roaming: true,
-                deleted_at: jiff::Timestamp::now(),
-            }],
-        )
-        .unwrap();
+    meanwhile(&mut other);
     drop(other);
-
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    let out = Out {
+    Out {
         code: out.status.code(),
         stdout: printed + &rest,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    }
+}
+
+/// This test's stand-in for another apply: the state, created, locked.
+fn other_apply(env: &Env) -> SqliteLedgerWriter {
+    let lock = StateLock::acquire(&env.state, "another apply", Duration::ZERO).unwrap();
+    SqliteLedgerWriter::create_or_open(&env.state, APP, lock).unwrap()
+}
+
+fn alice_bob() -> ConversationKey {
+    ConversationKey::new("alice".parse().unwrap(), "user:bob".parse().unwrap())
+}
+
+fn record_alice_bob(w: &mut SqliteLedgerWriter) {
+    w.record_deleted(
+        &RunInfo::new("other"),
+        &[Deleted {
+            key: alice_bob(),
+            clear_roaming: true,
+            deleted_at: jiff::Timestamp::now(),
+        }],
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_state_moving_on_while_waiting_for_the_lock_plans_again_under_it() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // Meanwhile the other apply deletes alice → bob.
+    let out = apply_while_another_holds_the_lock(
+        &env,
+        other_apply(&env),
+        &[],
+        "Plan: 3 to delete",
+        record_alice_bob,
+    );
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(out.stderr.contains("planned again"), "{}", out.all());
     assert!(
@@ -107,7 +133,7 @@ fn the_state_moving_on_while_waiting_for_the_lock_plans_again_under_it() {
         "{}",
         out.all()
     );
-    // Not stale, and not called again for what the other apply had done.
+    // Not refused as stale, and no call again for what the other apply had done.
     assert!(
         !fake.calls().iter().any(|c| c.key.peer == "bob"),
         "{:?}",
@@ -115,6 +141,33 @@ fn the_state_moving_on_while_waiting_for_the_lock_plans_again_under_it() {
     );
     assert_eq!(fake.calls().len(), 2);
     assert_eq!(env.entries().len(), 3);
+}
+
+#[test]
+fn a_plan_made_again_under_the_lock_is_held_to_max_deletes() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let mut other = other_apply(&env);
+    record_alice_bob(&mut other);
+    // Meanwhile the other one forgets alice → bob: there is one more to delete than planned.
+    let out = apply_while_another_holds_the_lock(
+        &env,
+        other,
+        &["--max-deletes", "2"],
+        "Plan: 2 to delete",
+        |w| {
+            w.forget(&[alice_bob()]).unwrap();
+        },
+    );
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("planned again"), "{}", out.all());
+    assert!(
+        out.stderr.contains("more than --max-deletes 2"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(fake.calls().len(), 0, "{}", out.all());
+    assert!(env.entries().is_empty());
 }
 
 #[test]

@@ -233,3 +233,130 @@ async fn failures_are_said_apart() {
     );
     assert_eq!(fatal.requests(), 1);
 }
+
+fn fake_client(fake: &timctl_tests::FakeTim) -> Client {
+    let mut c = ClientConfig::new(
+        BaseUrl::parse(fake.url()).unwrap(),
+        1400000001,
+        "administrator",
+        Credentials::SecretKey(SecretKey::new(FAKE_KEY).unwrap()),
+    );
+    c.min_backoff = Duration::from_millis(1);
+    c.max_backoff = Duration::from_millis(10);
+    c.max_retries = 10;
+    c.set_rate::<RecentContactGetList>(100_000.0);
+    Client::new(c).unwrap()
+}
+
+const FAKE_KEY: &str = "list-fake-key";
+
+async fn fake() -> timctl_tests::FakeTim {
+    timctl_tests::FakeTim::start(timctl_tests::FakeConfig {
+        secret_key: FAKE_KEY.into(),
+        limit_per_second: u32::MAX,
+        ..timctl_tests::FakeConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Against fake-tim: hundreds of conversations and pinned ones, the wanted one on the last
+/// page, read in exactly one pass; with 5% transient faults (FAIL with code 0 among them) the
+/// same result.
+#[tokio::test]
+async fn fake_tim_lists_are_read_in_one_pass_even_with_faults() {
+    use timctl_tests::{FakePeer, Fault};
+    let fake = fake().await;
+    fake.update(|c| c.page_size = 50);
+    fake.seed_conversations(
+        "alice",
+        (0..5).map(|i| FakePeer::Group(format!("@TGS#pin{i}"))),
+        true,
+    );
+    fake.seed_conversations(
+        "alice",
+        (0..300).map(|i| FakePeer::User(format!("u{i}"))),
+        false,
+    );
+    // The oldest conversation is on the last page.
+    let wanted: BTreeSet<Peer> = ["user:u0", "group:@TGS#pin3", "user:u299", "user:nobody"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let expected: BTreeSet<Peer> = ["user:u0", "group:@TGS#pin3", "user:u299"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let client = fake_client(&fake);
+    let clean = client
+        .list_conversations(&alice(), |p| wanted.contains(p))
+        .await
+        .unwrap();
+    let pages = fake.pages_for("alice");
+    assert!(pages > 5, "{pages} pages");
+    assert_eq!(
+        clean,
+        Listed::Conversations {
+            kept: expected.clone(),
+            pages: pages as u32,
+            seen: 305,
+            skipped: 0
+        }
+    );
+    assert_eq!(fake.get_list_calls()["alice"], pages);
+
+    fake.update(|c| {
+        c.fault_rate = 0.05;
+        c.faults = vec![Fault::Drop, Fault::Http502, Fault::FailWithCodeZero];
+    });
+    for _ in 0..5 {
+        let faulty = client
+            .list_conversations(&alice(), |p| wanted.contains(p))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&faulty, Listed::Conversations { kept, .. } if *kept == expected),
+            "{faulty:?}"
+        );
+    }
+}
+
+/// fake-tim's scripted misbehaviours end in errors, never in a hang.
+#[tokio::test]
+async fn fake_tim_misbehaviours_are_errors() {
+    use timctl_tests::{FakePeer, ListFault};
+    let fake = fake().await;
+    fake.update(|c| c.page_size = 10);
+    fake.seed_conversations(
+        "alice",
+        (0..25).map(|i| FakePeer::User(format!("u{i}"))),
+        false,
+    );
+    let client = fake_client(&fake);
+    let with = async |fault: ListFault| {
+        fake.update(|c| {
+            c.list_faults.insert("alice".into(), fault);
+        });
+        client.list_conversations(&alice(), |_| true).await
+    };
+    assert!(matches!(
+        with(ListFault::RepeatCursors).await,
+        Err(ListError::RepeatedCursors { .. })
+    ));
+    assert!(matches!(
+        with(ListFault::NoCompleteFlag).await,
+        Err(ListError::MissingCompleteFlag { page: 1, .. })
+    ));
+    assert!(matches!(
+        with(ListFault::NeverComplete).await,
+        Err(ListError::TooManyPages { .. })
+    ));
+    assert!(matches!(
+        with(ListFault::FailWithCodeZero).await,
+        Err(ListError::GaveUp { attempts: 11, .. })
+    ));
+    assert_eq!(
+        with(ListFault::Code(50001)).await,
+        Ok(Listed::UserDoesNotExist)
+    );
+}

@@ -36,9 +36,11 @@ pub struct Deletion {
     pub clear_roaming: bool,
 }
 
-/// What one deletion came to, after the client's retries.
+/// What one deletion came to, after the client's retries: the executor's view of one
+/// [`crate::client::Outcome`] (the outcome of one call of any endpoint), mapped in
+/// `apply_client.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CallOutcome {
+pub enum DeletionOutcome {
     /// The server confirmed the deletion.
     Deleted,
     /// There was nothing to delete (e.g. 50001: the user does not exist). Counts as done.
@@ -56,7 +58,8 @@ pub enum CallOutcome {
     /// Not sent: the run was already stopping (after a fatal answer, or Ctrl-C). Counts as
     /// not started; the next run makes it.
     NotSent,
-    /// Every call would fail the same way (bad credentials, unknown app): stop the run.
+    /// A fatal answer (the spec's `fatal` class): every call would fail the same way (bad
+    /// credentials, unknown app), so the run stops with [`StopReason::Fatal`].
     Fatal {
         /// One clear message saying what to check, with no secret in it.
         message: String,
@@ -66,7 +69,7 @@ pub enum CallOutcome {
 /// Makes one deletion call. The client implements it; the executor only sees outcomes.
 pub trait Deleter: Send + Sync {
     /// Deletes `deletion`, retrying transient failures as the client's policy says.
-    fn delete(&self, deletion: &Deletion) -> impl Future<Output = CallOutcome> + Send;
+    fn delete(&self, deletion: &Deletion) -> impl Future<Output = DeletionOutcome> + Send;
 }
 
 /// `error: cause: its cause…`, each level once: the cause (`database or disk is full`) is what
@@ -123,7 +126,7 @@ impl ExecOptions {
     pub fn new(concurrency: usize) -> Self {
         ExecOptions {
             concurrency,
-            // Well inside PRODUCT.md's "in the state within a second", leaving room for the
+            // Well inside the README's "in the state within a second", leaving room for the
             // transaction's own fsync on a slow disk.
             flush_interval: Duration::from_millis(250),
             flush_batch: 1000,
@@ -428,13 +431,13 @@ where
         let Some((deletion, outcome)) = next else {
             break;
         };
-        let Some(outcome) = outcome.filter(|o| *o != CallOutcome::NotSent) else {
+        let Some(outcome) = outcome.filter(|o| *o != DeletionOutcome::NotSent) else {
             summary.not_started += 1;
             continue;
         };
         let failure = match outcome {
-            CallOutcome::Deleted | CallOutcome::AlreadyAbsent { .. } => {
-                let absent = matches!(outcome, CallOutcome::AlreadyAbsent { .. });
+            DeletionOutcome::Deleted | DeletionOutcome::AlreadyAbsent { .. } => {
+                let absent = matches!(outcome, DeletionOutcome::AlreadyAbsent { .. });
                 let event = Event::Deleted {
                     from: deletion.key.from.to_string(),
                     kind: deletion.key.peer.kind(),
@@ -459,7 +462,7 @@ where
                 on_event(&event);
                 None
             }
-            CallOutcome::ItemFailed { code, message } => {
+            DeletionOutcome::ItemFailed { code, message } => {
                 summary.failed += 1;
                 on_event(&Event::Failed {
                     from: deletion.key.from.to_string(),
@@ -470,8 +473,8 @@ where
                 });
                 Some(code)
             }
-            CallOutcome::NotSent => None,
-            CallOutcome::Fatal { message } => {
+            DeletionOutcome::NotSent => None,
+            DeletionOutcome::Fatal { message } => {
                 summary.failed += 1;
                 // The client may have raised the stop already, on the same answer: the first
                 // fatal answer's message is the one shown, whoever raised it.

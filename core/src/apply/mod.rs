@@ -30,7 +30,7 @@ pub mod executor;
 mod store;
 
 pub use executor::{
-    CallOutcome, Deleter, Deletion, Event, ExecOptions, Executed, LedgerRecorder,
+    Deleter, Deletion, DeletionOutcome, Event, ExecOptions, Executed, LedgerRecorder,
     MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
 };
 pub use store::{LocatedStore, StateStore, StoreError};

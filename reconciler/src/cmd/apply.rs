@@ -214,8 +214,8 @@ fn nothing_to_do(json: bool, quiet: bool) {
 struct NoCalls;
 
 impl apply::Deleter for NoCalls {
-    async fn delete(&self, _: &Deletion) -> apply::CallOutcome {
-        apply::CallOutcome::NotSent
+    async fn delete(&self, _: &Deletion) -> apply::DeletionOutcome {
+        apply::DeletionOutcome::NotSent
     }
 }
 

@@ -40,9 +40,18 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let (sdkappid, identifier) = match (args.sdkappid, args.identifier.as_deref()) {
         (Some(n), Some(id)) => (n, id.to_owned()),
         (n, id) => {
-            let desired = timctl_core::manifest::load(&args.manifests.manifests).wrap_err(
-                "--sdkappid and --identifier default to the manifest's app; pass both to do without one",
-            )?;
+            // The manifest's problems are printed as `validate` prints them, then why the
+            // manifest was read at all: a reader who only wanted a UserSig learns the flags.
+            let desired = match timctl_core::manifest::load(&args.manifests.manifests) {
+                Ok(desired) => desired,
+                Err(errors) => {
+                    super::validate::print_problems(&errors, "load");
+                    return Err(miette::miette!(
+                        help = "pass both --sdkappid and --identifier to do without one",
+                        "--sdkappid and --identifier default to the manifest's app, which could not be read"
+                    ));
+                }
+            };
             (
                 n.unwrap_or(desired.app.sdkappid),
                 id.map_or_else(|| desired.app.admin.to_string(), str::to_owned),

@@ -13,23 +13,23 @@ struct Scripted {
 }
 
 impl Deleter for Scripted {
-    async fn delete(&self, d: &Deletion) -> CallOutcome {
+    async fn delete(&self, d: &Deletion) -> DeletionOutcome {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         let from = d.key.from.as_str();
         if from.starts_with("fatal") {
-            CallOutcome::Fatal {
+            DeletionOutcome::Fatal {
                 message: "the UserSig was rejected (70003)".into(),
             }
         } else if from.starts_with("bad") {
-            CallOutcome::ItemFailed {
+            DeletionOutcome::ItemFailed {
                 code: Some(50002),
                 message: "bad".into(),
             }
         } else if from.starts_with("ghost") {
-            CallOutcome::AlreadyAbsent { code: 50001 }
+            DeletionOutcome::AlreadyAbsent { code: 50001 }
         } else {
-            CallOutcome::Deleted
+            DeletionOutcome::Deleted
         }
     }
 }

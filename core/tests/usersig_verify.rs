@@ -192,7 +192,7 @@ fn errors_never_contain_the_key_or_the_usersig() {
 #[test]
 fn reference_library_vectors_verify() {
     let v: serde_json::Value =
-        serde_json::from_str(include_str!("../vectors/usersigs.json")).unwrap();
+        serde_json::from_str(include_str!("../../tests/vectors/usersigs.json")).unwrap();
     let k = key(v["key"].as_str().unwrap());
     let app = v["sdkappid"].as_u64().unwrap();
     let time = v["time"].as_u64().unwrap();
