@@ -19,7 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::lock::{StateLock, create_private_dir, open_private};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, StateEntry, StateRef, Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, StateEntry, StateRef,
+    Written,
 };
 use crate::ids::{Peer, PeerKind, UserId};
 
@@ -54,6 +55,10 @@ const MIGRATIONS: &[&str] = &[
         run INTEGER NOT NULL REFERENCES runs (id),
         PRIMARY KEY (from_account, kind, peer)
     ) STRICT, WITHOUT ROWID;",
+    // 1 -> 2: refresh records conversations seen absent (no call), and the state tells them
+    // from deletions. Every entry before this was a deletion.
+    "ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT 'deleted'
+        CHECK (origin IN ('deleted', 'absent'));",
 ];
 
 /// The schema version this timctl writes.
@@ -231,7 +236,13 @@ fn read_runs(conn: &Connection, path: &Path) -> Result<Vec<(i64, RunInfo)>, Ledg
     Ok(runs)
 }
 
-fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, LedgerError> {
+/// Reads every entry of a ledger at `schema_version` (a read-only open does not migrate, so an
+/// older file is read as it is: before version 2 every entry was a deletion).
+fn read_entries(
+    conn: &Connection,
+    path: &Path,
+    schema_version: u32,
+) -> Result<Vec<StateEntry>, LedgerError> {
     // Runs are few; mapping their row IDs in memory is cheaper than a join per entry.
     let runs: HashMap<i64, uuid::Uuid> = read_runs(conn, path)?
         .into_iter()
@@ -243,11 +254,16 @@ fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, Ledge
     let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     // The primary key's order is (from_account, kind, peer) under BINARY collation, which is
     // byte order: the same order as `DesiredEntry`, so the diff can merge without sorting.
+    let origin_column = if schema_version >= 2 {
+        "origin"
+    } else {
+        "'deleted'"
+    };
     let mut stmt = conn
-        .prepare(
-            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run FROM entries
-             ORDER BY from_account, kind, peer",
-        )
+        .prepare(&format!(
+            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run, {origin_column}
+             FROM entries ORDER BY from_account, kind, peer"
+        ))
         .map_err(sqlite_err(path, "reading entries"))?;
     let mut rows = stmt
         .query([])
@@ -265,9 +281,10 @@ fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, Ledge
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get_ref(6)?.as_str()?.to_owned(),
             ))
         };
-        let (from, kind, peer, clear_roaming, deleted_at, run) =
+        let (from, kind, peer, clear_roaming, deleted_at, run, origin) =
             read(r).map_err(sqlite_err(path, "reading entries"))?;
         let from =
             UserId::new(from).map_err(|e| corrupt(format!("an entry's From_Account: {e}")))?;
@@ -281,6 +298,8 @@ fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, Ledge
         let run_id = *runs
             .get(&run)
             .ok_or_else(|| corrupt(format!("the entry {from} {peer} names no known run")))?;
+        let origin = Origin::parse(&origin)
+            .ok_or_else(|| corrupt(format!("the entry {from} {peer} has origin {origin:?}")))?;
         entries.push(StateEntry {
             deleted_at: jiff::Timestamp::from_second(deleted_at).map_err(|_| {
                 corrupt(format!(
@@ -291,6 +310,7 @@ fn read_entries(conn: &Connection, path: &Path) -> Result<Vec<StateEntry>, Ledge
             peer,
             clear_roaming: clear_roaming != 0,
             run_id,
+            origin,
         });
     }
     Ok(entries)
@@ -384,7 +404,13 @@ impl Ledger for SqliteLedger {
 
     fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
         match &self.conn {
-            Some(conn) => read_entries(conn, &self.path),
+            Some(conn) => read_entries(
+                conn,
+                &self.path,
+                self.meta
+                    .as_ref()
+                    .map_or(SCHEMA_VERSION, |m| m.schema_version),
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -589,7 +615,7 @@ impl Ledger for SqliteLedgerWriter {
     }
 
     fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
-        read_entries(&self.conn, &self.path)
+        read_entries(&self.conn, &self.path, SCHEMA_VERSION)
     }
 
     fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
@@ -600,8 +626,14 @@ impl Ledger for SqliteLedgerWriter {
     }
 }
 
-impl LedgerWriter for SqliteLedgerWriter {
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+impl SqliteLedgerWriter {
+    /// Records a batch in one transaction, each entry with `origin`.
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        batch: &[Deleted],
+        origin: Origin,
+    ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
                 state: self.meta.state,
@@ -636,15 +668,16 @@ impl LedgerWriter for SqliteLedgerWriter {
             }
         };
         {
-            // The last deletion wins: its clear_roaming, time and run replace the older ones.
+            // The last record wins: its clear_roaming, time, run and origin replace the older ones.
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (from_account, kind, peer) DO UPDATE SET
                         clear_roaming = excluded.clear_roaming,
                         deleted_at = excluded.deleted_at,
-                        run = excluded.run",
+                        run = excluded.run,
+                        origin = excluded.origin",
                 )
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             for d in batch {
@@ -654,7 +687,8 @@ impl LedgerWriter for SqliteLedgerWriter {
                     d.peer.id(),
                     d.clear_roaming,
                     d.deleted_at.as_second(),
-                    run_row
+                    run_row,
+                    origin.as_str()
                 ])
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             }
@@ -668,6 +702,16 @@ impl LedgerWriter for SqliteLedgerWriter {
             state,
             affected: batch.len(),
         })
+    }
+}
+
+impl LedgerWriter for SqliteLedgerWriter {
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Deleted)
+    }
+
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Absent)
     }
 
     fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError> {
