@@ -222,6 +222,8 @@ pub struct Summary {
     pub missing_users: Vec<String>,
     /// How many distinct users did not exist.
     pub missing_user_count: usize,
+    /// Entries recorded as seen absent by a refresh (no call).
+    pub recorded: usize,
     /// Entries dropped from the state.
     pub forgotten: usize,
     /// Deletions that failed.

@@ -15,7 +15,9 @@ use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, LedgerRecorder, StopHandle, StopReason, Summary,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig, Credentials};
-use timctl_core::ledger::{Ledger, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock};
+use timctl_core::ledger::{
+    Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
+};
 use timctl_core::plan::{self, Action, Plan, render};
 
 use crate::args::Global;
@@ -167,11 +169,19 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     plan::check_state(plan.state, current.state_ref())?;
     drop(current);
     let writer = SqliteLedgerWriter::create_or_open(&global.state, plan.app.sdkappid, lock)?;
-    let recorder = LedgerRecorder {
+    let mut recorder = LedgerRecorder {
         writer,
         run: RunInfo::new(plan.manifest_digest.clone()),
     };
-    let (deletions, forgets) = split(plan);
+    let (deletions, records, forgets) = split(plan);
+    // Records need no call: they are written first, in one transaction, so that a run stopped
+    // later still keeps what the refresh saw.
+    let recorded = records.len();
+    recorder
+        .writer
+        .record_absent(&recorder.run, &records)
+        .wrap_err("cannot record the conversations seen absent; nothing was called")?;
+    drop(records);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -220,6 +230,10 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // In-flight calls have finished; nothing else is waiting on the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
 
+    let summary = Summary {
+        recorded,
+        ..summary
+    };
     report(&summary, args.exec.json, global.quiet);
     if let Some(e) = record_error {
         eprintln!("Error: {e}. The deletions not recorded will be made again by the next apply.");
@@ -227,15 +241,19 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     Ok(exit_code(&summary))
 }
 
-/// The plan's deletions and forgets, for the executor. Takes the plan so that its changes are
-/// moved, not copied: at a million entries a copy is a hundred megabytes.
+/// The plan's deletions, records (stamped with when the plan read the server) and forgets, for
+/// the executor. Takes the plan so that its changes are moved, not copied: at a million entries
+/// a copy is a hundred megabytes.
 fn split(
     plan: Plan,
 ) -> (
     Vec<Deletion>,
+    Vec<timctl_core::ledger::Deleted>,
     Vec<(timctl_core::ids::UserId, timctl_core::ids::Peer)>,
 ) {
+    let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
     let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
+    let mut records = Vec::with_capacity(plan.summary.record as usize);
     let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
     for c in plan.changes {
         match c.action {
@@ -244,10 +262,16 @@ fn split(
                 peer: c.peer,
                 clear_roaming: c.clear_roaming,
             }),
+            Action::Record => records.push(timctl_core::ledger::Deleted {
+                from: c.from,
+                peer: c.peer,
+                clear_roaming: c.clear_roaming,
+                deleted_at: seen_at,
+            }),
             Action::Forget => forgets.push((c.from, c.peer)),
         }
     }
-    (deletions, forgets)
+    (deletions, records, forgets)
 }
 
 /// The deleter of a plan without deletions: never called, so it needs no credentials.
@@ -479,7 +503,15 @@ fn report(s: &Summary, json: bool, quiet: bool) {
             s.missing_users.join(", ")
         );
     }
-    if !json {
+    if !json && s.recorded > 0 {
+        println!(
+            "Apply complete: {} deleted, {} recorded, {} forgotten, {} failed.",
+            s.deleted + s.already_absent,
+            s.recorded,
+            s.forgotten,
+            s.failed
+        );
+    } else if !json {
         println!(
             "Apply complete: {} deleted, {} forgotten, {} failed.",
             s.deleted + s.already_absent,
