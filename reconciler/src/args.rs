@@ -1,4 +1,4 @@
-//! The command line of PRODUCT.md. Each command's own flags live beside its implementation in
+//! The command line (README.md is its reference). Each command's own flags live beside its implementation in
 //! `cmd/`; this file holds the top level and the flag groups several commands share.
 
 use std::path::PathBuf;

@@ -154,7 +154,7 @@ fn main() {
     end_to_end(&desired, dir.path(), &path, runs.min(3));
 }
 
-/// Writes `desired` as one manifest file, in the layout of PRODUCT.md.
+/// Writes `desired` as one manifest file, in the documented manifest layout.
 fn write_manifest(desired: &DesiredState, path: &std::path::Path) {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());

@@ -601,3 +601,59 @@ fn a_version_1_ledger_reads_as_deletions_and_migrates_on_write() {
     let origins: Vec<Origin> = w.entries().unwrap().iter().map(|e| e.origin).collect();
     assert_eq!(origins, [Origin::Deleted, Origin::Absent]);
 }
+
+/// Issue 11.7: a reader never sees meta, runs and entries of different commits. The writer
+/// records each batch under a new run, so reading the runs before the entries (two
+/// statements, no transaction) would find an entry naming "no known run"; and each commit adds
+/// exactly `BATCH` entries and one serial, so a serial paired with another commit's entries
+/// breaks `entries == (serial - 1) * BATCH`.
+#[test]
+fn a_reader_sees_one_commit_while_a_writer_commits() {
+    const BATCH: usize = 4;
+    const WRITES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let mut w = writer(&path, APP).unwrap();
+    let reader = SqliteLedger::open_read_only(&path).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let done = &done;
+        let writing = scope.spawn(move || {
+            for i in 0..WRITES {
+                let batch: Vec<Deleted> = (0..BATCH)
+                    .map(|j| deleted(&format!("u{i}"), &format!("user:p{j}"), false))
+                    .collect();
+                w.record_deleted(&RunInfo::new(format!("run {i}")), &batch)
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut reads = 0_usize;
+        let mut seen_serials = std::collections::BTreeSet::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let snapshot = reader
+                .snapshot()
+                .unwrap_or_else(|e| panic!("a read during writes failed: {e:?}"))
+                .expect("the state exists");
+            let serial = snapshot.meta.state.serial as usize;
+            assert_eq!(
+                snapshot.entries.len(),
+                (serial - 1) * BATCH,
+                "serial {serial} paired with another commit's entries"
+            );
+            assert_eq!(snapshot.runs.len(), serial - 1, "one run per commit");
+            for e in &snapshot.entries {
+                assert!(snapshot.runs.iter().any(|r| r.run_id == e.run_id));
+            }
+            seen_serials.insert(serial);
+            reads += 1;
+        }
+        writing.join().unwrap();
+        (reads, seen_serials.len())
+    });
+    // The loop must have read at all for the assertions to mean anything.
+    assert!(reads.0 > 0);
+    let last = reader.snapshot().unwrap().unwrap();
+    assert_eq!(last.meta.state.serial as usize, WRITES + 1);
+    assert_eq!(last.entries.len(), WRITES * BATCH);
+}

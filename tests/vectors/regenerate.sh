@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates usersigs.json: UserSigs made by Tencent's own reference libraries (PyPI
 # `tls-sig-api-v2` and npm `tls-sig-api-v2`) at a fixed time with a fixed, public test key, so
-# that `tests/tests/usersig_vectors.rs` can check timctl verifies what they make. CI does not
+# that `tests/tests/usersig_verify.rs` can check timctl verifies what they make. CI does not
 # run this; the output is checked in. Needs python3 (with venv) and node/npm, and network access
 # to PyPI and npm.
 set -euo pipefail

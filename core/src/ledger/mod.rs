@@ -139,17 +139,43 @@ pub struct Written {
     pub affected: usize,
 }
 
+/// Everything a ledger holds, read at one instant.
+///
+/// The meta, the runs and the entries come from one read transaction, so a writer committing
+/// meanwhile is either wholly in it or wholly absent: the serial always describes exactly these
+/// entries, and every entry's run is among `runs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Lineage, serial and app at that instant.
+    pub meta: Meta,
+    /// The runs of the audit trail, oldest first.
+    pub runs: Vec<RunInfo>,
+    /// Every entry, sorted by (`from`, `peer`) in the same order as
+    /// [`crate::desired::DesiredEntry`].
+    pub entries: Vec<StateEntry>,
+}
+
 /// Read access to a ledger. Needs no lock and no credentials.
 pub trait Ledger {
     /// Where the ledger is, for messages.
     fn location(&self) -> String;
-    /// The ledger's meta, or `None` when there is no state yet.
+    /// The ledger's meta as it was when it was opened (a writer's stays current, since it
+    /// holds the lock), or `None` when there was no state yet. To read the meta together with
+    /// the entries, use [`Ledger::snapshot`].
     fn meta(&self) -> Option<&Meta>;
-    /// Every entry, sorted by (`from`, `peer`) in the same order as
-    /// [`crate::desired::DesiredEntry`]. Empty when there is no state.
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError>;
-    /// The runs of the audit trail, oldest first.
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError>;
+    /// The meta, the runs and the entries read in one transaction; `None` when there is no
+    /// state. Every read of the entries goes through here, so that no caller can pair a serial
+    /// with entries of another one.
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
+
+    /// Every entry of a [`Ledger::snapshot`]; empty when there is no state.
+    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
+        Ok(self.snapshot()?.map(|s| s.entries).unwrap_or_default())
+    }
+    /// The runs of a [`Ledger::snapshot`], oldest first; empty when there is no state.
+    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+        Ok(self.snapshot()?.map(|s| s.runs).unwrap_or_default())
+    }
 
     /// Lineage and serial, or `None` when there is no state yet.
     fn state_ref(&self) -> Option<StateRef> {
@@ -158,14 +184,20 @@ pub trait Ledger {
 
     /// Refuses a manifest of another app than the one this ledger is bound to.
     fn check_app(&self, sdkappid: u64) -> Result<(), LedgerError> {
-        match self.meta() {
-            Some(meta) if meta.sdkappid != sdkappid => Err(LedgerError::OtherApp {
-                location: self.location(),
-                bound: meta.sdkappid,
-                requested: sdkappid,
-            }),
-            _ => Ok(()),
-        }
+        check_app(self.meta(), &self.location(), sdkappid)
+    }
+}
+
+/// Refuses a manifest of another app than the one `meta` is bound to (no meta: no state yet,
+/// bound to nothing).
+pub fn check_app(meta: Option<&Meta>, location: &str, sdkappid: u64) -> Result<(), LedgerError> {
+    match meta {
+        Some(meta) if meta.sdkappid != sdkappid => Err(LedgerError::OtherApp {
+            location: location.to_owned(),
+            bound: meta.sdkappid,
+            requested: sdkappid,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -282,7 +314,7 @@ pub enum LedgerError {
     },
 }
 
-/// Writes the `state list --json` document of PRODUCT.md:
+/// Writes the `state list --json` document (README.md, "State and plans"):
 /// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
 /// "deleted_at", "origin"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(

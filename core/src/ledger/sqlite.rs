@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::lock::{StateLock, create_private_dir, open_private};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, StateEntry, StateRef,
-    Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
+    StateRef, Written,
 };
 use crate::ids::{Peer, PeerKind, UserId};
 
@@ -241,17 +241,13 @@ fn read_runs(conn: &Connection, path: &Path) -> Result<Vec<(i64, RunInfo)>, Ledg
 fn read_entries(
     conn: &Connection,
     path: &Path,
+    runs: &[(i64, RunInfo)],
     schema_version: u32,
 ) -> Result<Vec<StateEntry>, LedgerError> {
     // Runs are few; mapping their row IDs in memory is cheaper than a join per entry.
-    let runs: HashMap<i64, uuid::Uuid> = read_runs(conn, path)?
-        .into_iter()
-        .map(|(id, run)| (id, run.run_id))
-        .collect();
-    let count: i64 = conn
-        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
-        .map_err(sqlite_err(path, "counting entries"))?;
-    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let runs: HashMap<i64, uuid::Uuid> = runs.iter().map(|(id, run)| (*id, run.run_id)).collect();
+    // Not sized from `count(*)`: the file may be hostile, and a count is no promise of rows.
+    let mut entries = Vec::new();
     // The primary key's order is (from_account, kind, peer) under BINARY collation, which is
     // byte order: the same order as `DesiredEntry`, so the diff can merge without sorting.
     let origin_column = if schema_version >= 2 {
@@ -314,6 +310,33 @@ fn read_entries(
         });
     }
     Ok(entries)
+}
+
+/// Reads meta, runs and entries in one deferred read transaction. SQLite holds its shared lock
+/// from the first read to the end of the transaction, so no writer commits in between: what is
+/// returned is one committed state.
+fn read_snapshot(
+    conn: &Connection,
+    path: &Path,
+    schema_version: u32,
+) -> Result<Option<Snapshot>, LedgerError> {
+    // `unchecked_transaction` because readers hold the connection shared; nothing else uses it
+    // meanwhile (a `Connection` is not `Sync`). Dropping the transaction ends it (a rollback,
+    // which for a read changes nothing).
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(sqlite_err(path, "starting a read"))?;
+    let Some(meta) = read_meta(&tx, path, schema_version)? else {
+        return Ok(None);
+    };
+    let runs = read_runs(&tx, path)?;
+    let entries = read_entries(&tx, path, &runs, schema_version)?;
+    drop(tx);
+    Ok(Some(Snapshot {
+        meta,
+        runs: runs.into_iter().map(|(_, run)| run).collect(),
+        entries,
+    }))
 }
 
 /// A ledger opened for reading: no lock, no credentials, and no state when the file is absent.
@@ -402,26 +425,10 @@ impl Ledger for SqliteLedger {
         self.meta.as_ref()
     }
 
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
-        match &self.conn {
-            Some(conn) => read_entries(
-                conn,
-                &self.path,
-                self.meta
-                    .as_ref()
-                    .map_or(SCHEMA_VERSION, |m| m.schema_version),
-            ),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
-        match &self.conn {
-            Some(conn) => Ok(read_runs(conn, &self.path)?
-                .into_iter()
-                .map(|(_, run)| run)
-                .collect()),
-            None => Ok(Vec::new()),
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        match (&self.conn, &self.meta) {
+            (Some(conn), Some(meta)) => read_snapshot(conn, &self.path, meta.schema_version),
+            _ => Ok(None),
         }
     }
 }
@@ -614,15 +621,8 @@ impl Ledger for SqliteLedgerWriter {
         Some(&self.meta)
     }
 
-    fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
-        read_entries(&self.conn, &self.path, SCHEMA_VERSION)
-    }
-
-    fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
-        Ok(read_runs(&self.conn, &self.path)?
-            .into_iter()
-            .map(|(_, run)| run)
-            .collect())
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        read_snapshot(&self.conn, &self.path, self.meta.schema_version)
     }
 }
 

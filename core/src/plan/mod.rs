@@ -267,11 +267,20 @@ pub fn make(
     filter: &Filter,
 ) -> Result<Plan, PlanError> {
     ledger.check_app(desired.app.sdkappid)?;
-    let entries = ledger.entries()?;
-    Ok(diff(desired, ledger.state_ref(), &entries, filter))
+    // One snapshot, so that the plan's serial names exactly the entries it was diffed against.
+    let snapshot = ledger.snapshot()?;
+    crate::ledger::check_app(
+        snapshot.as_ref().map(|s| &s.meta),
+        &ledger.location(),
+        desired.app.sdkappid,
+    )?;
+    Ok(match snapshot {
+        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter),
+        None => diff(desired, None, &[], filter),
+    })
 }
 
-/// The diff without refresh, pure:
+/// The diff without refresh, pure (README.md, "timctl plan"):
 ///
 /// - `delete`: in the manifest and not in the state (reason `new`), or in the state without
 ///   clear-roaming while the manifest asks for it (`clear_roaming`); with `reassert`, every

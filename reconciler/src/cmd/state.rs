@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
 use timctl_core::ids::{Peer, UserId};
-use timctl_core::ledger::{Ledger, LedgerWriter, SqliteLedger, SqliteLedgerWriter, StateLock};
+use timctl_core::ledger::{
+    Ledger, LedgerWriter, Snapshot, SqliteLedger, SqliteLedgerWriter, StateLock,
+};
 
 use crate::args::Global;
 
@@ -46,13 +48,17 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
 fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
     let ledger = SqliteLedger::open_read_only(&global.state)?;
-    let entries = ledger.entries()?;
+    // One snapshot: the serial printed is the serial of the entries printed.
+    let snapshot = ledger.snapshot()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = if json {
-        timctl_core::ledger::write_list_json(ledger.meta(), &entries, &mut out)
+        let (meta, entries) = snapshot
+            .as_ref()
+            .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
+        timctl_core::ledger::write_list_json(meta, entries, &mut out)
     } else {
-        write_list_text(&ledger, &entries, &mut out)
+        write_list_text(&ledger, snapshot.as_ref(), &mut out)
     };
     written
         .and_then(|()| out.flush())
@@ -63,10 +69,10 @@ fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
 
 fn write_list_text(
     ledger: &SqliteLedger,
-    entries: &[timctl_core::ledger::StateEntry],
+    snapshot: Option<&Snapshot>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let Some(meta) = ledger.meta() else {
+    let Some(Snapshot { meta, entries, .. }) = snapshot else {
         return writeln!(out, "No state at {} yet.", ledger.path().display());
     };
     writeln!(
