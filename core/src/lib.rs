@@ -26,5 +26,6 @@ pub mod ids;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
+pub mod refresh;
 pub mod stop;
 pub mod usersig;
