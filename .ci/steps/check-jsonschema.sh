@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # check-jsonschema (PyPI) validates every example against the generated schema, in both
 # drafts, and must reject every bad manifest marked `jsonschema` in tests/bad-manifests/cases.tsv.
-# Installs into a virtualenv under target/, so nothing outside the repository changes.
+# Installs into a virtualenv under Cargo's target directory, so nothing outside the build
+# changes. The target directory is Cargo's own answer (CARGO_TARGET_DIR, .cargo/config.toml or
+# ./target), never assumed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-venv=target/ci-venv
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+venv=$target_dir/ci-venv
 [ -x "$venv/bin/check-jsonschema" ] || {
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.33.*'
@@ -12,8 +16,9 @@ venv=target/ci-venv
 cargo build --quiet --locked -p timctl
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-target/debug/timctl schema --draft 2020-12 --out "$tmp/2020-12.json"
-target/debug/timctl schema --draft 07 --out "$tmp/07.json"
+timctl=$target_dir/debug/timctl
+"$timctl" schema --draft 2020-12 --out "$tmp/2020-12.json"
+"$timctl" schema --draft 07 --out "$tmp/07.json"
 mapfile -t examples < <(find examples -name '*.yaml' -o -name '*.yml' | sort)
 for draft in 2020-12 07; do
     "$venv/bin/check-jsonschema" --schemafile "$tmp/$draft.json" "${examples[@]}"

@@ -22,16 +22,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::ids::{Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, PeerKind, UserId};
 use crate::ledger::{Deleted, LedgerWriter, RunInfo};
 
 /// One conversation to delete.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Deletion {
-    /// Whose conversation list (From_Account).
-    pub from: UserId,
-    /// The other side.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Clear roaming messages too (ClearRamble).
     pub clear_roaming: bool,
 }
@@ -80,7 +78,7 @@ pub trait Recorder: Send {
     /// Records confirmed deletions.
     fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError>;
     /// Drops entries that are no longer in the manifest.
-    fn forget(&mut self, entries: &[(UserId, Peer)]) -> Result<(), RecordError>;
+    fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError>;
 }
 
 /// Why a run stopped before the end of the plan.
@@ -264,7 +262,7 @@ impl<W: LedgerWriter + Send> Recorder for LedgerRecorder<W> {
         }
     }
 
-    fn forget(&mut self, entries: &[(UserId, Peer)]) -> Result<(), RecordError> {
+    fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError> {
         match self.writer.forget(entries) {
             Ok(_) => Ok(()),
             Err(e) => Err(RecordError(Box::new(e))),
@@ -274,7 +272,7 @@ impl<W: LedgerWriter + Send> Recorder for LedgerRecorder<W> {
 
 enum RecordMsg {
     Confirmed(Deleted),
-    Forget(Vec<(UserId, Peer)>),
+    Forget(Vec<ConversationKey>),
 }
 
 /// Runs the recorder on a thread of its own (the ledger is blocking I/O), flushing a batch when
@@ -380,7 +378,7 @@ impl FailurePattern {
 /// summary (also sent as the last event). Returns the recorder so the caller can close it.
 pub async fn execute<D, R>(
     deletions: Vec<Deletion>,
-    forgets: Vec<(UserId, Peer)>,
+    forgets: Vec<ConversationKey>,
     deleter: &D,
     recorder: R,
     opts: &ExecOptions,
@@ -450,23 +448,22 @@ where
             CallOutcome::Deleted | CallOutcome::AlreadyAbsent { .. } => {
                 let absent = matches!(outcome, CallOutcome::AlreadyAbsent { .. });
                 let event = Event::Deleted {
-                    from: deletion.from.to_string(),
-                    kind: deletion.peer.kind(),
-                    peer: deletion.peer.id().to_owned(),
+                    from: deletion.key.from.to_string(),
+                    kind: deletion.key.peer.kind(),
+                    peer: deletion.key.peer.id().to_owned(),
                     clear_roaming: deletion.clear_roaming,
                     already_absent: absent,
                 };
                 if absent {
                     summary.already_absent += 1;
-                    missing.insert(deletion.from.clone());
+                    missing.insert(deletion.key.from.clone());
                 } else {
                     summary.deleted += 1;
                 }
                 // To the recorder first: however slow the event's reader is, a confirmed
                 // deletion is never held up on its way to the state.
                 let confirmed = Deleted {
-                    from: deletion.from,
-                    peer: deletion.peer,
+                    key: deletion.key,
                     clear_roaming: deletion.clear_roaming,
                     deleted_at: jiff::Timestamp::now(),
                 };
@@ -477,9 +474,9 @@ where
             CallOutcome::ItemFailed { code, message } => {
                 summary.failed += 1;
                 on_event(&Event::Failed {
-                    from: deletion.from.to_string(),
-                    kind: deletion.peer.kind(),
-                    peer: deletion.peer.id().to_owned(),
+                    from: deletion.key.from.to_string(),
+                    kind: deletion.key.peer.kind(),
+                    peer: deletion.key.peer.id().to_owned(),
                     code,
                     message,
                 });
@@ -539,6 +536,7 @@ mod tests {
     //! tests of `timctl apply` (real HTTP, real ledger) live in `tests/`.
 
     use super::*;
+    use crate::ids::Peer;
     use std::sync::atomic::AtomicUsize;
 
     /// Answers each deletion by its From_Account: `fatal*`, `bad*` (50002), `ghost*` (50001),
@@ -552,7 +550,7 @@ mod tests {
         async fn delete(&self, d: &Deletion) -> CallOutcome {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
-            let from = d.from.as_str();
+            let from = d.key.from.as_str();
             if from.starts_with("fatal") {
                 CallOutcome::Fatal {
                     message: "the UserSig was rejected (70003)".into(),
@@ -573,7 +571,7 @@ mod tests {
     #[derive(Default)]
     struct Memory {
         batches: Vec<(Instant, Vec<Deleted>)>,
-        forgotten: Vec<(UserId, Peer)>,
+        forgotten: Vec<ConversationKey>,
     }
 
     impl Recorder for Memory {
@@ -581,7 +579,7 @@ mod tests {
             self.batches.push((Instant::now(), confirmed.to_vec()));
             Ok(())
         }
-        fn forget(&mut self, entries: &[(UserId, Peer)]) -> Result<(), RecordError> {
+        fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError> {
             self.forgotten.extend_from_slice(entries);
             Ok(())
         }
@@ -590,8 +588,10 @@ mod tests {
     fn deletions(from: &str, n: usize) -> Vec<Deletion> {
         (0..n)
             .map(|i| Deletion {
-                from: UserId::new(format!("{from}{i}")).unwrap(),
-                peer: Peer::User(UserId::new("peer").unwrap()),
+                key: ConversationKey::new(
+                    UserId::new(format!("{from}{i}")).unwrap(),
+                    Peer::User(UserId::new("peer").unwrap()),
+                ),
                 clear_roaming: i % 2 == 0,
             })
             .collect()
@@ -606,7 +606,7 @@ mod tests {
 
     fn check(
         plan: Vec<Deletion>,
-        forgets: Vec<(UserId, Peer)>,
+        forgets: Vec<ConversationKey>,
         opts: ExecOptions,
         stop: &StopHandle,
         delay: Duration,
@@ -816,7 +816,7 @@ mod tests {
 
     #[test]
     fn forgets_reach_the_recorder_without_calls() {
-        let forgets = vec![(
+        let forgets = vec![ConversationKey::new(
             UserId::new("alice").unwrap(),
             Peer::User(UserId::new("bob").unwrap()),
         )];

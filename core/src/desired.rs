@@ -2,7 +2,7 @@
 //! manifest loader produces it, the planner consumes it, and neither needs the other.
 
 use crate::api::Region;
-use crate::ids::{Peer, UserId};
+use crate::ids::{ConversationKey, UserId};
 
 /// The app the manifests are about, from their `app` block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -18,17 +18,15 @@ pub struct App {
 /// One conversation that must not exist.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DesiredEntry {
-    /// The user whose conversation list it is (From_Account).
-    pub from: UserId,
-    /// The other side of the conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether to clear roaming messages too (ClearRamble), after defaults were applied.
     pub clear_roaming: bool,
 }
 
 /// All manifests, merged.
 ///
-/// Invariant: `entries` is sorted by (`from`, `peer`) and holds each (`from`, `peer`) once.
+/// Invariant: `entries` is sorted by key and holds each key once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredState {
     /// The app every manifest agreed on.

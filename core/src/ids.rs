@@ -4,16 +4,21 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Why a string is not a valid UserID or group ID.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum IdError {
     /// The ID is the empty string.
     #[error("the {kind} is empty")]
+    #[diagnostic(code(timctl::id::empty), help("write the ID as the Chat app knows it"))]
     Empty {
         /// "UserID" or "group ID".
         kind: &'static str,
     },
     /// The ID has more bytes than the API allows.
     #[error("the {kind} is {len} bytes long; at most {max} are allowed")]
+    #[diagnostic(
+        code(timctl::id::too_long),
+        help("the API refuses longer IDs; check that this is an ID, not a name or a list")
+    )]
     TooLong {
         /// "UserID" or "group ID".
         kind: &'static str,
@@ -24,6 +29,10 @@ pub enum IdError {
     },
     /// The ID holds a byte outside printable ASCII (0x20 to 0x7E).
     #[error("the {kind} has a character that is not printable ASCII ({found:?}) at byte {index}")]
+    #[diagnostic(
+        code(timctl::id::not_printable_ascii),
+        help("IDs are printable ASCII (space to ~); check for a stray control character or quote")
+    )]
     NotPrintableAscii {
         /// "UserID" or "group ID".
         kind: &'static str,
@@ -209,13 +218,18 @@ impl fmt::Display for Peer {
 }
 
 /// Why a `user:ID`/`group:ID` string could not be read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum PeerParseError {
     /// No `user:` or `group:` prefix.
     #[error("expected user:ID or group:ID, found {0:?}")]
+    #[diagnostic(
+        code(timctl::id::peer_kind),
+        help("write the other side as user:ID for a one-to-one chat or group:ID for a group")
+    )]
     MissingKind(String),
     /// The ID after the prefix is invalid.
     #[error(transparent)]
+    #[diagnostic(transparent)]
     Id(#[from] IdError),
 }
 
@@ -229,6 +243,34 @@ impl FromStr for Peer {
         } else {
             Err(PeerParseError::MissingKind(s.to_owned()))
         }
+    }
+}
+
+/// One conversation: whose list it is in, and with whom. Everything that names a conversation
+/// (desired entries, state entries, plan changes, recorded deletions, forgets) names it with
+/// this key.
+///
+/// The order (by `from`, then `peer`) is the order entries are kept in everywhere: manifests
+/// are merged in it, the state's primary key reads in it, and plans list their changes in it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConversationKey {
+    /// The user whose conversation list it is (From_Account).
+    pub from: UserId,
+    /// The other side of the conversation.
+    pub peer: Peer,
+}
+
+impl ConversationKey {
+    /// The key of `from`'s conversation with `peer`.
+    pub fn new(from: UserId, peer: Peer) -> Self {
+        Self { from, peer }
+    }
+}
+
+/// `FROM user:ID` or `FROM group:ID`, for messages.
+impl fmt::Display for ConversationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.from, self.peer)
     }
 }
 

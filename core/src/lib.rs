@@ -11,7 +11,8 @@
 //! - [`manifest`]: reads and validates YAML manifests into a [`desired::DesiredState`].
 //! - [`ledger`]: the state: what has been deleted, in SQLite, behind a small trait.
 //! - [`plan`]: the pure diff of desired state against the ledger.
-//! - [`apply`]: carries a plan out through the client and records it in the ledger.
+//! - [`apply`]: carries a plan out through the client and records it in the ledger; the
+//!   client is its `Deleter` through `apply_client`.
 //! - [`stop`]: the one stop signal of a run, obeyed by the client and the executor.
 
 // The generated code names this crate by its external name, so that the same macro output also
@@ -20,9 +21,11 @@ extern crate self as timctl_core;
 
 pub mod api;
 pub mod apply;
+mod apply_client;
 pub mod client;
 pub mod desired;
 pub mod ids;
+pub mod input;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;

@@ -166,18 +166,30 @@ impl Verified {
 }
 
 /// Why a UserSig does not verify. The messages never contain the UserSig or the key.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum VerifyError {
     /// Not a UserSig at all: bad encoding, compression, JSON or a missing field.
     #[error("malformed UserSig: {0}")]
+    #[diagnostic(
+        code(timctl::usersig::malformed),
+        help("check that the whole UserSig was copied, with no quotes or line breaks")
+    )]
     Malformed(String),
     /// The HMAC does not match: made with another key, or altered after signing.
     #[error(
         "the signature does not match: the UserSig was made with another secret key, or altered"
     )]
+    #[diagnostic(
+        code(timctl::usersig::bad_signature),
+        help("check TIMCTL_SECRET_KEY against the app's key in the Chat console")
+    )]
     BadSignature,
     /// Made for another account.
     #[error("the UserSig was made for identifier {found:?}, not {expected:?}")]
+    #[diagnostic(
+        code(timctl::usersig::other_identifier),
+        help("make one for the app admin (app.admin, or --identifier) with `timctl usersig`")
+    )]
     OtherIdentifier {
         /// The identifier asked for.
         expected: String,
@@ -186,6 +198,10 @@ pub enum VerifyError {
     },
     /// Made for another app.
     #[error("the UserSig was made for SDKAppID {found}, not {expected}")]
+    #[diagnostic(
+        code(timctl::usersig::other_app),
+        help("check app.sdkappid (or --sdkappid) and which app's key made the UserSig")
+    )]
     OtherApp {
         /// The SDKAppID asked for.
         expected: u64,
@@ -194,6 +210,12 @@ pub enum VerifyError {
     },
     /// Valid once, no longer.
     #[error("the UserSig expired at Unix time {expired_at} ({ago} s ago)")]
+    #[diagnostic(
+        code(timctl::usersig::expired),
+        help(
+            "make a new one with `timctl usersig`, or set TIMCTL_SECRET_KEY so that timctl makes and renews its own"
+        )
+    )]
     Expired {
         /// When it expired (Unix seconds).
         expired_at: u64,
@@ -241,27 +263,22 @@ fn string_field<'a>(doc: &'a serde_json::Value, name: &str) -> Result<&'a str, V
     }
 }
 
-/// Checks a UserSig: that it decodes, was made for `identifier` in app `sdkappid`, carries a
-/// valid HMAC under `key`, and has not expired at `now` (Unix seconds).
-///
-/// Identity is checked before the HMAC, so a genuine UserSig for another account or app says
-/// so rather than "bad signature"; the HMAC is checked before expiry, so a forged UserSig is
-/// never reported as merely expired. A UserSig is valid up to and including `time + expire`.
-pub fn verify(
-    sig: &str,
-    key: &SecretKey,
-    sdkappid: u64,
-    identifier: &str,
-    now: u64,
-) -> Result<Verified, VerifyError> {
+/// The URL-safe mapping of UserSigs (`+`→`*`, `/`→`-`, `=`→`_`), to undo.
+const USERSIG_ALPHABET: [(char, char); 3] = [('*', '+'), ('-', '/'), ('_', '=')];
+
+/// RFC 4648 base64url (`-` for `+`, `_` for `/`), in case a gateway re-encodes a UserSig.
+const BASE64URL_ALPHABET: [(char, char); 2] = [('-', '+'), ('_', '/')];
+
+/// Undoes the URL-safe mapping, base64 and zlib: the UserSig's JSON document.
+fn decode_document(sig: &str, alphabet: &[(char, char)]) -> Result<serde_json::Value, VerifyError> {
     let b64: String = sig
         .trim()
         .chars()
-        .map(|c| match c {
-            '*' => '+',
-            '-' => '/',
-            '_' => '=',
-            c => c,
+        .map(|c| {
+            alphabet
+                .iter()
+                .find(|(from, _)| *from == c)
+                .map_or(c, |(_, to)| *to)
         })
         .collect();
     let compressed = LENIENT
@@ -279,6 +296,34 @@ pub fn verify(
             "the decompressed document is not a JSON object".into(),
         ));
     }
+    Ok(doc)
+}
+
+/// Whether `text` decodes (in the UserSig alphabet or in base64url) to a UserSig document: a
+/// JSON object with a `TLS.sig`. Used to redact UserSigs the client did not make itself, in
+/// whatever form a gateway echoes them.
+pub fn is_usersig(text: &str) -> bool {
+    [&USERSIG_ALPHABET[..], &BASE64URL_ALPHABET[..]]
+        .into_iter()
+        .any(|alphabet| {
+            decode_document(text, alphabet).is_ok_and(|doc| doc.get("TLS.sig").is_some())
+        })
+}
+
+/// Checks a UserSig: that it decodes, was made for `identifier` in app `sdkappid`, carries a
+/// valid HMAC under `key`, and has not expired at `now` (Unix seconds).
+///
+/// Identity is checked before the HMAC, so a genuine UserSig for another account or app says
+/// so rather than "bad signature"; the HMAC is checked before expiry, so a forged UserSig is
+/// never reported as merely expired. A UserSig is valid up to and including `time + expire`.
+pub fn verify(
+    sig: &str,
+    key: &SecretKey,
+    sdkappid: u64,
+    identifier: &str,
+    now: u64,
+) -> Result<Verified, VerifyError> {
+    let doc = decode_document(sig, &USERSIG_ALPHABET)?;
     let found_identifier = string_field(&doc, "TLS.identifier")?;
     let (app_text, found_app) = number_field(&doc, "TLS.sdkappid")?;
     let (time_text, time) = number_field(&doc, "TLS.time")?;
@@ -342,5 +387,25 @@ mod tests {
         assert!(!format!("{key}").contains("hunter2"));
         assert_eq!(SecretKey::new("  \n"), None);
         assert_eq!(SecretKey::new("k\n").unwrap().expose(), "k");
+    }
+
+    #[test]
+    fn usersigs_are_recognised_in_both_url_safe_alphabets() {
+        let key = SecretKey::new("k").unwrap();
+        let sig = make(1400000001, "administrator", &key, 1_700_000_000, 86400);
+        assert!(is_usersig(&sig));
+        // The same bytes in RFC 4648 base64url, without padding.
+        let b64url: String = sig
+            .chars()
+            .filter(|c| *c != '_')
+            .map(|c| match c {
+                '*' => '-',
+                '-' => '_',
+                c => c,
+            })
+            .collect();
+        assert!(is_usersig(&b64url));
+        assert!(!is_usersig("aGVsbG8gd29ybGQ"));
+        assert!(!is_usersig(&sig[..sig.len() / 2]));
     }
 }

@@ -9,6 +9,8 @@ use clap::Parser;
 
 mod args;
 mod cmd;
+mod credentials;
+mod output;
 
 use args::{Cli, Command};
 
@@ -35,6 +37,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout went away (`timctl plan | head`): not an error.
+        Err(report) if output::is_closed_stdout(&report) => ExitCode::SUCCESS,
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)

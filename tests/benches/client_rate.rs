@@ -36,7 +36,7 @@ async fn run(calls: usize, rate: Option<f64>, concurrency: usize) -> Run {
         Credentials::SecretKey(SecretKey::new("bench-key").expect("key")),
     );
     if let Some(r) = rate {
-        cfg.rate = r;
+        cfg.set_rate::<RecentContactDelete>(r);
     }
     let client = Client::new(cfg).expect("client");
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));

@@ -13,21 +13,21 @@ use std::time::{Duration, Instant};
 
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
 use timctl_core::plan::{self, Filter};
 
 /// Entry `i`: 100 conversations per user, users and groups mixed.
-fn key(i: usize) -> (UserId, Peer) {
+fn key(i: usize) -> ConversationKey {
     let from = UserId::new(format!("user{:08}", i / 100)).unwrap();
     let peer = if i.is_multiple_of(5) {
         format!("group:@TGS#{i:012}")
     } else {
         format!("user:peer{i:010}")
     };
-    (from, peer.parse().unwrap())
+    ConversationKey::new(from, peer.parse().unwrap())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -46,13 +46,9 @@ fn main() {
 
     let t = Instant::now();
     let mut entries: Vec<DesiredEntry> = (0..n)
-        .map(|i| {
-            let (from, peer) = key(i);
-            DesiredEntry {
-                from,
-                peer,
-                clear_roaming: i.is_multiple_of(3),
-            }
+        .map(|i| DesiredEntry {
+            key: key(i),
+            clear_roaming: i.is_multiple_of(3),
         })
         .collect();
     entries.sort();
@@ -76,14 +72,10 @@ fn main() {
         let mut w = SqliteLedgerWriter::create_or_open(&path, 1_400_000_001, lock).unwrap();
         let at = jiff::Timestamp::now();
         let batch: Vec<Deleted> = (n / 2..n + n / 2)
-            .map(|i| {
-                let (from, peer) = key(i);
-                Deleted {
-                    from,
-                    peer,
-                    clear_roaming: false,
-                    deleted_at: at,
-                }
+            .map(|i| Deleted {
+                key: key(i),
+                clear_roaming: false,
+                deleted_at: at,
             })
             .collect();
         w.record_deleted(&RunInfo::new("bench"), &batch).unwrap();
@@ -166,11 +158,11 @@ fn write_manifest(desired: &DesiredState, path: &std::path::Path) {
     .unwrap();
     let mut last: Option<&UserId> = None;
     for e in &desired.entries {
-        if last != Some(&e.from) {
-            writeln!(out, "  {}:", e.from).unwrap();
-            last = Some(&e.from);
+        if last != Some(&e.key.from) {
+            writeln!(out, "  {}:", e.key.from).unwrap();
+            last = Some(&e.key.from);
         }
-        let (kind, id) = match &e.peer {
+        let (kind, id) = match &e.key.peer {
             Peer::User(u) => ("user", u.as_str()),
             Peer::Group(g) => ("group", g.as_str()),
         };

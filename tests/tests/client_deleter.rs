@@ -8,7 +8,7 @@ use timctl_core::apply::{
     self, Deletion, ExecOptions, RecordError, Recorder, StopHandle, StopReason,
 };
 use timctl_core::client::{BaseUrl, Client, ClientConfig, Credentials};
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::ConversationKey as Key;
 use timctl_core::ledger::Deleted;
 use timctl_core::usersig::SecretKey;
 use timctl_tests::{ConversationKey, FakeConfig, FakeTim, Fault};
@@ -23,7 +23,7 @@ impl Recorder for Memory {
         self.0.lock().unwrap().extend_from_slice(confirmed);
         Ok(())
     }
-    fn forget(&mut self, _: &[(UserId, Peer)]) -> Result<(), RecordError> {
+    fn forget(&mut self, _: &[Key]) -> Result<(), RecordError> {
         Ok(())
     }
 }
@@ -31,14 +31,16 @@ impl Recorder for Memory {
 fn deletions(n: usize) -> Vec<Deletion> {
     (0..n)
         .map(|i| Deletion {
-            from: format!("user{}", i % 7).parse().unwrap(),
-            peer: if i % 3 == 0 {
-                format!("group:@TGS#g{i}")
-            } else {
-                format!("user:peer{i}")
-            }
-            .parse()
-            .unwrap(),
+            key: Key::new(
+                format!("user{}", i % 7).parse().unwrap(),
+                if i % 3 == 0 {
+                    format!("group:@TGS#g{i}")
+                } else {
+                    format!("user:peer{i}")
+                }
+                .parse()
+                .unwrap(),
+            ),
             clear_roaming: i % 2 == 0,
         })
         .collect()
@@ -94,13 +96,13 @@ async fn the_executor_deletes_each_conversation_once_through_the_client() {
     assert!(calls.values().all(|n| *n == 1));
     for d in &plan {
         let key = ConversationKey {
-            from: d.from.to_string(),
-            kind: if d.peer.to_string().starts_with("group:") {
+            from: d.key.from.to_string(),
+            kind: if d.key.peer.to_string().starts_with("group:") {
                 2
             } else {
                 1
             },
-            peer: d.peer.id().to_owned(),
+            peer: d.key.peer.id().to_owned(),
             clear_ramble: Some(u8::from(d.clear_roaming)),
         };
         assert!(calls.contains_key(&key), "{key:?}");

@@ -140,7 +140,10 @@ async fn fatal_answers_stop_the_client_with_one_clear_message() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(client.is_stopped());
+    assert_eq!(
+        client.stop_signal().reason(),
+        Some(timctl_core::stop::StopReason::Fatal)
+    );
     assert_eq!(client.fatal().unwrap().code, Some(70009));
     assert_eq!(
         call(&client, &one_to_one("alice", "carol", None)).await,
@@ -252,7 +255,7 @@ async fn retries_are_bounded() {
     }
     assert_eq!(fake.stats().requests, 3);
     // Not fatal: the client goes on.
-    assert!(!client.is_stopped());
+    assert!(!client.stop_signal().is_stopped());
 }
 
 #[tokio::test]

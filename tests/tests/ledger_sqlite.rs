@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::sqlite::SCHEMA_VERSION;
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerError, LedgerWriter, LockError, Origin, RunInfo, SqliteLedger,
@@ -27,22 +27,27 @@ fn writer(path: &Path, app: u64) -> Result<SqliteLedgerWriter, LedgerError> {
 
 fn deleted(from: &str, peer: &str, clear_roaming: bool) -> Deleted {
     Deleted {
-        from: UserId::new(from).unwrap(),
-        peer: peer.parse().unwrap(),
+        key: key(from, peer),
         clear_roaming,
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
     }
 }
 
-fn key(from: &str, peer: &str) -> (UserId, Peer) {
-    (UserId::new(from).unwrap(), peer.parse().unwrap())
+fn key(from: &str, peer: &str) -> ConversationKey {
+    ConversationKey::new(UserId::new(from).unwrap(), peer.parse().unwrap())
 }
 
 fn listing(l: &dyn Ledger) -> Vec<(String, String, bool)> {
     l.entries()
         .unwrap()
         .into_iter()
-        .map(|e| (e.from.to_string(), e.peer.to_string(), e.clear_roaming))
+        .map(|e| {
+            (
+                e.key.from.to_string(),
+                e.key.peer.to_string(),
+                e.clear_roaming,
+            )
+        })
         .collect()
 }
 
@@ -524,7 +529,10 @@ fn a_writer_killed_mid_run_loses_nothing_committed() {
     for i in 0..=last.0 {
         let from = format!("u{i}");
         assert_eq!(
-            entries.iter().filter(|e| e.from.as_str() == from).count(),
+            entries
+                .iter()
+                .filter(|e| e.key.from.as_str() == from)
+                .count(),
             50,
             "{from}"
         );
@@ -554,7 +562,7 @@ fn records_are_kept_apart_from_deletions_by_origin() {
         l.entries()
             .unwrap()
             .into_iter()
-            .map(|e| (e.peer.to_string(), e.origin, e.clear_roaming))
+            .map(|e| (e.key.peer.to_string(), e.origin, e.clear_roaming))
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -656,4 +664,166 @@ fn a_reader_sees_one_commit_while_a_writer_commits() {
     let last = reader.snapshot().unwrap().unwrap();
     assert_eq!(last.meta.state.serial as usize, WRITES + 1);
     assert_eq!(last.entries.len(), WRITES * BATCH);
+}
+
+// Issue 11.2: links, special files and directories another user could change.
+
+fn refused_as_not_a_file(err: &dyn std::fmt::Debug, what: &str) {
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NotAFile") && text.contains(what),
+        "expected a refusal of {what}, got {text}"
+    );
+}
+
+#[test]
+fn a_lock_file_that_is_a_link_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, path.with_extension("db.lock")).unwrap();
+
+    let err = StateLock::acquire(&path, "apply", Duration::ZERO).unwrap_err();
+    refused_as_not_a_file(&err, "a symbolic link");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+#[test]
+fn a_dangling_state_link_creates_nothing_at_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let target = dir.path().join("elsewhere.db");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+
+    let err = writer(&path, APP).unwrap_err();
+    refused_as_not_a_file(&err, "a symbolic link");
+    assert!(!target.exists(), "nothing was created through the link");
+    let err = SqliteLedger::open_read_only(&path).unwrap_err();
+    refused_as_not_a_file(&err, "a symbolic link");
+}
+
+#[test]
+fn a_state_that_is_a_link_to_a_ledger_is_refused_for_reading_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let mut w = writer(&path, APP).unwrap();
+    w.record_deleted(&RunInfo::new("d"), &[deleted("a", "user:b", false)])
+        .unwrap();
+    drop(w);
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let err = SqliteLedger::open_read_only(&link).unwrap_err();
+    refused_as_not_a_file(&err, "a symbolic link");
+    let fifo = dir.path().join("fifo.db");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = SqliteLedger::open_read_only(&fifo).unwrap_err();
+    refused_as_not_a_file(&err, "a special file");
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused_unless_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = shared.join("state.db");
+    let err = StateLock::acquire(&path, "apply", Duration::ZERO).unwrap_err();
+    let text = format!("{err}");
+    assert!(
+        text.contains("refusing the state directory") && text.contains("mode 777"),
+        "{text}"
+    );
+    assert!(!path.with_extension("db.lock").exists(), "nothing created");
+
+    // The sticky bit (as on /tmp) makes it safe: only a file's owner may replace it.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    drop(writer(&path, APP).expect("a sticky shared directory is fine"));
+}
+
+#[test]
+fn a_state_directory_of_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let me = rustix::process::getuid().as_raw();
+    // Root's directories are trusted (root can change anything anyway).
+    timctl_core::ledger::lock::check_dir(Path::new("/")).expect("root's directory is fine");
+    // Giving a directory away needs root; run as anyone else, the refusal is not reachable.
+    if me == 0 {
+        std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+        let err =
+            StateLock::acquire(&theirs.join("state.db"), "apply", Duration::ZERO).unwrap_err();
+        let text = format!("{err}");
+        assert!(text.contains("belongs to user 4242"), "{text}");
+    }
+}
+
+#[test]
+fn two_spellings_of_one_state_share_one_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(path.parent().unwrap(), &alias).unwrap();
+    let other_spelling = alias.join(".").join("state.db");
+
+    let lock = StateLock::acquire(&path, "apply", Duration::ZERO).unwrap();
+    match StateLock::acquire(&other_spelling, "apply", Duration::ZERO) {
+        Err(LockError::Locked { .. }) => {}
+        other => panic!("the other spelling must find the lock taken, got {other:?}"),
+    }
+    // The lock taken under one spelling opens the state under the other.
+    let mut w = SqliteLedgerWriter::create_or_open(&other_spelling, APP, lock)
+        .expect("one state, one lock, whatever the spelling");
+    w.record_deleted(&RunInfo::new("d"), &[deleted("a", "user:b", false)])
+        .unwrap();
+    drop(w);
+    assert_eq!(
+        SqliteLedger::open_read_only(&path)
+            .unwrap()
+            .entries()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+// Issue 11.8: a hostile state file.
+
+#[test]
+fn a_state_with_objects_timctl_did_not_create_is_refused() {
+    for (name, sql) in [
+        (
+            "t",
+            "CREATE TRIGGER t AFTER INSERT ON entries BEGIN DELETE FROM entries; END;",
+        ),
+        ("v", "CREATE VIEW v AS SELECT randomblob(1000000000)"),
+        ("extra", "CREATE TABLE extra (x)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        drop(writer(&path, APP).unwrap());
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+
+        let err = writer(&path, APP).unwrap_err();
+        let text = format!("{err}");
+        assert!(
+            text.contains("is not a timctl state database") && text.contains(name),
+            "{text}"
+        );
+        let err = SqliteLedger::open_read_only(&path).unwrap_err();
+        assert!(format!("{err}").contains("did not create"), "{err}");
+    }
 }

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use timctl_core::ids::ConversationKey;
+
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -59,8 +61,7 @@ fn record(state: &Path, entries: &[(&str, &str, bool)]) {
     let batch: Vec<Deleted> = entries
         .iter()
         .map(|(from, peer, clear)| Deleted {
-            from: from.parse().unwrap(),
-            peer: peer.parse().unwrap(),
+            key: ConversationKey::new(from.parse().unwrap(), peer.parse().unwrap()),
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::now(),
         })

@@ -3,7 +3,7 @@
 
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
-use timctl_core::ids::UserId;
+use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{Origin, StateEntry, StateRef};
 use timctl_core::plan::refresh::{Observation, Observations};
 use timctl_core::plan::{self, Filter, Plan, render};
@@ -19,8 +19,7 @@ fn refreshed() -> Plan {
     let (mut desired, state, state_ref) = inputs();
     let user = |s: &str| UserId::new(s).unwrap();
     desired.entries.push(DesiredEntry {
-        from: user("gina"),
-        peer: "user:harry".parse().unwrap(),
+        key: ConversationKey::new(user("gina"), "user:harry".parse().unwrap()),
         clear_roaming: false,
     });
     desired.entries.sort();
@@ -46,13 +45,11 @@ fn refreshed() -> Plan {
 fn inputs() -> (DesiredState, Vec<StateEntry>, StateRef) {
     let user = |s: &str| UserId::new(s).unwrap();
     let want = |from: &str, peer: &str, clear: bool| DesiredEntry {
-        from: user(from),
-        peer: peer.parse().unwrap(),
+        key: ConversationKey::new(user(from), peer.parse().unwrap()),
         clear_roaming: clear,
     };
     let had = |from: &str, peer: &str, clear: bool| StateEntry {
-        from: user(from),
-        peer: peer.parse().unwrap(),
+        key: ConversationKey::new(user(from), peer.parse().unwrap()),
         clear_roaming: clear,
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
         run_id: uuid::Uuid::nil(),

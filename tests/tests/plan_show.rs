@@ -2,6 +2,7 @@
 
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
+use timctl_core::ids::ConversationKey;
 use timctl_core::plan::{self, Filter};
 
 fn saved(dir: &tempfile::TempDir) -> (std::path::PathBuf, String) {
@@ -12,8 +13,7 @@ fn saved(dir: &tempfile::TempDir) -> (std::path::PathBuf, String) {
             admin: "administrator".parse().unwrap(),
         },
         entries: vec![DesiredEntry {
-            from: "alice".parse().unwrap(),
-            peer: "user:bob".parse().unwrap(),
+            key: ConversationKey::new("alice".parse().unwrap(), "user:bob".parse().unwrap()),
             clear_roaming: false,
         }],
         digest: "abc".to_owned(),

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use std::process::Command;
+use timctl_core::ids::ConversationKey;
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -21,8 +22,7 @@ fn seed(state: &Path) {
     let mut w = SqliteLedgerWriter::create_or_open(state, APP, lock).unwrap();
     let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
     let d = |from: &str, peer: &str, clear| Deleted {
-        from: from.parse().unwrap(),
-        peer: peer.parse().unwrap(),
+        key: ConversationKey::new(from.parse().unwrap(), peer.parse().unwrap()),
         clear_roaming: clear,
         deleted_at: at,
     };
@@ -131,7 +131,7 @@ fn rm_removes_one_entry_and_bumps_the_serial() {
         .entries()
         .unwrap()
         .iter()
-        .map(|e| e.peer.to_string())
+        .map(|e| e.key.peer.to_string())
         .collect();
     assert_eq!(left, ["group:@TGS#1"]);
 

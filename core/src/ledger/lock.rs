@@ -62,6 +62,10 @@ pub enum LockError {
         /// How long timctl waited.
         waited: Duration,
     },
+    /// The state's directory or the lock file is refused.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] StatePathError),
     /// An I/O error on the lock file or its directory.
     #[error("cannot {doing} {path}")]
     #[diagnostic(code(timctl::state::lock_io))]
@@ -92,6 +96,161 @@ pub fn lock_path(state: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Why timctl refuses the path of a state (its directory, the database or the lock file).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StatePathError {
+    /// An I/O error while looking at the path.
+    #[error("cannot {doing} {path}")]
+    #[diagnostic(code(timctl::state::path_io))]
+    Io {
+        /// What timctl was doing.
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory could be changed by someone else than the user running timctl.
+    #[error("refusing the state directory {}: {why}", path.display())]
+    #[diagnostic(
+        code(timctl::state::unsafe_directory),
+        help(
+            "another user could replace the state's files there; keep the state in a directory of your own that only you can write (chmod go-w), or one with the sticky bit like /tmp"
+        )
+    )]
+    UnsafeDirectory {
+        /// The directory, resolved.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The database or the lock file is a link or a special file.
+    #[error("refusing {}: it is {what}, and timctl opens its state files only as regular files", path.display())]
+    #[diagnostic(
+        code(timctl::state::not_a_file),
+        help(
+            "timctl never follows a symbolic link for its state; point --state (TIMCTL_STATE) at the real file, or remove the link"
+        )
+    )]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead ("a symbolic link", "a directory").
+        what: &'static str,
+    },
+}
+
+/// Resolves `state` for writing: creates its directory (0700) when missing, refuses one that
+/// another user could change ([`check_dir`]), and returns the directory canonicalized with the
+/// file name kept (the file itself is never followed). Every spelling of one state (relative,
+/// absolute, through a linked directory) resolves to the same path, so they share one lock;
+/// and the result is absolute, so SQLite never reads it as a `file:` URI: a state path is
+/// always a plain file name.
+pub fn resolve_state_for_write(state: &Path) -> Result<PathBuf, StatePathError> {
+    let (dir, name) = split_state(state)?;
+    create_private_dir(dir).map_err(|source| StatePathError::Io {
+        doing: "create the state directory",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let resolved = canonical_dir(dir)?;
+    check_dir(&resolved)?;
+    Ok(resolved.join(name))
+}
+
+/// Resolves `state` for reading, as [`resolve_state_for_write`] does but creating and checking
+/// nothing: `None` when its directory does not exist (then there is no state).
+pub fn resolve_state_for_read(state: &Path) -> Result<Option<PathBuf>, StatePathError> {
+    let (dir, name) = split_state(state)?;
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(Some(canonical_dir(dir)?.join(name)))
+}
+
+/// The directory of `state` ("." for a bare file name) and its file name.
+fn split_state(state: &Path) -> Result<(&Path, &std::ffi::OsStr), StatePathError> {
+    let Some(name) = state.file_name() else {
+        return Err(StatePathError::NotAFile {
+            path: state.to_owned(),
+            what: "not a file name",
+        });
+    };
+    let dir = match state.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+fn canonical_dir(dir: &Path) -> Result<PathBuf, StatePathError> {
+    std::fs::canonicalize(dir).map_err(|source| StatePathError::Io {
+        doing: "resolve the state directory",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Refuses a directory owned by another user (root aside) or writable by group or others
+/// without the sticky bit: there, someone else could swap the state or its lock for a link.
+/// A sticky world-writable directory such as `/tmp` is fine, since only a file's owner may
+/// replace it.
+pub fn check_dir(dir: &Path) -> Result<(), StatePathError> {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = std::fs::metadata(dir).map_err(|source| StatePathError::Io {
+        doing: "inspect the state directory",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let me = rustix::process::getuid().as_raw();
+    let unsafe_dir = |why: String| StatePathError::UnsafeDirectory {
+        path: dir.to_owned(),
+        why,
+    };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(unsafe_dir(format!(
+            "it belongs to user {}, not to you (user {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(unsafe_dir(format!(
+            "group or others may write to it (mode {:o}) and it has no sticky bit",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Looks at a state file without following a link: `None` when absent, its metadata when it
+/// is a regular file, an error for a link or anything else.
+pub fn check_file(path: &Path) -> Result<Option<std::fs::Metadata>, StatePathError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StatePathError::NotAFile {
+            path: path.to_owned(),
+            what: "a symbolic link",
+        }),
+        Ok(m) if m.is_dir() => Err(StatePathError::NotAFile {
+            path: path.to_owned(),
+            what: "a directory",
+        }),
+        Ok(m) if !m.is_file() => Err(StatePathError::NotAFile {
+            path: path.to_owned(),
+            what: "a special file (a FIFO, socket or device)",
+        }),
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StatePathError::Io {
+            doing: "inspect",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Creates `dir` and its parents, private to the user (0700) where it creates them.
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
@@ -104,27 +263,40 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Opens (creating if needed, mode 0600) a file for reading and writing.
+/// Opens (creating if needed, mode 0600) a regular file for reading and writing, never
+/// through a symbolic link (`O_NOFOLLOW`: a link planted after [`check_file`] fails the open
+/// rather than redirecting it) and never inherited by a child (`O_CLOEXEC`, which std sets on
+/// every open; named here so that it stays).
 pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
+    use rustix::fs::OFlags;
+
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+        options.custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 impl StateLock {
     /// Takes the exclusive lock of the state at `state` for `operation`, waiting up to
     /// `timeout` (polling) while another process holds it. Creates the state's directory.
+    ///
+    /// The lock is keyed on the resolved state ([`resolve_state_for_write`]): two spellings of one state
+    /// share one lock. A state directory another user could change, or a lock file that is a
+    /// link or a special file, is refused.
     pub fn acquire(state: &Path, operation: &str, timeout: Duration) -> Result<Self, LockError> {
+        let state = resolve_state_for_write(state)?;
+        let state = state.as_path();
         let path = lock_path(state);
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir).map_err(|source| LockError::Io {
-                doing: "create the state directory",
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        check_file(&path)?;
         let mut file = open_private(&path).map_err(|source| LockError::Io {
             doing: "open the lock file",
             path: path.clone(),
@@ -179,7 +351,7 @@ impl StateLock {
         })
     }
 
-    /// The state database this lock is for.
+    /// The state database this lock is for, resolved ([`resolve_state_for_write`]).
     pub fn state(&self) -> &Path {
         &self.state
     }
@@ -208,6 +380,11 @@ impl Drop for StateLock {
 /// between taking the lock and writing its name).
 pub fn read_holder(lock_file: &Path) -> Option<LockHolder> {
     let mut text = String::new();
-    File::open(lock_file).ok()?.read_to_string(&mut text).ok()?;
+    // A holder's name is a few hundred bytes; read no more whatever the file has become.
+    File::open(lock_file)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -10,12 +10,12 @@
 
 use std::path::PathBuf;
 
-use crate::ids::{Peer, UserId};
+use crate::ids::ConversationKey;
 
 pub mod lock;
 pub mod sqlite;
 
-pub use lock::{LockError, LockHolder, StateLock};
+pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
 
 /// Which state a plan was made against: the ledger's lineage and serial.
@@ -77,10 +77,8 @@ impl Origin {
 /// One recorded deletion, or observed absence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateEntry {
-    /// The user whose conversation list it was (From_Account).
-    pub from: UserId,
-    /// The other side of the conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether the last deletion also cleared roaming messages (for an observed absence: what
     /// the manifest asked then).
     pub clear_roaming: bool,
@@ -95,10 +93,8 @@ pub struct StateEntry {
 /// A confirmed deletion to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deleted {
-    /// From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// Whether ClearRamble was sent.
     pub clear_roaming: bool,
     /// When the API confirmed it.
@@ -168,7 +164,8 @@ pub trait Ledger {
     /// with entries of another one.
     fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError>;
 
-    /// Every entry of a [`Ledger::snapshot`]; empty when there is no state.
+    /// Every entry of a [`Ledger::snapshot`], sorted by [`ConversationKey`] (the order of
+    /// [`crate::desired::DesiredState::entries`]); empty when there is no state.
     fn entries(&self) -> Result<Vec<StateEntry>, LedgerError> {
         Ok(self.snapshot()?.map(|s| s.entries).unwrap_or_default())
     }
@@ -216,7 +213,7 @@ pub trait LedgerWriter: Ledger {
     /// Drops entries from the state (no call is made). Entries not in the state are skipped;
     /// `affected` says how many were there. An empty batch, or one that removes nothing,
     /// writes nothing.
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError>;
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError>;
 }
 
 /// Why the ledger could not be read or written.
@@ -234,6 +231,11 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// The state's directory or file is refused (a link, a special file, a directory another
+    /// user could change).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] StatePathError),
     /// SQLite failed.
     #[error("the state database {path} failed while {doing}")]
     #[diagnostic(code(timctl::state::sqlite))]
@@ -335,9 +337,9 @@ pub fn write_list_json(
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let e = self.0;
             let mut st = s.serialize_struct("Entry", 6)?;
-            st.serialize_field("from", e.from.as_str())?;
-            st.serialize_field("type", e.peer.kind().as_str())?;
-            st.serialize_field("peer", e.peer.id())?;
+            st.serialize_field("from", e.key.from.as_str())?;
+            st.serialize_field("type", e.key.peer.kind().as_str())?;
+            st.serialize_field("peer", e.key.peer.id())?;
             st.serialize_field("clear_roaming", &e.clear_roaming)?;
             st.serialize_field("deleted_at", &e.deleted_at)?;
             st.serialize_field("origin", e.origin.as_str())?;

@@ -17,12 +17,14 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::lock::{StateLock, create_private_dir, open_private};
+use super::lock::{
+    StateLock, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
+};
 use super::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
     StateRef, Written,
 };
-use crate::ids::{Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
 /// `PRAGMA application_id` of a timctl ledger: "TIMC" in ASCII.
 pub const APPLICATION_ID: i32 = 0x5449_4d43;
@@ -97,6 +99,67 @@ fn is_not_a_database(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase)
 }
 
+/// The objects a ledger's schema may hold, as (type, name): what [`MIGRATIONS`] create, plus
+/// SQLite's own indexes and statistics. Anything else (a trigger, a view, another table) was
+/// not made by timctl and could act on every read or write, so the file is refused.
+fn expected_object(kind: &str, name: &str, table: &str) -> bool {
+    const TABLES: [&str; 3] = ["meta", "runs", "entries"];
+    match kind {
+        "table" => TABLES.contains(&name) || name.starts_with("sqlite_stat"),
+        // Autoindexes back UNIQUE and PRIMARY KEY constraints; they hold no SQL.
+        "index" => name.starts_with("sqlite_autoindex_") && TABLES.contains(&table),
+        _ => false,
+    }
+}
+
+/// Opens `resolved` with `flags`, never through a symbolic link, and hardened against a hostile
+/// file: defensive mode (no writing the schema by hand, no corrupting pragmas) and an untrusted
+/// schema (views and triggers may call only functions SQLite marks innocuous).
+fn open_sqlite(resolved: &Path, path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
+    use rusqlite::config::DbConfig;
+
+    let conn = Connection::open_with_flags(
+        resolved,
+        flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(sqlite_err(path, "opening it"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err(path, "setting the busy timeout"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(sqlite_err(path, "turning on defensive mode"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
+        .map_err(sqlite_err(path, "turning off the trusted schema"))?;
+    Ok(conn)
+}
+
+/// Refuses a ledger whose schema holds objects timctl did not create ([`expected_object`]).
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name FROM sqlite_schema")
+        .map_err(sqlite_err(path, "reading its schema"))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(sqlite_err(path, "reading its schema"))?;
+    while let Some(row) = rows
+        .next()
+        .map_err(sqlite_err(path, "reading its schema"))?
+    {
+        let text = |i| -> Result<String, LedgerError> {
+            row.get_ref(i)
+                .map(|v| v.as_str().unwrap_or("").to_owned())
+                .map_err(sqlite_err(path, "reading its schema"))
+        };
+        let (kind, name, table) = (text(0)?, text(1)?, text(2)?);
+        if !expected_object(&kind, &name, &table) {
+            return Err(LedgerError::NotALedger {
+                path: path.to_owned(),
+                why: format!("it holds a {kind} named {name:?} that timctl did not create"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Tells a ledger from an empty database and from anything else.
 fn inspect(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
     let ids = conn.query_row(
@@ -130,6 +193,7 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
             } else if version == 0 {
                 Ok(Found::Empty)
             } else {
+                check_schema(conn, path)?;
                 Ok(Found::Ledger(version))
             }
         }
@@ -302,8 +366,7 @@ fn read_entries(
                     "the entry {from} {peer} was deleted at {deleted_at}"
                 ))
             })?,
-            from,
-            peer,
+            key: ConversationKey::new(from, peer),
             clear_roaming: clear_roaming != 0,
             run_id,
             origin,
@@ -356,23 +419,15 @@ impl SqliteLedger {
             conn: None,
             meta: None,
         };
-        match std::fs::metadata(path) {
-            Ok(m) if m.len() == 0 => return Ok(none()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(none()),
-            Err(source) => {
-                return Err(LedgerError::Io {
-                    doing: "read",
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+        let Some(resolved) = resolve_state_for_read(path)? else {
+            return Ok(none());
+        };
+        match check_file(&resolved)? {
+            None => return Ok(none()),
+            Some(m) if m.len() == 0 => return Ok(none()),
+            Some(_) => {}
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(sqlite_err(path, "opening it read-only"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sqlite_err(path, "setting the busy timeout"))?;
+        let conn = open_sqlite(&resolved, path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let found = match inspect(&conn, path) {
             // A killed writer left a hot journal, which a read-only connection cannot roll
             // back. Rolling it back needs write access to the files but changes no committed
@@ -383,13 +438,7 @@ impl SqliteLedger {
                 }) =>
             {
                 drop(conn);
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(sqlite_err(path, "opening it to roll back a crashed write"))?;
-                conn.busy_timeout(BUSY_TIMEOUT)
-                    .map_err(sqlite_err(path, "setting the busy timeout"))?;
+                let conn = open_sqlite(&resolved, path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
                 let found = inspect(&conn, path)?;
                 return Self::from_found(path, conn, found);
             }
@@ -494,16 +543,11 @@ impl SqliteLedgerWriter {
     /// Opens an existing ledger for writing (for `state rm`); `Ok(None)` when there is no
     /// state, and then nothing is created but the lock file.
     pub fn open_existing(path: &Path, lock: StateLock) -> Result<Option<Self>, LedgerError> {
-        match std::fs::metadata(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(LedgerError::Io {
-                    doing: "read",
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+        let Some(resolved) = resolve_state_for_read(path)? else {
+            return Ok(None);
+        };
+        if check_file(&resolved)?.is_none() {
+            return Ok(None);
         }
         let (conn, meta) = Self::open_conn(path, &lock)?;
         Ok(meta.map(|meta| Self {
@@ -517,33 +561,22 @@ impl SqliteLedgerWriter {
 
     /// Opens (creating the file 0600 if needed) and migrates; the meta if there is one.
     fn open_conn(path: &Path, lock: &StateLock) -> Result<(Connection, Option<Meta>), LedgerError> {
-        if lock.state() != path {
+        let resolved = resolve_state_for_write(path)?;
+        if lock.state() != resolved {
             return Err(LedgerError::WrongLock {
                 path: path.to_owned(),
                 locked: lock.state().to_owned(),
             });
         }
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir).map_err(|source| LedgerError::Io {
-                doing: "create the state directory",
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        check_file(&resolved)?;
         // Create the file ourselves so that it is 0600 from the first byte; SQLite gives its
         // journal the same mode.
-        open_private(path).map_err(|source| LedgerError::Io {
+        open_private(&resolved).map_err(|source| LedgerError::Io {
             doing: "create",
             path: path.to_owned(),
             source,
         })?;
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err(path, "opening it"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sqlite_err(path, "setting the busy timeout"))?;
+        let mut conn = open_sqlite(&resolved, path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let found = inspect(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "DELETE")
             .map_err(sqlite_err(path, "setting journal_mode"))?;
@@ -572,7 +605,7 @@ impl SqliteLedgerWriter {
         // ignores it, and the read above already rolled back any hot one) but still lies
         // beside the database until the next write. Rewriting one header field in a
         // transaction makes SQLite replace and delete it, so the state is one file again.
-        let mut journal = path.as_os_str().to_owned();
+        let mut journal = resolved.as_os_str().to_owned();
         journal.push("-journal");
         if Path::new(&journal).exists() {
             let tx = conn
@@ -682,9 +715,9 @@ impl SqliteLedgerWriter {
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             for d in batch {
                 stmt.execute(params![
-                    d.from.as_str(),
-                    kind_code(d.peer.kind()),
-                    d.peer.id(),
+                    d.key.from.as_str(),
+                    kind_code(d.key.peer.kind()),
+                    d.key.peer.id(),
                     d.clear_roaming,
                     d.deleted_at.as_second(),
                     run_row,
@@ -714,7 +747,7 @@ impl LedgerWriter for SqliteLedgerWriter {
         self.record(run, batch, Origin::Absent)
     }
 
-    fn forget(&mut self, batch: &[(UserId, Peer)]) -> Result<Written, LedgerError> {
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,
@@ -734,7 +767,7 @@ impl LedgerWriter for SqliteLedgerWriter {
                     "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3",
                 )
                 .map_err(sqlite_err(&path, "forgetting entries"))?;
-            for (from, peer) in batch {
+            for ConversationKey { from, peer } in batch {
                 affected += stmt
                     .execute(params![from.as_str(), kind_code(peer.kind()), peer.id()])
                     .map_err(sqlite_err(&path, "forgetting entries"))?;

@@ -20,7 +20,8 @@ pub use error::{ManifestErrors, Position, Problem};
 pub use schema::{Draft, schema};
 
 use crate::desired::{App, DesiredEntry, DesiredState};
-use crate::ids::{GroupId, Peer, UserId};
+use crate::ids::{ConversationKey, GroupId, Peer, UserId};
+use crate::input::{Accept, ReadError};
 use model::{AppSpec, ManifestFile};
 
 /// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
@@ -105,18 +106,18 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     for file in &mut loaded {
         all.append(&mut file.entries);
     }
-    all.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    all.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     for pair in all.windows(2) {
         let (first, second) = (&pair[0], &pair[1]);
-        if first.0.from == second.0.from && first.0.peer == second.0.peer {
+        if first.0.key == second.0.key {
             let first_file = &files[first.1 as usize];
             let mut p = loaded[second.1 as usize].problem_at(
                 second.2,
                 None,
                 format!(
                     "{} is listed twice for user {:?}; the first is at {}:{}",
-                    second.0.peer,
-                    second.0.from.as_str(),
+                    second.0.key.peer,
+                    second.0.key.from.as_str(),
                     first_file.display(),
                     first.2
                 ),
@@ -155,9 +156,13 @@ fn attach_sources(problems: &mut [Problem]) {
         .iter_mut()
         .filter(|p| p.source.is_none() && p.position.is_some())
     {
-        let text = texts
-            .entry(p.file.clone())
-            .or_insert_with(|| std::fs::read_to_string(&p.file).ok().map(Arc::from));
+        let text = texts.entry(p.file.clone()).or_insert_with(|| {
+            // Bounded like the first read: the file may have changed since.
+            crate::input::read_capped(&p.file, MAX_FILE_BYTES, Accept::RegularOnly)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map(Arc::from)
+        });
         if let Some(text) = text {
             p.attach_source(text);
         }
@@ -357,23 +362,26 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
     };
     let whole = |msg: String, help: &str| Problem::whole_file(index, path, msg, help);
 
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
+    let bytes = match crate::input::read_capped(path, MAX_FILE_BYTES, Accept::RegularOnly) {
+        Ok(b) => b,
+        Err(ReadError::TooLarge { .. }) => {
             file.problems.push(whole(
                 format!(
-                    "the manifest is {} MiB; at most {} MiB per file are read",
-                    m.len() / (1024 * 1024),
+                    "the manifest is larger than {} MiB, the most read per file",
                     MAX_FILE_BYTES / (1024 * 1024)
                 ),
                 "split it into several files in one directory and pass the directory with -f",
             ));
             return file;
         }
-        _ => {}
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
+        Err(ReadError::NotRegular { what }) => {
+            file.problems.push(whole(
+                format!("the manifest is {what}; timctl reads manifests only from regular files"),
+                "write the manifest to a file first (`generate > timctl.yaml`) and pass that file with -f",
+            ));
+            return file;
+        }
+        Err(ReadError::Io(e)) => {
             file.problems.push(whole(
                 format!("cannot read the manifest: {e}"),
                 "check the path and its permissions",
@@ -655,8 +663,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
                     if let Some(from) = &from {
                         entries.push((
                             DesiredEntry {
-                                from: from.clone(),
-                                peer,
+                                key: ConversationKey::new(from.clone(), peer),
                                 clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
                             },
                             index,
@@ -673,7 +680,7 @@ fn check(file: &mut LoadedFile, manifest: ManifestFile) {
             }
         }
     }
-    entries.sort_by(|a, b| (&a.0.from, &a.0.peer).cmp(&(&b.0.from, &b.0.peer)));
+    entries.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     file.entries = entries;
     file.problems = problems;
 }

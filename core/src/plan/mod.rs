@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::desired::{App, DesiredEntry, DesiredState};
-use crate::ids::{Peer, UserId};
+use crate::ids::{ConversationKey, UserId};
 use crate::ledger::{Ledger, LedgerError, StateEntry, StateRef};
 
 pub mod refresh;
@@ -133,10 +133,8 @@ impl Reason {
 /// checks it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Change {
-    /// The From_Account.
-    pub from: UserId,
-    /// The conversation.
-    pub peer: Peer,
+    /// Which conversation.
+    pub key: ConversationKey,
     /// What to do.
     pub action: Action,
     /// Why.
@@ -149,10 +147,9 @@ pub struct Change {
 
 impl Change {
     /// A change whose action follows from its reason.
-    pub fn new(from: UserId, peer: Peer, reason: Reason, clear_roaming: bool) -> Self {
+    pub fn new(key: ConversationKey, reason: Reason, clear_roaming: bool) -> Self {
         Self {
-            from,
-            peer,
+            key,
             action: reason.action(),
             reason,
             clear_roaming,
@@ -289,7 +286,7 @@ pub fn make(
 /// - `unchanged`: the other manifest entries.
 ///
 /// Only From_Accounts the filter includes are considered. Both inputs are expected sorted by
-/// (`from`, `peer`) (the invariants of `DesiredState` and [`Ledger::entries`]); unsorted input
+/// key (the invariants of `DesiredState` and [`Ledger::entries`]); unsorted input
 /// is sorted first rather than trusted.
 pub fn diff(
     desired: &DesiredState,
@@ -319,37 +316,26 @@ pub(crate) fn merge(
     refreshed_at: Option<jiff::Timestamp>,
     mut decide: impl FnMut(&DesiredEntry, Option<&StateEntry>) -> Option<Reason>,
 ) -> Plan {
-    fn key_d(e: &DesiredEntry) -> (&UserId, &Peer) {
-        (&e.from, &e.peer)
-    }
-    fn key_s(e: &StateEntry) -> (&UserId, &Peer) {
-        (&e.from, &e.peer)
-    }
     let mut want: Vec<&DesiredEntry> = desired.entries.iter().collect();
-    if !want.is_sorted_by(|a, b| key_d(a) <= key_d(b)) {
-        want.sort_by(|a, b| key_d(a).cmp(&key_d(b)));
+    if !want.is_sorted_by_key(|e| &e.key) {
+        want.sort_by(|a, b| a.key.cmp(&b.key));
     }
     let mut have: Vec<&StateEntry> = entries.iter().collect();
-    if !have.is_sorted_by(|a, b| key_s(a) <= key_s(b)) {
-        have.sort_by(|a, b| key_s(a).cmp(&key_s(b)));
+    if !have.is_sorted_by_key(|e| &e.key) {
+        have.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
     let mut changes = Vec::new();
     let mut unchanged = 0;
     let mut consider =
         |w: &DesiredEntry, h: Option<&StateEntry>, changes: &mut Vec<Change>| match decide(w, h) {
-            Some(reason) => changes.push(Change::new(
-                w.from.clone(),
-                w.peer.clone(),
-                reason,
-                w.clear_roaming,
-            )),
+            Some(reason) => changes.push(Change::new(w.key.clone(), reason, w.clear_roaming)),
             None => unchanged += 1,
         };
     let (mut i, mut j) = (0, 0);
     while i < want.len() || j < have.len() {
         let order = match (want.get(i), have.get(j)) {
-            (Some(w), Some(h)) => key_d(w).cmp(&key_s(h)),
+            (Some(w), Some(h)) => w.key.cmp(&h.key),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, _) => std::cmp::Ordering::Greater,
         };
@@ -357,17 +343,16 @@ pub(crate) fn merge(
             std::cmp::Ordering::Less => {
                 let w = want[i];
                 i += 1;
-                if filter.includes(&w.from) {
+                if filter.includes(&w.key.from) {
                     consider(w, None, &mut changes);
                 }
             }
             std::cmp::Ordering::Greater => {
                 let h = have[j];
                 j += 1;
-                if filter.includes(&h.from) {
+                if filter.includes(&h.key.from) {
                     changes.push(Change::new(
-                        h.from.clone(),
-                        h.peer.clone(),
+                        h.key.clone(),
                         Reason::NotInManifest,
                         h.clear_roaming,
                     ));
@@ -377,17 +362,17 @@ pub(crate) fn merge(
                 let (w, h) = (want[i], have[j]);
                 i += 1;
                 j += 1;
-                if filter.includes(&w.from) {
+                if filter.includes(&w.key.from) {
                     consider(w, Some(h), &mut changes);
                 }
             }
         }
         // Duplicate keys (not possible from the manifest loader or a ledger's primary key)
         // would make the merge emit a key twice; skipping repeats keeps the plan's invariant.
-        while i < want.len() && i > 0 && key_d(want[i]) == key_d(want[i - 1]) {
+        while i < want.len() && i > 0 && want[i].key == want[i - 1].key {
             i += 1;
         }
-        while j < have.len() && j > 0 && key_s(have[j]) == key_s(have[j - 1]) {
+        while j < have.len() && j > 0 && have[j].key == have[j - 1].key {
             j += 1;
         }
     }

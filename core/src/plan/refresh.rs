@@ -48,10 +48,14 @@ pub struct Observations {
 /// whatever the server says, so they are not listed.)
 pub fn wanted(desired: &DesiredState, filter: &Filter) -> BTreeMap<UserId, BTreeSet<Peer>> {
     let mut out: BTreeMap<UserId, BTreeSet<Peer>> = BTreeMap::new();
-    for e in desired.entries.iter().filter(|e| filter.includes(&e.from)) {
-        out.entry(e.from.clone())
+    for e in desired
+        .entries
+        .iter()
+        .filter(|e| filter.includes(&e.key.from))
+    {
+        out.entry(e.key.from.clone())
             .or_default()
-            .insert(e.peer.clone());
+            .insert(e.key.peer.clone());
     }
     out
 }
@@ -65,7 +69,7 @@ fn decide(
     let upgrade = |h: &StateEntry| want.clear_roaming && !h.clear_roaming;
     match seen {
         None | Some(Observation::Unreadable(_)) => Some(Reason::Unverified),
-        Some(Observation::Listed(present)) if present.contains(&want.peer) => Some(match had {
+        Some(Observation::Listed(present)) if present.contains(&want.key.peer) => Some(match had {
             Some(_) => Reason::CameBack,
             None => Reason::Present,
         }),
@@ -98,7 +102,7 @@ pub fn diff(
         entries,
         filter,
         Some(seen.at),
-        |want, had| decide(want, had, seen.users.get(&want.from)),
+        |want, had| decide(want, had, seen.users.get(&want.key.from)),
     )
 }
 

@@ -72,9 +72,9 @@ fn split(changes: &[Change], limit: Option<usize>) -> (&[Change], Option<Rest>) 
     let mut users = 0;
     let mut last = None;
     for c in tail {
-        if last != Some(&c.from) {
+        if last != Some(&c.key.from) {
             users += 1;
-            last = Some(&c.from);
+            last = Some(&c.key.from);
         }
     }
     let rest = Rest {
@@ -118,9 +118,9 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
     let (shown, rest) = split(&plan.changes, limit);
     let mut last = None;
     for c in shown {
-        if last != Some(&c.from) {
-            writeln!(out, "{}", c.from)?;
-            last = Some(&c.from);
+        if last != Some(&c.key.from) {
+            writeln!(out, "{}", c.key.from)?;
+            last = Some(&c.key.from);
         }
         match c.action {
             Action::Delete => {
@@ -132,16 +132,16 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
                 .flatten()
                 .collect();
                 if notes.is_empty() {
-                    writeln!(out, "  - delete {}", c.peer)?
+                    writeln!(out, "  - delete {}", c.key.peer)?
                 } else {
-                    writeln!(out, "  - delete {} ({})", c.peer, notes.join("; "))?
+                    writeln!(out, "  - delete {} ({})", c.key.peer, notes.join("; "))?
                 }
             }
-            Action::Record => writeln!(out, "  + record {} (not on the server)", c.peer)?,
+            Action::Record => writeln!(out, "  + record {} (not on the server)", c.key.peer)?,
             Action::Forget => writeln!(
                 out,
                 "  ~ forget {} (no call; no longer in the manifest)",
-                c.peer
+                c.key.peer
             )?,
         }
     }
@@ -245,10 +245,10 @@ pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) ->
         writeln!(
             out,
             "| {} | {} | {} | {} | {} |",
-            md_code(c.from.as_str()),
+            md_code(c.key.from.as_str()),
             c.action.as_str(),
             c.reason.as_str(),
-            md_code(&c.peer.to_string()),
+            md_code(&c.key.peer.to_string()),
             if c.clear_roaming { "yes" } else { "no" }
         )?;
     }

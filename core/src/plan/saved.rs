@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Change, Plan, Reason, Summary};
 use crate::api::Region;
 use crate::desired::App;
-use crate::ids::{Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 use crate::ledger::StateRef;
 
 /// The plan document's format version. Bump it when the document changes incompatibly.
@@ -166,9 +166,9 @@ impl Serialize for ChangeDoc<'_> {
         let mut st = s.serialize_struct("Change", 6)?;
         st.serialize_field("action", c.action.as_str())?;
         st.serialize_field("reason", c.reason.as_str())?;
-        st.serialize_field("from", c.from.as_str())?;
-        st.serialize_field("type", c.peer.kind().as_str())?;
-        st.serialize_field("peer", c.peer.id())?;
+        st.serialize_field("from", c.key.from.as_str())?;
+        st.serialize_field("type", c.key.peer.kind().as_str())?;
+        st.serialize_field("peer", c.key.peer.id())?;
         st.serialize_field("clear_roaming", &c.clear_roaming)?;
         st.end()
     }
@@ -205,7 +205,13 @@ pub fn to_json(plan: &Plan) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// Saves the plan to `path`, atomically: a reader sees the old file or the whole new one.
+/// Saves the plan to `path`, atomically and durably: a reader sees the old file or the whole
+/// new one, and after a crash the rename is on disk too.
+///
+/// The document goes to a temporary file created in the same directory with a fresh random
+/// name and `O_EXCL` (so it never opens an existing file or follows a link planted there),
+/// synced, renamed over `path` (which replaces a link at `path` rather than writing through
+/// it), and then the directory is synced so that the rename itself survives a power loss.
 pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
     let io = |doing| {
         move |source| PlanFileError::Io {
@@ -214,20 +220,24 @@ pub fn write(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
             source,
         }
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut out = std::io::BufWriter::new(file);
-        to_writer(plan, &mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io("write"))
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".timctl-plan-")
+        .tempfile_in(dir)
+        .map_err(io("create a temporary file beside"))?;
+    let mut out = std::io::BufWriter::new(tmp);
+    to_writer(plan, &mut out).map_err(io("write"))?;
+    let tmp = out.into_inner().map_err(|e| io("write")(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(io("sync"))?;
+    // On failure the temporary file is removed when `PersistError`'s file is dropped.
+    tmp.persist(path).map_err(|e| io("replace")(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync the directory of"))?;
+    Ok(())
 }
 
 // ----- reading -----
@@ -380,13 +390,13 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
                 reason.as_str()
             )));
         }
-        let change = Change::new(c.from, peer, reason, c.clear_roaming);
-        if let Some(prev) = changes.last().map(|p: &Change| (&p.from, &p.peer))
-            && prev >= (&change.from, &change.peer)
+        let change = Change::new(ConversationKey::new(c.from, peer), reason, c.clear_roaming);
+        if let Some(prev) = changes.last().map(|p: &Change| &p.key)
+            && *prev >= change.key
         {
             return Err(invalid(format!(
-                "changes[{index}] ({} {}) is out of order or repeated",
-                change.from, change.peer
+                "changes[{index}] ({}) is out of order or repeated",
+                change.key
             )));
         }
         changes.push(change);
@@ -419,10 +429,23 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
 
 /// Reads a saved plan file.
 pub fn read(path: &Path) -> Result<Plan, PlanFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Io {
+    use crate::input::{Accept, ReadError, read_capped};
+
+    let io = |source| PlanFileError::Io {
         doing: "read",
         path: path.to_owned(),
         source,
+    };
+    // A FIFO is accepted (`apply <(…)`), capped like any file; a device is not.
+    let bytes = read_capped(path, MAX_PLAN_BYTES, Accept::RegularOrFifo).map_err(|e| match e {
+        ReadError::Io(e) => io(e),
+        other => io(std::io::Error::other(other)),
     })?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| io(std::io::Error::other("it is not UTF-8 text")))?;
     from_json(&text, path)
 }
+
+/// The largest plan file read: far above a plan for millions of changes (about 120 bytes
+/// each), far below what would exhaust memory.
+pub const MAX_PLAN_BYTES: u64 = 1024 * 1024 * 1024;

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::api::Region;
-use crate::ids::{GroupId, UserId};
+use crate::ids::{GroupId, Peer, UserId};
 
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -22,8 +22,7 @@ fn desired(entries: &[(&str, &str, bool)]) -> DesiredState {
     let mut entries: Vec<DesiredEntry> = entries
         .iter()
         .map(|(from, peer, clear)| DesiredEntry {
-            from: user(from),
-            peer: peer.parse().unwrap(),
+            key: ConversationKey::new(user(from), peer.parse().unwrap()),
             clear_roaming: *clear,
         })
         .collect();
@@ -40,15 +39,14 @@ fn recorded(entries: &[(&str, &str, bool)]) -> Vec<StateEntry> {
     let mut entries: Vec<StateEntry> = entries
         .iter()
         .map(|(from, peer, clear)| StateEntry {
-            from: user(from),
-            peer: peer.parse().unwrap(),
+            key: ConversationKey::new(user(from), peer.parse().unwrap()),
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
             origin: crate::ledger::Origin::Deleted,
         })
         .collect();
-    entries.sort_by(|a, b| (&a.from, &a.peer).cmp(&(&b.from, &b.peer)));
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
     entries
 }
 
@@ -57,8 +55,8 @@ fn actions(plan: &Plan) -> Vec<(String, String, &'static str, bool)> {
         .iter()
         .map(|c| {
             (
-                c.from.to_string(),
-                c.peer.to_string(),
+                c.key.from.to_string(),
+                c.key.peer.to_string(),
                 c.action.as_str(),
                 c.clear_roaming,
             )
@@ -198,8 +196,12 @@ fn arb_user() -> impl Strategy<Value = UserId> {
     "[a-e]".prop_map(|s| UserId::new(s).unwrap())
 }
 
-fn arb_entries() -> impl Strategy<Value = BTreeMap<(UserId, Peer), bool>> {
-    prop::collection::btree_map((arb_user(), arb_peer()), any::<bool>(), 0..40)
+fn arb_entries() -> impl Strategy<Value = BTreeMap<ConversationKey, bool>> {
+    prop::collection::btree_map(
+        (arb_user(), arb_peer()).prop_map(|(from, peer)| ConversationKey::new(from, peer)),
+        any::<bool>(),
+        0..40,
+    )
 }
 
 fn arb_filter() -> impl Strategy<Value = Filter> {
@@ -215,14 +217,13 @@ fn arb_filter() -> impl Strategy<Value = Filter> {
         })
 }
 
-fn to_desired(m: &BTreeMap<(UserId, Peer), bool>) -> DesiredState {
+fn to_desired(m: &BTreeMap<ConversationKey, bool>) -> DesiredState {
     DesiredState {
         app: app(),
         entries: m
             .iter()
-            .map(|((from, peer), clear)| DesiredEntry {
-                from: from.clone(),
-                peer: peer.clone(),
+            .map(|(key, clear)| DesiredEntry {
+                key: key.clone(),
                 clear_roaming: *clear,
             })
             .collect(),
@@ -231,11 +232,10 @@ fn to_desired(m: &BTreeMap<(UserId, Peer), bool>) -> DesiredState {
     }
 }
 
-fn to_state(m: &BTreeMap<(UserId, Peer), bool>) -> Vec<StateEntry> {
+fn to_state(m: &BTreeMap<ConversationKey, bool>) -> Vec<StateEntry> {
     m.iter()
-        .map(|((from, peer), clear)| StateEntry {
-            from: from.clone(),
-            peer: peer.clone(),
+        .map(|(key, clear)| StateEntry {
+            key: key.clone(),
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
@@ -245,9 +245,9 @@ fn to_state(m: &BTreeMap<(UserId, Peer), bool>) -> Vec<StateEntry> {
 }
 
 /// What apply does to the state with a plan.
-fn apply_effects(state: &mut BTreeMap<(UserId, Peer), bool>, plan: &Plan) {
+fn apply_effects(state: &mut BTreeMap<ConversationKey, bool>, plan: &Plan) {
     for c in &plan.changes {
-        let key = (c.from.clone(), c.peer.clone());
+        let key = c.key.clone();
         match c.action {
             Action::Delete | Action::Record => {
                 state.insert(key, c.clear_roaming);
@@ -272,7 +272,7 @@ proptest! {
         let replan = diff(&d, None, &to_state(&after), &again);
         prop_assert!(replan.changes.is_empty(), "{:?}", replan.changes);
         // Everything the manifest asks for within the filter is now unchanged.
-        let in_filter = want.keys().filter(|(f, _)| filter.includes(f)).count() as u64;
+        let in_filter = want.keys().filter(|k| filter.includes(&k.from)).count() as u64;
         prop_assert_eq!(replan.summary.unchanged, in_filter);
     }
 
@@ -283,23 +283,23 @@ proptest! {
         let plan = diff(&to_desired(&want), None, &to_state(&have), &filter);
         let mut keys = BTreeSet::new();
         for c in &plan.changes {
-            prop_assert!(filter.includes(&c.from), "{} is outside the filter", c.from);
-            prop_assert!(keys.insert((c.from.clone(), c.peer.clone())), "{} {} twice", c.from, c.peer);
+            prop_assert!(filter.includes(&c.key.from), "{} is outside the filter", c.key.from);
+            prop_assert!(keys.insert(c.key.clone()), "{} twice", c.key);
             match c.action {
-                Action::Delete => prop_assert!(want.contains_key(&(c.from.clone(), c.peer.clone()))),
+                Action::Delete => prop_assert!(want.contains_key(&c.key)),
                 Action::Record => prop_assert!(false, "a plan without refresh records nothing"),
                 Action::Forget => {
-                    prop_assert!(have.contains_key(&(c.from.clone(), c.peer.clone())));
-                    prop_assert!(!want.contains_key(&(c.from.clone(), c.peer.clone())));
+                    prop_assert!(have.contains_key(&c.key));
+                    prop_assert!(!want.contains_key(&c.key));
                 }
             }
         }
         // Sorted, as the invariant says, and the counts add up.
-        prop_assert!(plan.changes.is_sorted_by(|a, b| (&a.from, &a.peer) < (&b.from, &b.peer)));
+        prop_assert!(plan.changes.is_sorted_by(|a, b| a.key < b.key));
         let deletes = plan.changes.iter().filter(|c| c.action == Action::Delete).count() as u64;
         prop_assert_eq!(plan.summary.delete, deletes);
         prop_assert_eq!(plan.summary.forget, plan.changes.len() as u64 - deletes);
-        let in_filter = want.keys().filter(|(f, _)| filter.includes(f)).count() as u64;
+        let in_filter = want.keys().filter(|k| filter.includes(&k.from)).count() as u64;
         prop_assert_eq!(plan.summary.delete + plan.summary.unchanged, in_filter);
     }
 

@@ -14,7 +14,7 @@ use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, LedgerRecorder, StopHandle, StopReason, Summary,
 };
-use timctl_core::client::{self, BaseUrl, Client, ClientConfig, Credentials};
+use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::{
     Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -102,8 +102,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         Input::Manifests(desired, filter) => (plan::make(&desired, &current, &filter)?, false),
     };
     drop(current);
-    let base_url =
-        BaseUrl::resolve(plan.app.region, global.endpoint.as_deref()).into_diagnostic()?;
+    let base_url = BaseUrl::resolve(plan.app.region, global.endpoint.as_deref())?;
 
     let asking = !saved && !args.auto_approve;
     if !saved && !args.exec.json {
@@ -131,7 +130,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     }
     // Forgetting needs no call, so a plan without deletions needs no credentials.
     let credentials = if plan.summary.delete > 0 {
-        Some(Credentials::from_env().into_diagnostic()?)
+        Some(crate::credentials::from_env()?)
     } else {
         None
     };
@@ -148,6 +147,9 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         confirm(args.exec.json)?;
     }
 
+    // The client obeys the core stop signal; the executor still has its own `StopHandle`
+    // until the two are one (issue 12.2), so the signal handler raises both.
+    let client_stop = timctl_core::stop::Stop::new();
     let client = match credentials {
         Some(credentials) => {
             let mut config = ClientConfig::new(
@@ -156,9 +158,10 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 plan.app.admin.as_str(),
                 credentials,
             );
-            config.rate = rate;
+            config.set_rate::<RecentContactDelete>(rate);
             config.max_retries = exec.max_retries;
-            Some(Client::new(config).into_diagnostic()?)
+            config.stop = client_stop.clone();
+            Some(Client::new(config)?)
         }
         None => None,
     };
@@ -196,7 +199,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     };
     let mut output = Output::new(args.exec.json, global.quiet, deletions.len());
     let (summary, recorder, record_error) = runtime.block_on(async {
-        watch_signals(stop.clone(), client.clone());
+        watch_signals(stop.clone(), client_stop.clone());
         let mut on_event = |e: &Event| output.event(e);
         match &client {
             Some(client) => {
@@ -249,7 +252,7 @@ fn split(
 ) -> (
     Vec<Deletion>,
     Vec<timctl_core::ledger::Deleted>,
-    Vec<(timctl_core::ids::UserId, timctl_core::ids::Peer)>,
+    Vec<timctl_core::ids::ConversationKey>,
 ) {
     let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
     let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
@@ -258,17 +261,15 @@ fn split(
     for c in plan.changes {
         match c.action {
             Action::Delete => deletions.push(Deletion {
-                from: c.from,
-                peer: c.peer,
+                key: c.key,
                 clear_roaming: c.clear_roaming,
             }),
             Action::Record => records.push(timctl_core::ledger::Deleted {
-                from: c.from,
-                peer: c.peer,
+                key: c.key,
                 clear_roaming: c.clear_roaming,
                 deleted_at: seen_at,
             }),
-            Action::Forget => forgets.push((c.from, c.peer)),
+            Action::Forget => forgets.push(c.key),
         }
     }
     (deletions, records, forgets)
@@ -316,7 +317,7 @@ fn confirm(json: bool) -> miette::Result<()> {
 /// Ctrl-C and SIGTERM: the first stops new calls (in-flight ones finish and are recorded);
 /// a second Ctrl-C exits at once. The state stays consistent either way: every batch is one
 /// transaction.
-fn watch_signals(stop: StopHandle, client: Option<Client>) {
+fn watch_signals(stop: StopHandle, client_stop: timctl_core::stop::Stop) {
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -341,9 +342,10 @@ fn watch_signals(stop: StopHandle, client: Option<Client>) {
                 }
                 continue;
             }
-            if let Some(client) = &client {
-                client.stop();
-            }
+            client_stop.stop(match reason {
+                StopReason::Terminated => timctl_core::stop::StopReason::Terminated,
+                _ => timctl_core::stop::StopReason::Interrupted,
+            });
             eprintln!(
                 "Stopping: no new calls; the calls in flight finish and are recorded. \
                  Press Ctrl-C again to exit at once."

@@ -2,7 +2,6 @@
 //! optionally saves it. Calls nothing, changes nothing but the `--out` file.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
@@ -61,16 +60,11 @@ pub(crate) fn filter(args: &FilterArgs) -> miette::Result<Filter> {
 /// Prints a plan in `format` on stdout.
 pub(crate) fn print(plan: &Plan, format: Format, limit: usize) -> miette::Result<()> {
     let limit = (limit != 0).then_some(limit);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        Format::Text => render::write_text(plan, limit, &mut out),
-        Format::Json => plan::saved::to_writer(plan, &mut out),
-        Format::Markdown => render::write_markdown(plan, limit, &mut out),
-    }
-    .and_then(|()| out.flush())
-    .into_diagnostic()
-    .wrap_err("cannot write the plan to stdout")
+    crate::output::to_stdout("the plan", |out| match format {
+        Format::Text => render::write_text(plan, limit, out),
+        Format::Json => plan::saved::to_writer(plan, out),
+        Format::Markdown => render::write_markdown(plan, limit, out),
+    })
 }
 
 /// Reads the manifests into the desired state.

@@ -38,7 +38,7 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         Some(path) => std::fs::write(path, text)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write the schema to {}", path.display()))?,
-        None => print!("{text}"),
+        None => crate::output::to_stdout("the schema", |out| out.write_all(text.as_bytes()))?,
     }
     Ok(ExitCode::SUCCESS)
 }

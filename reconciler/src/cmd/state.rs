@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
-use timctl_core::ids::{Peer, UserId};
+use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
     Ledger, LedgerWriter, Snapshot, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
@@ -50,20 +50,16 @@ fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
     let ledger = SqliteLedger::open_read_only(&global.state)?;
     // One snapshot: the serial printed is the serial of the entries printed.
     let snapshot = ledger.snapshot()?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = if json {
-        let (meta, entries) = snapshot
-            .as_ref()
-            .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
-        timctl_core::ledger::write_list_json(meta, entries, &mut out)
-    } else {
-        write_list_text(&ledger, snapshot.as_ref(), &mut out)
-    };
-    written
-        .and_then(|()| out.flush())
-        .into_diagnostic()
-        .wrap_err("cannot write the state to stdout")?;
+    crate::output::to_stdout("the state", |out| {
+        if json {
+            let (meta, entries) = snapshot
+                .as_ref()
+                .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
+            timctl_core::ledger::write_list_json(meta, entries, out)
+        } else {
+            write_list_text(&ledger, snapshot.as_ref(), out)
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -88,8 +84,8 @@ fn write_list_text(
         writeln!(
             out,
             "{} {} deleted {}{}",
-            e.from,
-            e.peer,
+            e.key.from,
+            e.key.peer,
             e.deleted_at,
             if e.clear_roaming {
                 " (roaming messages cleared)"
@@ -127,7 +123,7 @@ fn rm(
         let found = ledger
             .entries()?
             .iter()
-            .any(|e| e.from == from && e.peer == peer);
+            .any(|e| e.key.from == from && e.key.peer == peer);
         if !found {
             return Err(missing(&ledger.location()));
         }
@@ -138,7 +134,7 @@ fn rm(
     let Some(mut ledger) = SqliteLedgerWriter::open_existing(&global.state, lock)? else {
         return Err(missing(&global.state.display().to_string()));
     };
-    let written = ledger.forget(&[(from.clone(), peer.clone())])?;
+    let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
     if written.affected == 0 {
         return Err(missing(&ledger.location()));
     }

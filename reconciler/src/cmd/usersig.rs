@@ -5,7 +5,6 @@ use std::io::Read as _;
 use std::process::ExitCode;
 
 use miette::{IntoDiagnostic as _, WrapErr as _};
-use timctl_core::client::Credentials;
 use timctl_core::ids::UserId;
 use timctl_core::usersig;
 
@@ -52,8 +51,9 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     };
     let identifier: UserId = identifier
         .parse()
-        .map_err(|e| miette::miette!("--identifier: {e}"))?;
-    let key = Credentials::secret_key_from_env().map_err(|e| miette::miette!("{e}"))?;
+        .map_err(miette::Report::new)
+        .wrap_err("--identifier")?;
+    let key = crate::credentials::secret_key_from_env()?;
 
     let Some(sig) = &args.verify else {
         let expire = args.expire.as_secs();

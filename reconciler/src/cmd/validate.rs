@@ -26,7 +26,7 @@ pub(crate) enum Format {
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let result = manifest::load(&args.manifests.manifests);
     let summary = result.as_ref().ok().map(|state| {
-        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.from).collect();
+        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.key.from).collect();
         (users.len(), state.entries.len(), state.files)
     });
     match args.format {
@@ -44,13 +44,16 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 }),
                 (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
             };
-            println!("{doc:#}");
+            crate::output::to_stdout("the result", |out| writeln!(out, "{doc:#}"))?;
         }
         Format::Github => {
             if let Err(errors) = &result {
-                for p in errors.problems() {
-                    println!("{}", p.github_annotation());
-                }
+                crate::output::to_stdout("the annotations", |out| {
+                    errors
+                        .problems()
+                        .iter()
+                        .try_for_each(|p| writeln!(out, "{}", p.github_annotation()))
+                })?;
             }
         }
         Format::Text => {}

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::Region;
 use crate::desired::App;
+use crate::ids::ConversationKey;
 use crate::ledger::Origin;
 use crate::plan::{Action, Change, Summary};
 
@@ -22,8 +23,7 @@ fn desired(entries: &[(&str, &str, bool)]) -> DesiredState {
     let mut entries: Vec<DesiredEntry> = entries
         .iter()
         .map(|(from, p, clear)| DesiredEntry {
-            from: user(from),
-            peer: peer(p),
+            key: ConversationKey::new(user(from), peer(p)),
             clear_roaming: *clear,
         })
         .collect();
@@ -44,15 +44,14 @@ fn state(entries: &[(&str, &str, bool)]) -> Vec<StateEntry> {
     let mut entries: Vec<StateEntry> = entries
         .iter()
         .map(|(from, p, clear)| StateEntry {
-            from: user(from),
-            peer: peer(p),
+            key: ConversationKey::new(user(from), peer(p)),
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
             origin: Origin::Deleted,
         })
         .collect();
-    entries.sort_by(|a, b| (&a.from, &a.peer).cmp(&(&b.from, &b.peer)));
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
     entries
 }
 
@@ -212,7 +211,7 @@ fn state_entries_not_in_the_manifest_are_forgotten_whatever_the_server_says() {
             .filter(|c| c.action == Action::Forget)
             .collect();
         assert_eq!(forgets.len(), 1);
-        assert_eq!(forgets[0].peer, peer("user:old"));
+        assert_eq!(forgets[0].key.peer, peer("user:old"));
         assert_eq!(forgets[0].reason, Reason::NotInManifest);
         assert!(forgets[0].clear_roaming);
     }
@@ -275,7 +274,7 @@ fn without_refresh_reasons_are_new_clear_roaming_reassert_and_not_in_manifest() 
         crate::plan::diff(&d, None, &s, &filter)
             .changes
             .iter()
-            .map(|c| (c.peer.to_string(), c.reason))
+            .map(|c| (c.key.peer.to_string(), c.reason))
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -306,7 +305,7 @@ fn without_refresh_reasons_are_new_clear_roaming_reassert_and_not_in_manifest() 
 fn every_reason_has_one_spelling_and_one_action() {
     for r in Reason::ALL {
         assert_eq!(Reason::parse(r.as_str()), Some(r));
-        let c = Change::new(user("a"), peer("user:b"), r, false);
+        let c = Change::new(ConversationKey::new(user("a"), peer("user:b")), r, false);
         assert_eq!(c.action, r.action());
     }
     assert_eq!(Reason::parse("gone"), None);
@@ -346,8 +345,7 @@ fn to_desired(m: &BTreeMap<(UserId, Peer), bool>) -> DesiredState {
     d.entries = m
         .iter()
         .map(|((from, peer), clear)| DesiredEntry {
-            from: from.clone(),
-            peer: peer.clone(),
+            key: ConversationKey::new(from.clone(), peer.clone()),
             clear_roaming: *clear,
         })
         .collect();
@@ -357,8 +355,7 @@ fn to_desired(m: &BTreeMap<(UserId, Peer), bool>) -> DesiredState {
 fn to_state(m: &BTreeMap<(UserId, Peer), bool>) -> Vec<StateEntry> {
     m.iter()
         .map(|((from, peer), clear)| StateEntry {
-            from: from.clone(),
-            peer: peer.clone(),
+            key: ConversationKey::new(from.clone(), peer.clone()),
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
@@ -397,17 +394,17 @@ proptest! {
         let plan = diff(&d, None, &to_state(&have), &Filter::default(), &o);
         let mut planned = BTreeSet::new();
         for c in &plan.changes {
-            let key = (c.from.clone(), c.peer.clone());
+            let key = (c.key.from.clone(), c.key.peer.clone());
             prop_assert!(planned.insert(key.clone()));
             prop_assert_eq!(c.action, c.reason.action());
-            match o.users.get(&c.from) {
+            match o.users.get(&c.key.from) {
                 Some(Observation::Unreadable(_)) => {
                     prop_assert_ne!(c.action, Action::Record);
                     if c.action == Action::Delete {
                         prop_assert_eq!(c.reason, Reason::Unverified);
                     }
                 }
-                Some(Observation::Listed(present)) if present.contains(&c.peer) => {
+                Some(Observation::Listed(present)) if present.contains(&c.key.peer) => {
                     prop_assert!(c.reason.is_drift());
                 }
                 _ => prop_assert!(c.reason != Reason::Unverified && !c.reason.is_drift()),
@@ -417,12 +414,12 @@ proptest! {
         for (u, observation) in &o.users {
             if let Observation::Listed(present) = observation {
                 for p in present {
-                    prop_assert!(plan.changes.iter().any(|c| &c.from == u && &c.peer == p
+                    prop_assert!(plan.changes.iter().any(|c| &c.key.from == u && &c.key.peer == p
                         && c.action == Action::Delete));
                 }
             }
         }
-        prop_assert!(plan.changes.is_sorted_by(|a, b| (&a.from, &a.peer) < (&b.from, &b.peer)));
+        prop_assert!(plan.changes.is_sorted_by(|a, b| a.key < b.key));
         prop_assert_eq!(plan.summary, Summary::count(&plan.changes, plan.summary.unchanged));
     }
 
@@ -441,7 +438,7 @@ proptest! {
         let mut after_state = have.clone();
         let mut after_server = server.clone();
         for c in &plan.changes {
-            let key = (c.from.clone(), c.peer.clone());
+            let key = (c.key.from.clone(), c.key.peer.clone());
             match c.action {
                 Action::Delete | Action::Record => {
                     after_state.insert(key, c.clear_roaming);
@@ -451,9 +448,9 @@ proptest! {
                 }
             }
             if c.action == Action::Delete
-                && let Some(Some(Some(list))) = after_server.get_mut(&c.from)
+                && let Some(Some(Some(list))) = after_server.get_mut(&c.key.from)
             {
-                list.remove(&c.peer);
+                list.remove(&c.key.peer);
             }
         }
         let again = diff(&d, None, &to_state(&after_state), &Filter::default(), &observe(&after_server, &w));

@@ -1,0 +1,44 @@
+//! Standard output, written in one place so that a reader going away is handled once.
+//!
+//! A closed stdout (`timctl plan | head -1`) is not an error: the reader has what it wanted.
+//! Rust ignores SIGPIPE, so the write fails with `BrokenPipe`; timctl then stops writing and
+//! exits quietly with status 0, as ripgrep does. Any other write error is reported.
+
+use std::io::Write;
+
+use miette::{Context, IntoDiagnostic};
+
+/// Stdout was closed by its reader: `main` exits 0 without a message.
+#[derive(Debug)]
+pub(crate) struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
+
+impl miette::Diagnostic for ClosedStdout {}
+
+/// Writes `what` (for the message of a real failure) to stdout through `write`, buffered and
+/// flushed at the end.
+pub(crate) fn to_stdout(
+    what: &str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> miette::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
+        written => written
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write {what} to stdout")),
+    }
+}
+
+/// Whether `report` says only that stdout was closed.
+pub(crate) fn is_closed_stdout(report: &miette::Report) -> bool {
+    report.downcast_ref::<ClosedStdout>().is_some()
+}

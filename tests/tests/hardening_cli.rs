@@ -1,0 +1,169 @@
+//! Issue 11 through the real binary: hostile input files, state paths that are not plain, and a
+//! stdout closed by its reader.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use timctl_core::ids::ConversationKey;
+use timctl_core::ledger::{Deleted, LedgerWriter, RunInfo, SqliteLedgerWriter, StateLock};
+
+const APP: u64 = 1_400_000_001;
+
+fn manifest(dir: &Path, users: usize) -> std::path::PathBuf {
+    let mut text = format!(
+        "version: 1\napp:\n  sdkappid: {APP}\n  region: singapore\n  admin: administrator\nabsent:\n"
+    );
+    for i in 0..users {
+        text.push_str(&format!("  user{i:06}:\n    - user: peer{i:06}\n"));
+    }
+    let path = dir.join("timctl.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `cmd` with its stdout closed before timctl writes a byte; returns (status, stderr).
+fn with_closed_stdout(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn a_device_as_manifest_is_refused_before_reading() {
+    // Before issue 11.5 this read /dev/zero until memory ran out.
+    let out = timctl_tests::timctl()
+        .args(["validate", "-f", "/dev/zero"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("a character device"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("regular file"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_as_manifest_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("timctl.yaml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // No writer ever opens the FIFO: before the fix, timctl blocked here forever.
+    let out = timctl_tests::timctl()
+        .args(["validate", "-f"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FIFO"), "{stderr}");
+}
+
+#[test]
+fn a_file_uri_as_state_path_is_a_plain_file_name() {
+    // SQLite, built with URI support, would read `file:…?mode=memory` as an in-memory database:
+    // a state that records deletions nowhere. timctl treats every state path as a file name.
+    let dir = tempfile::tempdir().unwrap();
+    let name = "file:state.db?mode=memory";
+    let real = dir.path().join(name);
+    let lock = StateLock::acquire(&real, "test", Duration::ZERO).unwrap();
+    let mut w = SqliteLedgerWriter::create_or_open(&real, APP, lock).unwrap();
+    let run = RunInfo::new("d");
+    w.record_deleted(
+        &run,
+        &[Deleted {
+            key: ConversationKey::new("alice".parse().unwrap(), "user:bob".parse().unwrap()),
+            clear_roaming: false,
+            deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        }],
+    )
+    .unwrap();
+    drop(w);
+
+    let out = timctl_tests::timctl()
+        .current_dir(dir.path())
+        .args(["state", "list", "--state", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("1 entries") && stdout.contains("alice user:bob"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plan_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), 5_000);
+    let mut cmd = timctl_tests::timctl();
+    cmd.args(["plan", "--limit", "0", "-f"])
+        .arg(&manifest)
+        .arg("--state")
+        .arg(dir.path().join("state.db"));
+    let (code, stderr) = with_closed_stdout(cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr, "", "nothing to say about a reader that left");
+}
+
+#[test]
+fn state_list_and_validate_into_a_closed_pipe_exit_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), 10);
+    let mut list = timctl_tests::timctl();
+    list.args(["state", "list", "--state"])
+        .arg(dir.path().join("state.db"));
+    let mut validate = timctl_tests::timctl();
+    validate
+        .args(["validate", "--format", "json", "-f"])
+        .arg(&manifest);
+    for cmd in [list, validate] {
+        let (code, stderr) = with_closed_stdout(cmd);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(stderr, "");
+    }
+}
+
+#[test]
+fn plan_out_replaces_a_link_instead_of_writing_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), 3);
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let out_path = dir.path().join("plan.json");
+    std::os::unix::fs::symlink(&victim, &out_path).unwrap();
+    let out = timctl_tests::timctl()
+        .args(["plan", "-f"])
+        .arg(&manifest)
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .arg("--out")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let meta = std::fs::symlink_metadata(&out_path).unwrap();
+    assert!(meta.is_file(), "the link was replaced by the plan");
+    timctl_core::plan::saved::read(&out_path).expect("the plan reads back");
+    // No temporary file is left beside it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+}
