@@ -170,3 +170,56 @@ fn regions_match_the_product_table() {
             .contains("silicon-valley")
     );
 }
+
+/// Issue 11.1: success is `ActionStatus` OK *and* `ErrorCode` 0. A `FAIL` with code 0 used to
+/// be counted as a deletion; it is now a transient failure, retried.
+#[test]
+fn a_fail_with_code_zero_is_a_transient_failure_not_a_success() {
+    let err = parse(r#"{"ActionStatus":"FAIL","ErrorCode":0,"ErrorInfo":"busy"}"#).unwrap_err();
+    assert_eq!(
+        err,
+        RecentContactDeleteError::NotOk {
+            status: "FAIL".into(),
+            info: "busy".into()
+        }
+    );
+    assert_eq!((err.code(), err.class()), (0, ErrorClass::Retry));
+    assert_eq!(err.info(), "busy");
+    // Any status but exactly "OK" is a failure, whatever its case or spacing.
+    for status in ["ok", "Ok", " OK", "", "SUCCESS"] {
+        let body = format!(r#"{{"ActionStatus":{status:?},"ErrorCode":0}}"#);
+        assert!(parse(&body).is_err(), "{body} was taken for success");
+    }
+}
+
+#[test]
+fn ok_with_a_non_zero_code_is_that_codes_error() {
+    let err = parse(r#"{"ActionStatus":"OK","ErrorCode":50004}"#).unwrap_err();
+    assert_eq!(
+        err,
+        RecentContactDeleteError::InternalServerError {
+            info: String::new()
+        }
+    );
+}
+
+#[test]
+fn an_answer_without_status_or_code_does_not_parse() {
+    for body in [r#"{"ErrorCode":0}"#, r#"{"ActionStatus":"OK"}"#, "[]", "{}"] {
+        assert!(
+            serde_json::from_str::<RecentContactDeleteResponse>(body).is_err(),
+            "{body}"
+        );
+    }
+    // A key given twice is refused rather than silently taking one of them.
+    let twice = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorCode":50001}"#;
+    assert!(serde_json::from_str::<RecentContactDeleteResponse>(twice).is_err());
+}
+
+#[test]
+fn generated_wire_names_match_the_documentation() {
+    assert_eq!(RecentContactDeleteRequest::FROM_ACCOUNT, "From_Account");
+    assert_eq!(RecentContactDeleteRequest::CONVERSATION_TAG, "Type");
+    assert_eq!(RecentContactDeleteRequest::TO_GROUPID, "ToGroupid");
+    assert_eq!(RecentContactDeleteResponse::ACTION_STATUS, "ActionStatus");
+}

@@ -87,3 +87,25 @@ fn regions_come_from_the_spec() {
     assert_eq!(Region::MoonBase.host(), "api.moon.test");
     assert_eq!("moon-base".parse::<Region>(), Ok(Region::MoonBase));
 }
+
+#[test]
+fn arrays_of_scalars_named_integers_and_an_optional_status() {
+    let resp: PinResponse = serde_json::from_value(
+        json!({"ActionStatus": "OK", "ErrorCode": 0, "PinnedIds": [3, 4], "Level": 5}),
+    )
+    .unwrap();
+    assert_eq!(resp.pinned_ids, vec![3, 4]);
+    assert_eq!(resp.level, PinLevel::High);
+    assert!(Pin::into_result(resp).is_ok());
+    // A required array is required; a status that is absent is not OK.
+    assert!(serde_json::from_value::<PinResponse>(json!({"ErrorCode": 0, "Level": 1})).is_err());
+    let no_status: PinResponse =
+        serde_json::from_value(json!({"ErrorCode": 0, "PinnedIds": [], "Level": 1})).unwrap();
+    assert_eq!(
+        Pin::into_result(no_status).unwrap_err(),
+        PinError::NotOk {
+            status: String::new(),
+            info: String::new()
+        }
+    );
+}

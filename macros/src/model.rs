@@ -7,7 +7,7 @@ use std::fmt;
 use proc_macro2::{Ident, Span};
 use serde_saphyr::{Location, Spanned};
 
-use crate::spec::{EndpointSpec, ErrorSpec, ItemSpec, QueryParam, RegionSpec, SpecFile};
+use crate::spec::{ArraySpec, EndpointSpec, ErrorSpec, ItemSpec, QueryParam, RegionSpec, SpecFile};
 
 /// A problem with a spec, at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,16 +82,60 @@ pub(crate) struct ErrorCode {
     pub(crate) action: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum FieldType {
     String,
     Integer,
     /// A Rust `bool`, `0`/`1` on the wire.
     Bool01,
+    /// An integer with named values.
+    IntEnum(IntEnum),
+    /// A JSON array.
+    Array(Box<ArrayOf>),
+}
+
+/// What an array holds.
+#[derive(Debug, Clone)]
+pub(crate) enum ArrayOf {
+    String,
+    Integer,
+    Struct(Object),
+}
+
+/// A JSON object read from a response: a generated struct with its own fields and unions.
+#[derive(Debug, Clone)]
+pub(crate) struct Object {
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// An integer with named values, generated as a Rust enum with an `Unknown(i64)` variant for
+/// values the spec does not name.
+#[derive(Debug, Clone)]
+pub(crate) struct IntEnum {
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+    pub(crate) values: Vec<EnumValue>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct EnumValue {
+    pub(crate) value: i64,
+    pub(crate) name: Ident,
+    pub(crate) description: String,
+}
+
+/// Which body an item is in: requests are written by timctl, responses read from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
+    ActionStatus,
     ErrorCode,
     ErrorInfo,
 }
@@ -121,12 +165,24 @@ pub(crate) struct Union {
     pub(crate) tag_wire: String,
     pub(crate) description: String,
     pub(crate) variants: Vec<Variant>,
+    /// A response union also decodes tags the spec does not know, as `Unknown { tag }`.
+    pub(crate) side: Side,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Item {
     Field(Field),
     Union(Union),
+}
+
+/// The response fields whose roles decide success: `ActionStatus == "OK"` and `ErrorCode == 0`.
+#[derive(Debug, Clone)]
+pub(crate) struct Roles {
+    pub(crate) action_status: Ident,
+    /// Whether the `role: action_status` field is required (else it is an `Option`).
+    pub(crate) action_status_required: bool,
+    pub(crate) error_code: Ident,
+    pub(crate) error_info: Option<Ident>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,9 +193,8 @@ pub(crate) struct Endpoint {
     pub(crate) description: Option<String>,
     pub(crate) calls_per_second: u32,
     pub(crate) request: Vec<Item>,
-    pub(crate) response: Vec<Field>,
-    pub(crate) error_code_field: Ident,
-    pub(crate) error_info_field: Option<Ident>,
+    pub(crate) response: Vec<Item>,
+    pub(crate) roles: Roles,
     /// The endpoint's own codes, then the public ones.
     pub(crate) errors: Vec<ErrorCode>,
 }
@@ -348,47 +403,12 @@ impl Cx {
             let place = Place::new(file, e.calls_per_second.referenced);
             self.push(place.error("calls_per_second must be at least 1"));
         }
-        let request = self.items(file, &e.request, true);
-        let response = self.items(file, &e.response, false);
-        let response: Vec<Field> = response
-            .into_iter()
-            .filter_map(|i| match i {
-                Item::Field(f) => Some(f),
-                Item::Union(_) => None,
-            })
-            .collect();
+        let request = self.items(file, &e.request, Side::Request, true);
+        let response = self.items(file, &e.response, Side::Response, true);
 
         let name = name?;
-        let code_fields: Vec<&Field> = response
-            .iter()
-            .filter(|f| f.role == Some(Role::ErrorCode))
-            .collect();
-        let info_fields: Vec<&Field> = response
-            .iter()
-            .filter(|f| f.role == Some(Role::ErrorInfo))
-            .collect();
         let place = Place::new(file, e.name.referenced);
-        let error_code_field = match code_fields.as_slice() {
-            [f] if f.ty == FieldType::Integer && f.required => f.rust.clone(),
-            [_] => {
-                self.push(place.error("the `role: error_code` field must be a required integer"));
-                return None;
-            }
-            _ => {
-                let msg = "the response needs exactly one field with `role: error_code`";
-                self.push(place.error(msg));
-                return None;
-            }
-        };
-        let error_info_field = match info_fields.as_slice() {
-            [] => None,
-            [f] if f.ty == FieldType::String => Some(f.rust.clone()),
-            _ => {
-                let msg = "the response may have one string field with `role: error_info`";
-                self.push(place.error(msg));
-                return None;
-            }
-        };
+        let roles = self.roles(&place, &response)?;
 
         // The endpoint's own codes first, then the public ones; a code may appear once.
         let own = self.errors(file, &e.errors);
@@ -405,9 +425,10 @@ impl Cx {
                 continue;
             }
             let variant = code.variant.to_string();
-            if variant == "Unknown" {
-                let msg =
-                    "the error name `Unknown` is reserved for codes the spec does not describe";
+            if RESERVED_ERROR_NAMES.contains(&variant.as_str()) {
+                let msg = format!(
+                    "the error name `{variant}` is reserved: `Unknown` for codes the spec does not describe, `NotOk` for an answer with ErrorCode 0 that is not OK"
+                );
                 self.push(place.error(msg));
                 continue;
             }
@@ -428,13 +449,89 @@ impl Cx {
             calls_per_second: e.calls_per_second.value,
             request,
             response,
-            error_code_field,
-            error_info_field,
+            roles,
             errors,
         })
     }
 
-    fn items(&mut self, file: &str, items: &[Spanned<ItemSpec>], request: bool) -> Vec<Item> {
+    /// The fields whose roles decide success. Both `action_status` and `error_code` are
+    /// required, so that no endpoint can be generated that takes an answer for success from
+    /// its code alone.
+    fn roles(&mut self, place: &Place, response: &[Item]) -> Option<Roles> {
+        let with = |role: Role| -> Vec<&Field> {
+            response
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Field(f) if f.role == Some(role) => Some(f),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (status, codes, infos) = (
+            with(Role::ActionStatus),
+            with(Role::ErrorCode),
+            with(Role::ErrorInfo),
+        );
+        let mut ok = true;
+        let action_status = match status.as_slice() {
+            [f] if matches!(f.ty, FieldType::String) => Some((f.rust.clone(), f.required)),
+            [_] => {
+                self.push(place.error("the `role: action_status` field must be a string"));
+                ok = false;
+                None
+            }
+            _ => {
+                let msg = "the response needs exactly one field with `role: action_status` (success is ActionStatus OK and ErrorCode 0)";
+                self.push(place.error(msg));
+                ok = false;
+                None
+            }
+        };
+        let error_code = match codes.as_slice() {
+            [f] if matches!(f.ty, FieldType::Integer) && f.required => Some(f.rust.clone()),
+            [_] => {
+                self.push(place.error("the `role: error_code` field must be a required integer"));
+                ok = false;
+                None
+            }
+            _ => {
+                let msg = "the response needs exactly one field with `role: error_code`";
+                self.push(place.error(msg));
+                ok = false;
+                None
+            }
+        };
+        let error_info = match infos.as_slice() {
+            [] => None,
+            [f] if matches!(f.ty, FieldType::String) => Some(f.rust.clone()),
+            _ => {
+                let msg = "the response may have one string field with `role: error_info`";
+                self.push(place.error(msg));
+                ok = false;
+                None
+            }
+        };
+        if !ok {
+            return None;
+        }
+        let (action_status, action_status_required) = action_status?;
+        Some(Roles {
+            action_status,
+            action_status_required,
+            error_code: error_code?,
+            error_info,
+        })
+    }
+
+    /// The items of one JSON object: a request or response body (`top`), an array's struct,
+    /// or a union variant.
+    fn items(
+        &mut self,
+        file: &str,
+        items: &[Spanned<ItemSpec>],
+        side: Side,
+        top: bool,
+    ) -> Vec<Item> {
         let mut out = Vec::new();
         let mut wire_names: BTreeMap<String, Place> = BTreeMap::new();
         let mut rust_names: BTreeMap<String, Place> = BTreeMap::new();
@@ -442,39 +539,35 @@ impl Cx {
             let place = Place::new(file, item.referenced);
             let parsed = match (&item.value.field, &item.value.union) {
                 (Some(_), None) => self
-                    .field(file, &place, &item.value, request)
+                    .field(file, &place, &item.value, side, top)
                     .map(Item::Field),
-                (None, Some(_)) if request => {
-                    self.union(file, &place, &item.value).map(Item::Union)
-                }
-                (None, Some(_)) => {
-                    self.push(
-                        place.error("a response cannot hold a union; unions are for requests"),
-                    );
-                    None
-                }
+                (None, Some(_)) => self.union(file, &place, &item.value, side).map(Item::Union),
                 _ => {
                     self.push(place.error("an item needs exactly one of `field:` and `union:`"));
                     None
                 }
             };
             let Some(parsed) = parsed else { continue };
-            // Wire and Rust names must be unique across the body, variants included, since
-            // they all end up in one JSON object and one Rust struct.
+            // Wire and Rust names must be unique across the object, variants included, since
+            // they all end up in one JSON object and one Rust struct. Rust names are compared
+            // upper-cased, as the generated wire-name constants spell them.
             let mut wires = Vec::new();
-            let rust = match &parsed {
+            let mut rusts = Vec::new();
+            match &parsed {
                 Item::Field(f) => {
                     wires.push(f.wire.clone());
-                    f.rust.to_string()
+                    rusts.push(f.rust.to_string());
                 }
                 Item::Union(u) => {
                     wires.push(u.tag_wire.clone());
+                    rusts.push(u.rust.to_string());
+                    rusts.push(format!("{}_tag", u.rust));
                     for v in &u.variants {
                         wires.extend(v.fields.iter().map(|f| f.wire.clone()));
+                        rusts.extend(v.fields.iter().map(|f| f.rust.to_string()));
                     }
-                    u.rust.to_string()
                 }
-            };
+            }
             let mut ok = true;
             for w in wires {
                 if let Some(first) = wire_names.get(&w) {
@@ -483,11 +576,16 @@ impl Cx {
                 }
                 wire_names.entry(w).or_insert_with(|| place.clone());
             }
-            if let Some(first) = rust_names.get(&rust) {
-                self.push(place.error(format!("Rust name `{rust}` is already used at {first}")));
-                ok = false;
+            for rust in rusts {
+                let key = rust.to_ascii_uppercase();
+                if let Some(first) = rust_names.get(&key) {
+                    self.push(
+                        place.error(format!("Rust name `{rust}` is already used at {first}")),
+                    );
+                    ok = false;
+                }
+                rust_names.entry(key).or_insert_with(|| place.clone());
             }
-            rust_names.entry(rust).or_insert_with(|| place.clone());
             if ok {
                 out.push(parsed);
             }
@@ -495,12 +593,15 @@ impl Cx {
         out
     }
 
-    fn field(&mut self, file: &str, place: &Place, s: &ItemSpec, request: bool) -> Option<Field> {
-        for (key, present) in [
-            ("enum", s.enum_name.is_some()),
-            ("tag", s.tag.is_some()),
-            ("variants", s.variants.is_some()),
-        ] {
+    fn field(
+        &mut self,
+        file: &str,
+        place: &Place,
+        s: &ItemSpec,
+        side: Side,
+        top: bool,
+    ) -> Option<Field> {
+        for (key, present) in [("tag", s.tag.is_some()), ("variants", s.variants.is_some())] {
             if present {
                 self.push(place.error(format!("`{key}:` belongs to a union, not a field")));
                 return None;
@@ -526,34 +627,74 @@ impl Cx {
             return None;
         };
         let ty_place = Place::new(file, ty.referenced);
-        let ty = match ty.value.as_str() {
+        let kind = ty.value.as_str();
+        // Keys that belong to one type only.
+        for (key, present, owner) in [
+            ("enum", s.enum_name.is_some(), "int_enum"),
+            ("values", s.values.is_some(), "int_enum"),
+            ("items", s.items.is_some(), "array"),
+        ] {
+            if present && kind != owner {
+                let msg = if key == "enum" {
+                    "`enum:` belongs to a union or a `type: int_enum` field".to_owned()
+                } else {
+                    format!("`{key}:` belongs to a `type: {owner}` field")
+                };
+                self.push(place.error(msg));
+                return None;
+            }
+        }
+        let ty = match kind {
             "string" => FieldType::String,
             "integer" => FieldType::Integer,
-            "bool01" if request => FieldType::Bool01,
+            "bool01" if side == Side::Request => FieldType::Bool01,
             "bool01" => {
                 self.push(ty_place.error("bool01 is supported in requests only"));
                 return None;
             }
+            "int_enum" => FieldType::IntEnum(self.int_enum(file, place, &wire.value, s)?),
+            "array" => {
+                let Some(items) = &s.items else {
+                    let msg = format!(
+                        "field `{}` is an array and needs `items:`, what it holds (`type:` or `struct:` with `fields:`)",
+                        wire.value
+                    );
+                    self.push(place.error(msg));
+                    return None;
+                };
+                FieldType::Array(Box::new(self.array(file, &wire.value, items, side)?))
+            }
             other => {
-                let msg =
-                    format!("unknown field type `{other}`; expected string, integer or bool01");
+                let msg = format!(
+                    "unknown field type `{other}`; expected string, integer, bool01, int_enum or array"
+                );
                 self.push(ty_place.error(msg));
                 return None;
             }
         };
         let role = match &s.role {
             None => None,
-            Some(r) if request => {
+            Some(r) if side == Side::Request => {
                 let place = Place::new(file, r.referenced);
                 self.push(place.error("`role:` is for response fields only"));
                 return None;
             }
+            Some(r) if !top => {
+                let place = Place::new(file, r.referenced);
+                self.push(place.error(
+                    "`role:` is for the response's own fields, not those of an array item or a union variant",
+                ));
+                return None;
+            }
             Some(r) => match r.value.as_str() {
+                "action_status" => Some(Role::ActionStatus),
                 "error_code" => Some(Role::ErrorCode),
                 "error_info" => Some(Role::ErrorInfo),
                 other => {
                     let place = Place::new(file, r.referenced);
-                    let msg = format!("unknown role `{other}`; expected error_code or error_info");
+                    let msg = format!(
+                        "unknown role `{other}`; expected action_status, error_code or error_info"
+                    );
                     self.push(place.error(msg));
                     return None;
                 }
@@ -570,13 +711,151 @@ impl Cx {
         })
     }
 
-    fn union(&mut self, file: &str, place: &Place, s: &ItemSpec) -> Option<Union> {
+    fn int_enum(&mut self, file: &str, place: &Place, wire: &str, s: &ItemSpec) -> Option<IntEnum> {
+        let Some(enum_name) = &s.enum_name else {
+            self.push(place.error(format!(
+                "int_enum field `{wire}` needs `enum:`, its Rust type"
+            )));
+            return None;
+        };
+        let Some(values) = &s.values else {
+            self.push(place.error(format!(
+                "int_enum field `{wire}` needs `values:`, its named values"
+            )));
+            return None;
+        };
+        if values.value.is_empty() {
+            let place = Place::new(file, values.referenced);
+            self.push(place.error(format!("int_enum field `{wire}` has no values")));
+            return None;
+        }
+        let name = self.type_name(file, enum_name, "int_enum type");
+        let mut seen: BTreeMap<i64, Place> = BTreeMap::new();
+        let mut names: BTreeMap<String, Place> = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut ok = true;
+        for v in &values.value {
+            let vplace = Place::new(file, v.value.referenced);
+            if let Some(first) = seen.get(&v.value.value) {
+                let msg = format!(
+                    "duplicate value {} in `{}`: first used at {first}",
+                    v.value.value, enum_name.value
+                );
+                self.push(vplace.error(msg));
+                ok = false;
+                continue;
+            }
+            seen.insert(v.value.value, vplace);
+            let nplace = Place::new(file, v.name.referenced);
+            if v.name.value == "Unknown" {
+                let msg = "the value name `Unknown` is reserved for values the spec does not name";
+                self.push(nplace.error(msg));
+                ok = false;
+                continue;
+            }
+            if let Some(first) = names.get(&v.name.value) {
+                let msg = format!(
+                    "duplicate value name `{}`: first used at {first}",
+                    v.name.value
+                );
+                self.push(nplace.error(msg));
+                ok = false;
+                continue;
+            }
+            names.insert(v.name.value.clone(), nplace);
+            let Some(vname) = self.ident(file, &v.name, "value name") else {
+                ok = false;
+                continue;
+            };
+            out.push(EnumValue {
+                value: v.value.value,
+                name: vname,
+                description: v.description.clone(),
+            });
+        }
+        let name = name?;
+        ok.then(|| IntEnum {
+            name,
+            description: s.description.clone().unwrap_or_default(),
+            values: out,
+        })
+    }
+
+    fn array(
+        &mut self,
+        file: &str,
+        wire: &str,
+        items: &Spanned<ArraySpec>,
+        side: Side,
+    ) -> Option<ArrayOf> {
+        let place = Place::new(file, items.referenced);
+        let a = &items.value;
+        match (&a.ty, &a.struct_name) {
+            (Some(ty), None) => {
+                for (key, present) in [
+                    ("fields", a.fields.is_some()),
+                    ("description", a.description.is_some()),
+                ] {
+                    if present {
+                        let msg = format!("`{key}:` belongs to an array of `struct:`");
+                        self.push(place.error(msg));
+                        return None;
+                    }
+                }
+                match ty.value.as_str() {
+                    "string" => Some(ArrayOf::String),
+                    "integer" => Some(ArrayOf::Integer),
+                    other => {
+                        let place = Place::new(file, ty.referenced);
+                        let msg = format!(
+                            "unknown array item type `{other}`; expected string or integer, or `struct:` with `fields:`"
+                        );
+                        self.push(place.error(msg));
+                        None
+                    }
+                }
+            }
+            (None, Some(name)) => {
+                if side == Side::Request {
+                    let msg = "an array of structs is supported in responses only";
+                    self.push(place.error(msg));
+                    return None;
+                }
+                let Some(fields) = &a.fields else {
+                    let msg = format!(
+                        "the items of `{wire}` need `fields:`, the items of struct `{}`",
+                        name.value
+                    );
+                    self.push(place.error(msg));
+                    return None;
+                };
+                let struct_name = self.type_name(file, name, "struct name");
+                let items = self.items(file, fields, side, false);
+                Some(ArrayOf::Struct(Object {
+                    name: struct_name?,
+                    description: a.description.clone().unwrap_or_default(),
+                    items,
+                }))
+            }
+            _ => {
+                let msg = format!(
+                    "the items of `{wire}` need exactly one of `type:` (string or integer) and `struct:`"
+                );
+                self.push(place.error(msg));
+                None
+            }
+        }
+    }
+
+    fn union(&mut self, file: &str, place: &Place, s: &ItemSpec, side: Side) -> Option<Union> {
         for (key, present) in [
             ("field", s.field.is_some()),
             ("rust", s.rust.is_some()),
             ("type", s.ty.is_some()),
             ("required", s.required.is_some()),
             ("role", s.role.is_some()),
+            ("items", s.items.is_some()),
+            ("values", s.values.is_some()),
         ] {
             if present {
                 self.push(place.error(format!("`{key}:` belongs to a field, not a union")));
@@ -621,6 +900,11 @@ impl Cx {
             }
             tags.insert(v.tag.value, vplace);
             let nplace = Place::new(file, v.name.referenced);
+            if side == Side::Response && v.name.value == "Unknown" {
+                let msg = "the variant name `Unknown` is reserved for tags the spec does not know";
+                self.push(nplace.error(msg));
+                continue;
+            }
             if let Some(first) = names.get(&v.name.value) {
                 let msg = format!(
                     "duplicate variant name `{}`: first used at {first}",
@@ -634,7 +918,7 @@ impl Cx {
                 continue;
             };
             let mut fields = Vec::new();
-            for f in self.items(file, &v.fields, true) {
+            for f in self.items(file, &v.fields, side, false) {
                 match f {
                     Item::Field(f) => fields.push(f),
                     Item::Union(_) => {
@@ -656,6 +940,10 @@ impl Cx {
             tag_wire: tag.value.clone(),
             description: s.description.clone().unwrap_or_default(),
             variants: out,
+            side,
         })
     }
 }
+
+/// Error names the generator uses itself.
+const RESERVED_ERROR_NAMES: &[&str] = &["Unknown", "NotOk"];

@@ -63,6 +63,9 @@ pub(crate) struct EndpointSpec {
 /// A body item: a plain field (`field:` gives its wire name) or a Type-keyed union (`union:`
 /// gives its Rust name). Both kinds share one struct so that serde-saphyr keeps the locations
 /// (an untagged enum would lose them); `model` checks that the keys fit the kind.
+///
+/// `items:` belongs to `type: array`; `enum:` names the Rust type of a union or of a
+/// `type: int_enum` field, whose named integers are `values:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ItemSpec {
@@ -78,6 +81,30 @@ pub(crate) struct ItemSpec {
     pub(crate) enum_name: Option<Spanned<String>>,
     pub(crate) tag: Option<Spanned<String>>,
     pub(crate) variants: Option<Spanned<Vec<VariantSpec>>>,
+    pub(crate) items: Option<Spanned<ArraySpec>>,
+    pub(crate) values: Option<Spanned<Vec<EnumValueSpec>>>,
+}
+
+/// What an array holds: a scalar (`type:`) or objects (`struct:` names their Rust type,
+/// `fields:` their items, which may include a union).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ArraySpec {
+    #[serde(rename = "type")]
+    pub(crate) ty: Option<Spanned<String>>,
+    #[serde(rename = "struct")]
+    pub(crate) struct_name: Option<Spanned<String>>,
+    pub(crate) description: Option<String>,
+    pub(crate) fields: Option<Vec<Spanned<ItemSpec>>>,
+}
+
+/// One named value of a `type: int_enum` field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnumValueSpec {
+    pub(crate) value: Spanned<i64>,
+    pub(crate) name: Spanned<String>,
+    pub(crate) description: String,
 }
 
 #[derive(Debug, Deserialize)]

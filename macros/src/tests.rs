@@ -4,6 +4,7 @@ use super::generate;
 
 const COMMON: &str = include_str!("../../api-spec/common.yaml");
 const DELETE: &str = include_str!("../../api-spec/recentcontact_delete.yaml");
+const GET_LIST: &str = include_str!("../../api-spec/recentcontact_get_list.yaml");
 
 /// Generates from (name, text) pairs and pretty-prints, or returns the error messages.
 fn check(files: &[(&str, &str)]) -> Result<String, Vec<String>> {
@@ -32,6 +33,19 @@ fn real_spec() -> String {
 #[test]
 fn generated_code_snapshot() {
     insta::assert_snapshot!("recentcontact_delete", real_spec());
+}
+
+fn get_list_spec() -> String {
+    check(&[
+        ("common.yaml", COMMON),
+        ("recentcontact_get_list.yaml", GET_LIST),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn generated_get_list_snapshot() {
+    insta::assert_snapshot!("recentcontact_get_list", get_list_spec());
 }
 
 #[test]
@@ -81,7 +95,7 @@ fn errors_name_file_line_and_column() {
     assert_eq!(
         errors,
         vec![format!(
-            "d.yaml:{line}:15: unknown field type `boolean`; expected string, integer or bool01"
+            "d.yaml:{line}:15: unknown field type `boolean`; expected string, integer, bool01, int_enum or array"
         )]
     );
 }

@@ -65,7 +65,30 @@ impl fmt::Display for ErrorClass {
     }
 }
 
+/// Helpers the generated `Deserialize` impls call, so that each field reads as one line.
+#[doc(hidden)]
+pub mod decode {
+    /// Fills a field's slot, refusing a key that appears twice (as serde's derive does).
+    pub fn once<T, E: serde::de::Error>(
+        slot: &mut Option<T>,
+        value: T,
+        wire: &'static str,
+    ) -> Result<(), E> {
+        if slot.is_some() {
+            return Err(E::duplicate_field(wire));
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// A required field's value, or the error naming it.
+    pub fn required<T, E: serde::de::Error>(slot: Option<T>, wire: &'static str) -> Result<T, E> {
+        slot.ok_or_else(|| E::missing_field(wire))
+    }
+}
+
 timctl_macros::api!(
     "../api-spec/common.yaml",
-    "../api-spec/recentcontact_delete.yaml"
+    "../api-spec/recentcontact_delete.yaml",
+    "../api-spec/recentcontact_get_list.yaml"
 );

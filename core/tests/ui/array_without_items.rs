@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/array_without_items.yaml");
+
+fn main() {}

@@ -1,0 +1,3 @@
+timctl_macros::api!("../../../../core/tests/specs/bad/enum_duplicate_value.yaml");
+
+fn main() {}
