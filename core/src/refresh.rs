@@ -16,6 +16,8 @@ use crate::ids::{Peer, UserId};
 use crate::plan::refresh::{Observation, Observations};
 use crate::stop::{Stop, StopReason};
 
+pub mod client_lister;
+
 /// What listing one user's whole conversation list came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListOutcome {

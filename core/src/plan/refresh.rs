@@ -17,9 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Filter, Plan, Reason, merge};
+use super::{Filter, Plan, PlanError, Reason, merge};
 use crate::desired::{DesiredEntry, DesiredState};
 use crate::ids::{Peer, UserId};
+use crate::ledger::Ledger;
 use crate::ledger::{StateEntry, StateRef};
 
 /// What one user's conversation list showed.
@@ -104,6 +105,26 @@ pub fn diff(
         Some(seen.at),
         |want, had| decide(want, had, seen.users.get(&want.key.from)),
     )
+}
+
+/// Reads the ledger (one snapshot) and makes the refreshed plan: what `plan --refresh` and
+/// `apply --refresh` do once the lists are read. Refuses a ledger bound to another app.
+pub fn make(
+    desired: &DesiredState,
+    ledger: &dyn Ledger,
+    filter: &Filter,
+    seen: &Observations,
+) -> Result<Plan, PlanError> {
+    let snapshot = ledger.snapshot()?;
+    crate::ledger::check_app(
+        snapshot.as_ref().map(|s| &s.meta),
+        &ledger.location(),
+        desired.app.sdkappid,
+    )?;
+    Ok(match snapshot {
+        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter, seen),
+        None => diff(desired, None, &[], filter, seen),
+    })
 }
 
 /// The users of a refresh that do not exist (50001), for the warning that names them.

@@ -25,12 +25,14 @@ use crate::args::Global;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A plan saved by `timctl plan --out`: carry out exactly it, reading no manifest.
-    #[arg(value_name = "PLANFILE", conflicts_with_all = ["manifests", "reassert", "users", "exclude_users"])]
+    #[arg(value_name = "PLANFILE", conflicts_with_all = ["manifests", "reassert", "users", "exclude_users", "refresh", "refresh_rate"])]
     pub(crate) planfile: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub(crate) manifests: crate::args::ManifestArgs,
     #[command(flatten)]
     pub(crate) filter: crate::args::FilterArgs,
+    #[command(flatten)]
+    pub(crate) refresh: crate::args::RefreshArgs,
     #[command(flatten)]
     pub(crate) exec: crate::args::ExecArgs,
     /// Do not ask for confirmation.
@@ -98,6 +100,19 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             current.check_app(plan.app.sdkappid)?;
             plan::check_state(plan.state, current.state_ref())?;
             (plan, true)
+        }
+        Input::Manifests(desired, filter) if args.refresh.refresh => {
+            current.check_app(desired.app.sdkappid)?;
+            let report = if args.exec.json {
+                super::refresh::Report::Json
+            } else {
+                super::refresh::Report::Human
+            };
+            let seen = super::refresh::observe(global, &args.refresh, &desired, &filter, report)?;
+            (
+                plan::refresh::make(&desired, &current, &filter, &seen)?,
+                false,
+            )
         }
         Input::Manifests(desired, filter) => (plan::make(&desired, &current, &filter)?, false),
     };
@@ -184,6 +199,18 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         .writer
         .record_absent(&recorder.run, &records)
         .wrap_err("cannot record the conversations seen absent; nothing was called")?;
+    if args.exec.json {
+        for r in &records {
+            let event = serde_json::json!({
+                "event": "recorded",
+                "from": r.key.from.as_str(),
+                "type": r.key.peer.kind().as_str(),
+                "peer": r.key.peer.id(),
+                "clear_roaming": r.clear_roaming,
+            });
+            println!("{event}");
+        }
+    }
     drop(records);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +227,14 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let mut output = Output::new(args.exec.json, global.quiet, deletions.len());
     let (summary, recorder, record_error) = runtime.block_on(async {
         watch_signals(stop.clone(), client_stop.clone());
-        let mut on_event = |e: &Event| output.event(e);
+        // Records were written before the executor ran; its summary counts them too.
+        let mut on_event = |e: &Event| match e {
+            Event::Summary(s) => output.event(&Event::Summary(Summary {
+                recorded,
+                ..s.clone()
+            })),
+            e => output.event(e),
+        };
         match &client {
             Some(client) => {
                 apply::execute(
