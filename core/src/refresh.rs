@@ -192,9 +192,10 @@ pub async fn observe<L: Lister>(
             ListOutcome::DoesNotExist => (Observation::DoesNotExist, 1),
             ListOutcome::Unreadable(why) => (Observation::Unreadable(why), 0),
             ListOutcome::Fatal(message) => {
-                if stop.stop(StopReason::Fatal) {
-                    fatal = Some(message);
-                }
+                // The client may have raised the stop itself before answering: the first
+                // fatal message is the one to show either way.
+                stop.stop(StopReason::Fatal);
+                fatal.get_or_insert(message);
                 continue;
             }
             ListOutcome::NotSent => continue,
