@@ -1,5 +1,6 @@
-//! `fake-tim`: a faithful local fake of the Tencent Cloud Chat endpoint
-//! `v4/recentcontact/delete`, for end-to-end tests and for people trying timctl locally.
+//! `fake-tim`: a faithful local fake of the Tencent Cloud Chat endpoints
+//! `v4/recentcontact/delete` and `v4/recentcontact/get_list`, for end-to-end tests and for
+//! people trying timctl locally.
 //!
 //! It is an independent reading of the endpoint's documentation: requests are parsed as plain
 //! JSON with the wire names written out here, never with timctl's generated types, so that a
@@ -8,23 +9,34 @@
 //! Tencent's reference libraries.)
 //!
 //! What it checks, in order, answering with the documented codes:
-//! 1. the path is `/v4/recentcontact/delete` (else HTTP 404) and the method POST (else 405);
+//! 1. the path is `/v4/recentcontact/delete` or `/v4/recentcontact/get_list` (else HTTP 404)
+//!    and the method POST (else 405);
 //! 2. the query string: exactly `sdkappid` (this app: else 70020), `identifier` (must be the
 //!    admin: else 50003), `usersig` (verified with the app's key: 70002 empty, 70003 malformed,
 //!    70009 wrong key, 70013 other identifier, 70014 other app, 70001 expired), `random` (a u32)
 //!    and `contenttype=json`; a missing, repeated or unknown parameter is 60002;
-//! 3. the rate: more than `limit_per_second` requests in the last second answers 60007;
+//! 3. the rate: more than `limit_per_second` requests to the same endpoint in the last second
+//!    answers 60007 (each endpoint has its own limit, as documented);
 //! 4. latency, then injected faults (before the call is processed, so a retried fault never
 //!    makes a duplicate deletion);
-//! 5. the body: JSON (else 60003), an object with `From_Account` (string), `Type` 1 with
-//!    `To_Account` only or `Type` 2 with `ToGroupid` only, optional `ClearRamble` 0 or 1, and no
+//! 5. the body: JSON (else 60003). For delete, an object with `From_Account` (string), `Type` 1
+//!    with `To_Account` only or `Type` 2 with `ToGroupid` only, optional `ClearRamble` 0 or 1,
+//!    and no other key; for get_list, `From_Account` and the five integers `TimeStamp`,
+//!    `StartIndex`, `TopTimeStamp`, `TopStartIndex` and `AssistFlags`, all required, and no
 //!    other key (else 50002);
-//! 6. scripted answers: "every call fails with X", then per-`From_Account` codes; else success.
+//! 6. scripted answers, for both endpoints: "every call fails with X", then per-`From_Account`
+//!    codes (50001 makes a user that does not exist); then, for get_list, the user's
+//!    [`ListFault`]; else success.
 //!
-//! Every call that reaches step 6 is recorded per conversation.
+//! Every delete that reaches step 6 is recorded per conversation, and a successful one removes
+//! the conversation from the user's list. Every get_list call that reaches step 6 is counted
+//! per user, so that tests can check that a client made exactly one pass over each list. The
+//! lists and their paging are in [`conversations`].
 
+pub mod conversations;
 pub mod measure;
 mod timctl_bin;
+pub use conversations::{Cursors, FakeConversation, FakePeer};
 pub use timctl_bin::{timctl, timctl_bin};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -55,6 +67,51 @@ pub enum Fault {
     Drop,
     /// Answer HTTP 200 with the first half of a JSON body.
     Truncate,
+    /// Answer `ActionStatus` `FAIL` with `ErrorCode` 0: not a success, though the code says 0.
+    FailWithCodeZero,
+}
+
+/// A scripted misbehaviour of one user's get_list answers, after the checks and the random
+/// faults: what tests need to see that a client never loops and never takes a bad answer for
+/// a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFault {
+    /// Every page says `CompleteFlag` 0, with cursors that keep moving on (past the end, the
+    /// index cursor goes up by one a page), so only a page limit stops a client.
+    NeverComplete,
+    /// Every page answers the cursors it was sent, with `CompleteFlag` 0.
+    RepeatCursors,
+    /// `ActionStatus` `FAIL` with `ErrorCode` 0.
+    FailWithCodeZero,
+    /// A success page without `CompleteFlag`.
+    NoCompleteFlag,
+    /// Every call is answered with this `ErrorCode`.
+    Code(i64),
+}
+
+/// The endpoints fake-tim serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FakeEndpoint {
+    /// `v4/recentcontact/delete`.
+    Delete,
+    /// `v4/recentcontact/get_list`.
+    GetList,
+}
+
+impl FakeEndpoint {
+    const ALL: [FakeEndpoint; 2] = [FakeEndpoint::Delete, FakeEndpoint::GetList];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The path, as the documentation spells it.
+    pub fn path(self) -> &'static str {
+        match self {
+            FakeEndpoint::Delete => "/v4/recentcontact/delete",
+            FakeEndpoint::GetList => "/v4/recentcontact/get_list",
+        }
+    }
 }
 
 /// How the fake behaves. Change it while running with [`FakeTim::update`].
@@ -72,12 +129,18 @@ pub struct FakeConfig {
     pub fault_rate: f64,
     /// The faults to inject.
     pub faults: Vec<Fault>,
-    /// Scripted answers per `From_Account`, e.g. `50001` for a user that does not exist.
+    /// Scripted answers per `From_Account`, for both endpoints, e.g. `50001` for a user that
+    /// does not exist.
     pub users: HashMap<String, i64>,
     /// Every call that reaches the end fails with this code.
     pub fail_all: Option<i64>,
-    /// Requests allowed in any sliding second before 60007 (the documented 200).
+    /// Requests allowed to each endpoint in any sliding second before 60007 (the documented
+    /// 200).
     pub limit_per_second: u32,
+    /// The most conversations in one get_list page (the real size is not documented).
+    pub page_size: usize,
+    /// Scripted get_list misbehaviour per `From_Account`.
+    pub list_faults: HashMap<String, ListFault>,
     /// UserSigs made (their `TLS.time`) before this Unix time are answered 70001, as if they
     /// had expired; tests use it to check renewal.
     pub expire_usersigs_made_before: Option<u64>,
@@ -95,6 +158,8 @@ impl Default for FakeConfig {
             users: HashMap::new(),
             fail_all: None,
             limit_per_second: 200,
+            page_size: DEFAULT_PAGE_SIZE,
+            list_faults: HashMap::new(),
             expire_usersigs_made_before: None,
         }
     }
@@ -122,14 +187,17 @@ pub struct CallRecord {
     pub code: i64,
 }
 
-/// Counters over the fake's life.
+/// fake-tim's get_list page size unless told otherwise.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Counters over the fake's life, for one endpoint or (from [`FakeTim::stats`]) all of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FakeStats {
     /// Every request to the endpoint's path.
     pub requests: u64,
     /// Requests answered 60007 for going over the limit.
     pub frequency_limited: u64,
-    /// The most requests that arrived within any one second.
+    /// The most requests to one endpoint that arrived within any one second.
     pub max_in_any_second: u64,
     /// Faults injected.
     pub faults: u64,
@@ -139,9 +207,12 @@ pub struct FakeStats {
 
 struct Shared {
     config: Mutex<FakeConfig>,
-    window: Mutex<VecDeque<Instant>>,
-    stats: Mutex<FakeStats>,
+    /// Per endpoint, in [`FakeEndpoint::index`] order.
+    windows: Mutex<[VecDeque<Instant>; 2]>,
+    stats: Mutex<[FakeStats; 2]>,
     calls: Mutex<Vec<CallRecord>>,
+    lists: Mutex<conversations::Lists>,
+    list_calls: Mutex<BTreeMap<String, usize>>,
 }
 
 /// Closes the connection it belongs to, for [`Fault::Drop`].
@@ -161,8 +232,6 @@ impl Drop for FakeTim {
     }
 }
 
-const PATH: &str = "/v4/recentcontact/delete";
-
 impl FakeTim {
     /// Starts on 127.0.0.1 on a free port.
     pub async fn start(config: FakeConfig) -> std::io::Result<FakeTim> {
@@ -175,9 +244,11 @@ impl FakeTim {
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
-            window: Mutex::new(VecDeque::new()),
-            stats: Mutex::new(FakeStats::default()),
+            windows: Mutex::new([VecDeque::new(), VecDeque::new()]),
+            stats: Mutex::new([FakeStats::default(); 2]),
             calls: Mutex::new(Vec::new()),
+            lists: Mutex::new(conversations::Lists::default()),
+            list_calls: Mutex::new(BTreeMap::new()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let accept = tokio::spawn(async move {
@@ -218,9 +289,61 @@ impl FakeTim {
         f(&mut lock(&self.shared.config));
     }
 
-    /// The counters so far.
+    /// The counters so far, over both endpoints (`max_in_any_second` is the higher of the two
+    /// endpoints', since each has its own limit).
     pub fn stats(&self) -> FakeStats {
-        *lock(&self.shared.stats)
+        let all = *lock(&self.shared.stats);
+        all.iter().fold(FakeStats::default(), |a, s| FakeStats {
+            requests: a.requests + s.requests,
+            frequency_limited: a.frequency_limited + s.frequency_limited,
+            max_in_any_second: a.max_in_any_second.max(s.max_in_any_second),
+            faults: a.faults + s.faults,
+            rejected: a.rejected + s.rejected,
+        })
+    }
+
+    /// The counters so far for one endpoint.
+    pub fn stats_for(&self, endpoint: FakeEndpoint) -> FakeStats {
+        lock(&self.shared.stats)[endpoint.index()]
+    }
+
+    /// Puts `peers` in `user`'s conversation list, each with a new message (newer than any
+    /// before, in the order given); `pinned` pins them.
+    pub fn seed_conversations(
+        &self,
+        user: &str,
+        peers: impl IntoIterator<Item = FakePeer>,
+        pinned: bool,
+    ) {
+        let mut lists = lock(&self.shared.lists);
+        for peer in peers {
+            lists.message(user, peer, pinned);
+        }
+    }
+
+    /// A new message in `user`'s conversation with `peer`: it comes back to `user`'s list if
+    /// it was deleted (unpinned), or moves to the newest end. Only `user`'s list changes (a
+    /// real message would touch the other side's too; tests name each list they change).
+    pub fn send_message(&self, user: &str, peer: FakePeer) {
+        lock(&self.shared.lists).message(user, peer, false);
+    }
+
+    /// `user`'s conversation list, oldest message first.
+    pub fn conversations(&self, user: &str) -> Vec<FakeConversation> {
+        lock(&self.shared.lists).list(user)
+    }
+
+    /// How many get_list calls reached the list of each user (whatever the answer; injected
+    /// faults and refused requests are not counted).
+    pub fn get_list_calls(&self) -> BTreeMap<String, usize> {
+        lock(&self.shared.list_calls).clone()
+    }
+
+    /// How many pages one full pass over `user`'s list takes now (AssistFlags with bit 0, as
+    /// timctl sends): with [`FakeTim::get_list_calls`], "exactly one pass".
+    pub fn pages_for(&self, user: &str) -> usize {
+        let page_size = lock(&self.shared.config).page_size;
+        lock(&self.shared.lists).pages(user, true, page_size)
     }
 
     /// Every processed call, in arrival order.
@@ -266,6 +389,15 @@ fn answer(code: i64, info: &str) -> Response {
         .into_response()
 }
 
+fn json(body: &serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(kill): Extension<ConnKill>,
@@ -273,15 +405,20 @@ async fn handle(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if uri.path() != PATH {
+    let Some(endpoint) = FakeEndpoint::ALL
+        .into_iter()
+        .find(|e| e.path() == uri.path())
+    else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
-    }
+    };
     if method != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "use POST").into_response();
     }
+    let slot = endpoint.index();
     let now = Instant::now();
     let in_window = {
-        let mut w = lock(&shared.window);
+        let mut windows = lock(&shared.windows);
+        let w = &mut windows[slot];
         while w
             .front()
             .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
@@ -293,19 +430,19 @@ async fn handle(
     };
     let config = lock(&shared.config).clone();
     {
-        let mut s = lock(&shared.stats);
+        let s = &mut lock(&shared.stats)[slot];
         s.requests += 1;
         s.max_in_any_second = s.max_in_any_second.max(in_window);
     }
     let reject = |code: i64, info: &str| {
-        lock(&shared.stats).rejected += 1;
+        lock(&shared.stats)[slot].rejected += 1;
         answer(code, info)
     };
     if let Err((code, info)) = check_query(&config, uri.query().unwrap_or("")) {
         return reject(code, &info);
     }
     if in_window > u64::from(config.limit_per_second) {
-        lock(&shared.stats).frequency_limited += 1;
+        lock(&shared.stats)[slot].frequency_limited += 1;
         return answer(60007, "REST API call frequency exceeds the limit");
     }
     let (lo, hi) = config.latency;
@@ -314,7 +451,7 @@ async fn handle(
         tokio::time::sleep(Duration::from_micros(ms as u64)).await;
     }
     if !config.faults.is_empty() && rand::random_bool(config.fault_rate.clamp(0.0, 1.0)) {
-        lock(&shared.stats).faults += 1;
+        lock(&shared.stats)[slot].faults += 1;
         let fault = config.faults[rand::random_range(0..config.faults.len())];
         match fault {
             Fault::Code(code) => return answer(code, "injected fault"),
@@ -340,25 +477,130 @@ async fn handle(
                 )
                     .into_response();
             }
+            Fault::FailWithCodeZero => {
+                return json(&serde_json::json!({
+                    "ActionStatus": "FAIL", "ErrorCode": 0, "ErrorInfo": "injected FAIL with code 0",
+                    "ErrorDisplay": "",
+                }));
+            }
             Fault::Drop => {
                 kill.0.notify_one();
                 return std::future::pending().await;
             }
         }
     }
-    let key = match check_body(&body) {
-        Ok(k) => k,
-        Err((code, info)) => return reject(code, &info),
-    };
-    let code = config
-        .fail_all
-        .or_else(|| config.users.get(&key.from).copied())
-        .unwrap_or(0);
-    lock(&shared.calls).push(CallRecord { key, code });
-    match code {
-        0 => answer(0, ""),
-        c => answer(c, "scripted answer"),
+    match endpoint {
+        FakeEndpoint::Delete => {
+            let key = match check_body(&body) {
+                Ok(k) => k,
+                Err((code, info)) => return reject(code, &info),
+            };
+            let code = config
+                .fail_all
+                .or_else(|| config.users.get(&key.from).copied())
+                .unwrap_or(0);
+            if code == 0 {
+                let peer = match key.kind {
+                    1 => FakePeer::user(&key.peer),
+                    _ => FakePeer::group(&key.peer),
+                };
+                lock(&shared.lists).remove(&key.from, &peer);
+            }
+            lock(&shared.calls).push(CallRecord { key, code });
+            match code {
+                0 => answer(0, ""),
+                c => answer(c, "scripted answer"),
+            }
+        }
+        FakeEndpoint::GetList => {
+            let request = match check_list_body(&body) {
+                Ok(r) => r,
+                Err((code, info)) => return reject(code, &info),
+            };
+            *lock(&shared.list_calls)
+                .entry(request.from.clone())
+                .or_insert(0) += 1;
+            list_answer(&shared, &config, &request)
+        }
     }
+}
+
+/// A get_list request, by the documented wire names.
+#[derive(Debug, PartialEq, Eq)]
+struct ListRequest {
+    from: String,
+    cursors: Cursors,
+    assist_flags: i64,
+}
+
+/// The answer to a checked get_list request: scripted codes and faults, else the page.
+fn list_answer(shared: &Shared, config: &FakeConfig, request: &ListRequest) -> Response {
+    let scripted = config
+        .fail_all
+        .or_else(|| config.users.get(&request.from).copied());
+    if let Some(code) = scripted.filter(|&c| c != 0) {
+        return answer(code, "scripted answer");
+    }
+    let fault = config.list_faults.get(&request.from).copied();
+    match fault {
+        Some(ListFault::Code(code)) => return answer(code, "scripted list failure"),
+        Some(ListFault::FailWithCodeZero) => {
+            return json(&serde_json::json!({
+                "ActionStatus": "FAIL", "ErrorCode": 0, "ErrorInfo": "scripted FAIL with code 0",
+                "ErrorDisplay": "",
+            }));
+        }
+        _ => {}
+    }
+    let include_pinned = request.assist_flags & 1 == 1;
+    let page = lock(&shared.lists).page(
+        &request.from,
+        request.cursors,
+        include_pinned,
+        config.page_size,
+    );
+    let (mut next, mut complete) = (page.next, page.complete);
+    match fault {
+        Some(ListFault::NeverComplete) => {
+            if next == request.cursors {
+                next.start_index += 1;
+            }
+            complete = false;
+        }
+        Some(ListFault::RepeatCursors) => {
+            next = request.cursors;
+            complete = false;
+        }
+        _ => {}
+    }
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|c| {
+            let mut item = serde_json::json!({
+                "Type": c.peer.kind(),
+                "MsgTime": c.msg_time,
+                "TopFlag": u8::from(c.pinned),
+            });
+            let key = match c.peer {
+                FakePeer::User(_) => "To_Account",
+                FakePeer::Group(_) => "GroupId",
+            };
+            item[key] = c.peer.id().into();
+            item
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "ErrorDisplay": "",
+        "SessionItem": items,
+        "CompleteFlag": u8::from(complete),
+        "TimeStamp": next.time_stamp, "StartIndex": next.start_index,
+        "TopTimeStamp": next.top_time_stamp, "TopStartIndex": next.top_start_index,
+    });
+    if fault == Some(ListFault::NoCompleteFlag) {
+        body.as_object_mut().map(|o| o.remove("CompleteFlag"));
+    }
+    json(&body)
 }
 
 /// The query string, by the documented wire names.
@@ -487,9 +729,76 @@ fn check_body(body: &[u8]) -> Result<ConversationKey, (i64, String)> {
     })
 }
 
+/// A get_list body, by the documented wire names: every field required, nothing else.
+fn check_list_body(body: &[u8]) -> Result<ListRequest, (i64, String)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| (60003, "request body is not JSON".to_owned()))?;
+    let obj = v
+        .as_object()
+        .ok_or((50002, "request body is not a JSON object".to_owned()))?;
+    let bad = |s: String| (50002, s);
+    const INTEGERS: [&str; 5] = [
+        "TimeStamp",
+        "StartIndex",
+        "TopTimeStamp",
+        "TopStartIndex",
+        "AssistFlags",
+    ];
+    for k in obj.keys() {
+        if k != "From_Account" && !INTEGERS.contains(&k.as_str()) {
+            return Err(bad(format!("unknown field {k}")));
+        }
+    }
+    let from = obj
+        .get("From_Account")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or(bad("From_Account must be a non-empty string".into()))?;
+    let mut n = [0i64; 5];
+    for (slot, key) in n.iter_mut().zip(INTEGERS) {
+        *slot = obj
+            .get(key)
+            .and_then(|v| v.as_i64())
+            .filter(|&v| v >= 0)
+            .ok_or(bad(format!("{key} must be a non-negative integer")))?;
+    }
+    Ok(ListRequest {
+        from: from.to_owned(),
+        cursors: Cursors {
+            time_stamp: n[0],
+            start_index: n[1],
+            top_time_stamp: n[2],
+            top_start_index: n[3],
+        },
+        assist_flags: n[4],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_body_checks() {
+        let ok = check_list_body(br#"{"From_Account":"a","TimeStamp":5,"StartIndex":1,"TopTimeStamp":0,"TopStartIndex":0,"AssistFlags":63}"#).unwrap();
+        assert_eq!(
+            (
+                ok.cursors.time_stamp,
+                ok.cursors.start_index,
+                ok.assist_flags
+            ),
+            (5, 1, 63)
+        );
+        for bad in [
+            &br#"{"From_Account":"a","TimeStamp":0,"StartIndex":0,"TopTimeStamp":0,"TopStartIndex":0}"#[..],
+            br#"{"From_Account":"","TimeStamp":0,"StartIndex":0,"TopTimeStamp":0,"TopStartIndex":0,"AssistFlags":63}"#,
+            br#"{"From_Account":"a","TimeStamp":"0","StartIndex":0,"TopTimeStamp":0,"TopStartIndex":0,"AssistFlags":63}"#,
+            br#"{"From_Account":"a","TimeStamp":-1,"StartIndex":0,"TopTimeStamp":0,"TopStartIndex":0,"AssistFlags":63}"#,
+            br#"{"From_Account":"a","TimeStamp":0,"StartIndex":0,"TopTimeStamp":0,"TopStartIndex":0,"AssistFlags":63,"X":1}"#,
+        ] {
+            assert_eq!(check_list_body(bad).unwrap_err().0, 50002, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn body_checks() {

@@ -420,3 +420,30 @@ where
     }
     out
 }
+
+/// Issue 11.1: an answer `ActionStatus: FAIL` with `ErrorCode: 0` was counted as a deletion.
+/// It is a transient failure: retried, and never a success.
+#[tokio::test]
+async fn a_fail_with_code_zero_is_retried_never_a_success() {
+    let fake = FakeTim::start(fake_config()).await.unwrap();
+    fake.update(|c| {
+        c.fault_rate = 1.0;
+        c.faults = vec![Fault::FailWithCodeZero];
+    });
+    let mut cfg = config(&fake);
+    cfg.max_retries = 2;
+    let client = Client::new(cfg).unwrap();
+    match call(&client, &one_to_one("alice", "bob", None)).await {
+        Outcome::RetriesExhausted { attempts: 3, last } => {
+            assert!(last.contains("injected FAIL with code 0"), "{last}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Once the server answers OK, the same call succeeds.
+    fake.update(|c| c.fault_rate = 0.0);
+    assert_eq!(
+        call(&client, &one_to_one("alice", "bob", None)).await,
+        Outcome::Success(())
+    );
+    assert_eq!(fake.deletions().len(), 1);
+}
