@@ -11,7 +11,8 @@
 //!   `SSL_CERT_FILE`, no redirects, no proxy for loopback, a capped reply);
 //! - `retry`: the pure decision after each attempt (retry after a backoff, renew, give up,
 //!   stop the run), with exponential backoff whose jitter stays under the cap;
-//! - [`outcome`]: what a call became, without HTTP.
+//! - [`outcome`]: what a call became, without HTTP;
+//! - [`list`]: one user's whole conversation list through `recentcontact/get_list`, paged.
 //!
 //! The client obeys the run's one [`Stop`] signal: once it is raised (by anyone), calls
 //! waiting to start or to retry return [`Outcome::Stopped`] at once and nothing more is sent;
@@ -21,6 +22,7 @@ pub mod base_url;
 pub mod credentials;
 mod exchange;
 mod limiter;
+pub mod list;
 pub mod outcome;
 mod retry;
 mod signer;
@@ -459,5 +461,33 @@ mod tests {
             Client::new(config),
             Err(ClientError::Rate { rate, .. }) if rate == 0.0
         ));
+    }
+
+    /// Issue 9.2: each endpoint paces on its own limiter at its own rate, so listing does not
+    /// eat into deletion's quota or the other way round.
+    #[tokio::test(start_paused = true)]
+    async fn each_endpoint_has_its_own_limiter() {
+        use crate::api::{RecentContactDelete, RecentContactGetList};
+        let mut config = ClientConfig::new(
+            BaseUrl::parse("http://127.0.0.1:1").unwrap(),
+            1,
+            "admin",
+            Credentials::UserSig("s".into()),
+        );
+        config.set_rate::<RecentContactGetList>(20.0);
+        let client = Client::new(config).unwrap();
+        let delete = client.limiter::<RecentContactDelete>();
+        let list = client.limiter::<RecentContactGetList>();
+        assert!(!Arc::ptr_eq(&delete, &list));
+        assert!(Arc::ptr_eq(
+            &delete,
+            &client.limiter::<RecentContactDelete>()
+        ));
+        let (l1, l2) = (list.reserve(), list.reserve());
+        let (d1, d2) = (delete.reserve(), delete.reserve());
+        assert_eq!(l2 - l1, Duration::from_millis(50));
+        assert_eq!(d2 - d1, Duration::from_secs_f64(1.0 / 197.0));
+        // The delete limiter did not wait behind the get_list one.
+        assert_eq!(d1, l1);
     }
 }
