@@ -433,7 +433,11 @@ fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
         );
     }
     assert!(out.stderr.contains("no CompleteFlag"), "{}", out.stderr);
-    assert!(out.stderr.contains("repeats the cursors"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("answered the cursors it was sent"),
+        "{}",
+        out.stderr
+    );
     // The looping server was left after one repeat, not a thousand pages.
     assert_eq!(e.server.lock().unwrap().list_calls["looping"], 2);
 }
