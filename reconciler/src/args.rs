@@ -11,7 +11,9 @@ use crate::cmd;
 #[derive(Debug, Parser)]
 #[command(
     name = "timctl",
-    version,
+    // The version and the commit it was built from (see build.rs), for -V and --version alike:
+    // a CI log should say exactly which code ran.
+    version = env!("TIMCTL_LONG_VERSION"),
     about = "Keeps Tencent Cloud Chat conversations deleted, declaratively.",
     long_about = "Keeps Tencent Cloud Chat conversations deleted, declaratively.\n\n\
         YAML manifests list, per user, the conversations that must not exist. `timctl plan` \
@@ -42,6 +44,10 @@ pub(crate) enum Command {
     State(cmd::state::Args),
     /// Make a UserSig from the secret key, or verify one.
     Usersig(cmd::usersig::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(cmd::completions::Args),
+    /// Write a man page for every command into a directory.
+    Man(cmd::man::Args),
 }
 
 /// Flags every command takes, before or after the command name.

@@ -11,6 +11,7 @@ mod args;
 mod cmd;
 mod credentials;
 mod output;
+mod progress;
 
 use args::{Cli, Command};
 
@@ -34,13 +35,18 @@ fn main() -> ExitCode {
         Command::Schema(a) => cmd::schema::run(&cli.global, a),
         Command::State(a) => cmd::state::run(&cli.global, a),
         Command::Usersig(a) => cmd::usersig::run(&cli.global, a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
     };
     match result {
         Ok(code) => code,
         // The reader of stdout went away (`timctl plan | head`): not an error.
         Err(report) if output::is_closed_stdout(&report) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report:?}");
+            match report.downcast_ref::<timctl_core::manifest::ManifestErrors>() {
+                Some(errors) => cmd::validate::print_problems(errors, "load"),
+                None => eprintln!("{report:?}"),
+            }
             ExitCode::from(1)
         }
     }

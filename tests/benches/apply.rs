@@ -50,11 +50,6 @@ fn manifest(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-/// The release binary, built first if needed.
-fn timctl() -> PathBuf {
-    timctl_tests::timctl_bin().to_path_buf()
-}
-
 struct Measured {
     seconds: f64,
     peak_kb: u64,
@@ -98,8 +93,9 @@ fn measure(mut cmd: Command, calls: impl Fn() -> u64) -> Measured {
     }
 }
 
-fn apply_cmd(bin: &Path, dir: &Path, manifest: &Path, url: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(bin);
+fn apply_cmd(dir: &Path, manifest: &Path, url: &str, extra: &[&str]) -> Command {
+    // The binary with a clean environment: no TIMCTL_* of the caller's reaches the run.
+    let mut cmd = timctl_tests::timctl();
     cmd.arg("apply")
         .arg("-f")
         .arg(manifest)
@@ -125,7 +121,7 @@ fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-fn rate_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
+fn rate_run(rt: &tokio::runtime::Runtime, n: usize) {
     let fake = rt
         .block_on(FakeTim::start(FakeConfig {
             secret_key: KEY.into(),
@@ -135,7 +131,7 @@ fn rate_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
         .expect("fake-tim starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let m = manifest(dir.path(), n);
-    let r = measure(apply_cmd(bin, dir.path(), &m, fake.url(), &[]), || {
+    let r = measure(apply_cmd(dir.path(), &m, fake.url(), &[]), || {
         fake.stats().requests
     });
     let s = summary(&r.stdout);
@@ -154,7 +150,7 @@ fn rate_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
     );
 }
 
-fn memory_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
+fn memory_run(rt: &tokio::runtime::Runtime, n: usize) {
     let fake = rt
         .block_on(FakeTim::start(FakeConfig {
             secret_key: KEY.into(),
@@ -165,7 +161,7 @@ fn memory_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = manifest(dir.path(), n);
     // What the manifest and the plan alone take: `timctl plan` on the same inputs.
-    let mut plan = Command::new(bin);
+    let mut plan = timctl_tests::timctl();
     plan.arg("plan")
         .arg("-f")
         .arg(&m)
@@ -175,7 +171,6 @@ fn memory_run(rt: &tokio::runtime::Runtime, bin: &Path, n: usize) {
     let p = measure(plan, || 0);
     let r = measure(
         apply_cmd(
-            bin,
             dir.path(),
             &m,
             fake.url(),
@@ -207,7 +202,6 @@ fn main() {
             .map(|s| s.trim().parse().expect("a number"))
             .collect()
     };
-    let bin = timctl();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -220,7 +214,7 @@ fn main() {
         );
         println!("|--:|---|---|--:|--:|--:|--:|--:|--:|--:|");
         for n in rate_ns {
-            rate_run(&rt, &bin, n);
+            rate_run(&rt, n);
         }
     }
     let mem_ns = env_list("MEM_NS", "100000,1000000");
@@ -231,7 +225,7 @@ fn main() {
         );
         println!("|--:|--:|--:|--:|--:|--:|--:|--:|");
         for n in mem_ns {
-            memory_run(&rt, &bin, n);
+            memory_run(&rt, n);
         }
     }
 }

@@ -105,16 +105,11 @@ fn median_runs(path: &Path, expected: usize) -> (f64, f64) {
     let mut times = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..RUNS {
-        let out = Command::new(&exe)
-            .arg("--once")
-            .arg(path)
-            .arg(expected.to_string())
-            .output()
-            .expect("run the child");
-        assert!(
-            out.status.success(),
-            "child failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = timctl_tests::succeeds(
+            Command::new(&exe)
+                .arg("--once")
+                .arg(path)
+                .arg(expected.to_string()),
         );
         let text = String::from_utf8_lossy(&out.stdout);
         let mut parts = text.split_whitespace();

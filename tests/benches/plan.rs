@@ -194,20 +194,15 @@ fn end_to_end(
         let mut secs = Vec::new();
         let mut peak = Vec::new();
         for _ in 0..runs {
-            let out = std::process::Command::new("/usr/bin/time")
-                .args(["-f", "%e %M"])
-                .arg(timctl)
-                .args(["plan", "--format", "json", "-f"])
-                .arg(&manifest)
-                .arg("--state")
-                .arg(&state)
-                .stdout(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let out = timctl_tests::succeeds(
+                std::process::Command::new("/usr/bin/time")
+                    .args(["-f", "%e %M"])
+                    .arg(timctl)
+                    .args(["plan", "--format", "json", "-f"])
+                    .arg(&manifest)
+                    .arg("--state")
+                    .arg(&state)
+                    .stdout(std::process::Stdio::null()),
             );
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().last().unwrap_or_default().to_owned();

@@ -35,8 +35,10 @@
 
 pub mod conversations;
 pub mod measure;
+pub mod run;
 mod timctl_bin;
 pub use conversations::{Cursors, FakeConversation, FakePeer};
+pub use run::{assert_success, succeeds};
 pub use timctl_bin::{timctl, timctl_bin};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -10,15 +10,25 @@ fn timctl(args: &[&str]) -> std::process::Output {
 fn version_and_help_succeed() {
     let out = timctl(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("timctl {}", env!("CARGO_PKG_VERSION"))
+    // The version, then the commit it was built from (gitops_cli.rs checks which).
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!("timctl {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
     );
     let out = timctl(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for command in [
-        "validate", "plan", "show", "apply", "schema", "state", "usersig",
+        "validate",
+        "plan",
+        "show",
+        "apply",
+        "schema",
+        "state",
+        "usersig",
+        "completions",
+        "man",
     ] {
         assert!(
             help.contains(command),

@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use timctl_core::apply::{
-    self, Deletion, ExecOptions, RecordError, Recorder, StopHandle, StopReason,
-};
+use timctl_core::apply::{self, Deletion, ExecOptions, Executed, RecordError, Recorder};
 use timctl_core::client::{BaseUrl, Client, ClientConfig, Credentials};
 use timctl_core::ids::ConversationKey as Key;
 use timctl_core::ledger::Deleted;
+use timctl_core::stop::{Stop, StopReason};
 use timctl_core::usersig::SecretKey;
 use timctl_tests::{ConversationKey, FakeConfig, FakeTim, Fault};
 
@@ -75,17 +74,21 @@ async fn the_executor_deletes_each_conversation_once_through_the_client() {
     let client = client(&fake);
     let memory = Memory::default();
     let plan = deletions(300);
-    let (summary, _, err) = apply::execute(
+    let Executed {
+        summary,
+        record_error,
+        ..
+    } = apply::execute(
         plan.clone(),
         vec![],
         &client,
         memory.clone(),
-        &ExecOptions::default(),
-        &StopHandle::default(),
+        &ExecOptions::new(32),
+        &Stop::new(),
         &mut |_| {},
     )
     .await;
-    assert!(err.is_none());
+    assert!(record_error.is_none());
     assert_eq!(summary.failed, 0, "{summary:?}");
     assert_eq!(summary.deleted + summary.already_absent, 300);
     assert_eq!(summary.missing_users, vec!["user3".to_owned()]);
@@ -122,13 +125,13 @@ async fn a_fatal_answer_stops_the_executor_with_the_clients_message() {
         c.latency = (Duration::from_millis(50), Duration::from_millis(50));
     });
     let client = client(&fake);
-    let (summary, _, _) = apply::execute(
+    let Executed { summary, .. } = apply::execute(
         deletions(1000),
         vec![],
         &client,
         Memory::default(),
-        &ExecOptions::default(),
-        &StopHandle::default(),
+        &ExecOptions::new(32),
+        &Stop::new(),
         &mut |_| {},
     )
     .await;

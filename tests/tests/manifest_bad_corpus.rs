@@ -138,8 +138,20 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
         .unwrap();
     assert_eq!(text.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&text.stderr);
-    assert!(stderr.contains("the manifests have 3 problems"), "{stderr}");
+    // Like rustc: each problem once, its place once (in the code frame's header), no bare
+    // `Error:` lines, and the count last.
+    assert_eq!(
+        stderr.matches("several-problems.yaml:8:13").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("[several-problems.yaml:8:13]"), "{stderr}");
+    assert!(!stderr.contains("Error:"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().last(),
+        Some("error: could not validate the manifests due to 3 previous errors"),
+        "{stderr}"
+    );
     assert!(stderr.contains(r#"- user: """#), "{stderr}");
 
     let gh = timctl_tests::timctl()

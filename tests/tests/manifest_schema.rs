@@ -4,11 +4,7 @@
 use std::path::Path;
 
 fn schema(draft: &str) -> serde_json::Value {
-    let out = timctl_tests::timctl()
-        .args(["schema", "--draft", draft])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = timctl_tests::succeeds(timctl_tests::timctl().args(["schema", "--draft", draft]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -27,15 +23,10 @@ fn checked_in_schema_is_up_to_date() {
 fn schema_out_writes_the_same_as_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
-    let out = timctl_tests::timctl()
-        .args(["schema", "--draft", "07", "--out"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = timctl_tests::succeeds(
+        timctl_tests::timctl()
+            .args(["schema", "--draft", "07", "--out"])
+            .arg(&path),
     );
     assert!(out.stdout.is_empty(), "--out prints nothing on stdout");
     let written: serde_json::Value =

@@ -30,16 +30,11 @@ fn show_prints_a_saved_plan_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let (path, json) = saved(&dir);
     let run = |format: &str| {
-        let out = timctl_tests::timctl()
-            .arg("show")
-            .arg(&path)
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = timctl_tests::succeeds(
+            timctl_tests::timctl()
+                .arg("show")
+                .arg(&path)
+                .args(["--format", format]),
         );
         String::from_utf8(out.stdout).unwrap()
     };

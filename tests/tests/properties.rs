@@ -346,8 +346,8 @@ proptest! {
         let mut doc: serde_json::Value = serde_json::from_str(VALID_PLAN).unwrap();
         let mut all = Vec::new();
         places(&doc, &mut Vec::new(), &mut all);
-        let path: &Vec<serde_json::Value> = place.get(&all);
-        replace_at(&mut doc, path, new);
+        let at: &Vec<serde_json::Value> = place.get(&all);
+        replace_at(&mut doc, at, new);
         read_plan(&doc.to_string())?;
     }
 }

@@ -44,11 +44,7 @@ fn json(out: &[u8]) -> serde_json::Value {
 fn list_with_no_state_is_empty_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".timctl/state.db");
-    let out = timctl(&state)
-        .args(["state", "list", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = timctl_tests::succeeds(timctl(&state).args(["state", "list", "--json"]));
     assert_eq!(
         json(&out.stdout),
         serde_json::json!({"lineage": null, "serial": null, "sdkappid": null, "entries": []})
@@ -69,15 +65,10 @@ fn list_json_has_the_documented_shape() {
         .unwrap()
         .clone();
     // The global flag works after the command too.
-    let out = timctl_tests::timctl()
-        .args(["state", "list", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = timctl_tests::succeeds(
+        timctl_tests::timctl()
+            .args(["state", "list", "--json", "--state"])
+            .arg(&state),
     );
     assert_eq!(
         json(&out.stdout),
@@ -101,11 +92,13 @@ fn rm_removes_one_entry_and_bumps_the_serial() {
     let state = dir.path().join("state.db");
     seed(&state);
 
-    let out = timctl(&state)
-        .args(["state", "rm", "alice", "user:bob", "--dry-run"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = timctl_tests::succeeds(timctl(&state).args([
+        "state",
+        "rm",
+        "alice",
+        "user:bob",
+        "--dry-run",
+    ]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Would remove alice user:bob"));
     assert_eq!(
         SqliteLedger::open_read_only(&state)
@@ -116,15 +109,7 @@ fn rm_removes_one_entry_and_bumps_the_serial() {
         2
     );
 
-    let out = timctl(&state)
-        .args(["state", "rm", "alice", "user:bob"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    timctl_tests::succeeds(timctl(&state).args(["state", "rm", "alice", "user:bob"]));
     let ledger = SqliteLedger::open_read_only(&state).unwrap();
     assert_eq!(ledger.state_ref().unwrap().serial, 3);
     let left: Vec<String> = ledger

@@ -203,6 +203,10 @@ pub fn check_app(meta: Option<&Meta>, location: &str, sdkappid: u64) -> Result<(
 /// Each call is one transaction: it commits entirely (and bumps the serial once) or not at all.
 /// A process killed at any moment leaves every committed batch in place.
 pub trait LedgerWriter: Ledger {
+    /// Writes `run`'s row of the audit trail now, in a transaction of its own, so that a state
+    /// that cannot be written (full disk, read-only) is found before anything is called. The
+    /// serial stays: the entries did not change. Writing the same run again writes nothing.
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
     /// Records confirmed deletions (insert, or replace the earlier record of the same
     /// conversation), attributed to `run`. An empty batch writes nothing.
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;

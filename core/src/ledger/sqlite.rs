@@ -660,6 +660,66 @@ impl Ledger for SqliteLedgerWriter {
 }
 
 impl SqliteLedgerWriter {
+    /// The `runs` row of `run`, inserted if this writer has not written it yet.
+    fn run_row(
+        tx: &rusqlite::Transaction<'_>,
+        path: &Path,
+        known: Option<(uuid::Uuid, i64)>,
+        run: &RunInfo,
+    ) -> Result<i64, LedgerError> {
+        if let Some((id, row)) = known
+            && id == run.run_id
+        {
+            return Ok(row);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                run.run_id.as_bytes().as_slice(),
+                run.timctl_version,
+                run.manifest_digest,
+                run.started_at.as_second()
+            ],
+        )
+        .map_err(sqlite_err(path, "recording the run"))?;
+        tx.query_row(
+            "SELECT id FROM runs WHERE run_id = ?1",
+            [run.run_id.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .map_err(sqlite_err(path, "recording the run"))
+    }
+}
+
+impl LedgerWriter for SqliteLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let row = Self::run_row(&tx, &path, self.run_row, run)?;
+        tx.commit()
+            .map_err(sqlite_err(&path, "recording the run"))?;
+        self.run_row = Some((run.run_id, row));
+        Ok(())
+    }
+
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Deleted)
+    }
+
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Absent)
+    }
+
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        self.forget_entries(batch)
+    }
+}
+
+impl SqliteLedgerWriter {
     /// Records a batch in one transaction, each entry with `origin`.
     fn record(
         &mut self,
@@ -678,28 +738,7 @@ impl SqliteLedgerWriter {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sqlite_err(&path, "starting a write"))?;
-        let run_row = match self.run_row {
-            Some((id, row)) if id == run.run_id => row,
-            _ => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        run.run_id.as_bytes().as_slice(),
-                        run.timctl_version,
-                        run.manifest_digest,
-                        run.started_at.as_second()
-                    ],
-                )
-                .map_err(sqlite_err(&path, "recording the run"))?;
-                tx.query_row(
-                    "SELECT id FROM runs WHERE run_id = ?1",
-                    [run.run_id.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err(&path, "recording the run"))?
-            }
-        };
+        let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
         {
             // The last record wins: its clear_roaming, time, run and origin replace the older ones.
             let mut stmt = tx
@@ -736,18 +775,9 @@ impl SqliteLedgerWriter {
             affected: batch.len(),
         })
     }
-}
 
-impl LedgerWriter for SqliteLedgerWriter {
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
-        self.record(run, batch, Origin::Deleted)
-    }
-
-    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
-        self.record(run, batch, Origin::Absent)
-    }
-
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+    /// Drops entries, as [`LedgerWriter::forget`] says.
+    fn forget_entries(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,

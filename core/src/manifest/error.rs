@@ -131,9 +131,14 @@ impl serde::Serialize for Problem {
     }
 }
 
+/// The message; prefixed with the place only when there is no code frame to name it, so that
+/// a problem shows its place once.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place(), self.message)
+        match self.source {
+            Some(_) => f.write_str(&self.message),
+            None => write!(f, "{}: {}", self.place(), self.message),
+        }
     }
 }
 

@@ -1,9 +1,7 @@
-//! `timctl apply [PLANFILE]`: plans (or reads a saved plan), asks, then carries the plan out
-//! through `timctl_core::apply::execute` and prints what happened.
-//!
-//! The order matters for safety: the credentials, the endpoint and the lock are checked before
-//! anything is called; the state is read under the lock, so a plan cannot go stale between
-//! planning and applying; a saved plan is refused, changing nothing, when the state has moved on.
+//! `timctl apply [PLANFILE]`: flags, the plan shown, the question asked, events printed, the
+//! exit code. The operation itself, and the order that keeps it safe (plan without the lock,
+//! lock, the state checked again under it, the run's row written before the first call), is
+//! `timctl_core::apply`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,15 +10,15 @@ use std::time::Duration;
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
-    self, Deletion, Event, ExecOptions, LedgerRecorder, StopHandle, StopReason, Summary,
+    self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source, SqliteStore,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
-use timctl_core::ledger::{
-    Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
-};
-use timctl_core::plan::{self, Action, Plan, render};
+use timctl_core::ledger::{Ledger, LedgerWriter, SqliteLedger};
+use timctl_core::plan::{self, Plan, render};
+use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::Global;
+use crate::progress::Output;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -47,14 +45,125 @@ pub(crate) struct Args {
 /// small.
 const MAX_RATE: u32 = 100_000;
 
-/// Without a terminal, how often a progress line is printed.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // Everything that can be refused is checked before anything is called or written.
     let exec = &args.exec;
+    let rate = rate(exec.rate, global.quiet)?;
+    // Enough calls in flight to keep the rate up at 250 ms latency.
+    let concurrency = exec
+        .concurrency
+        .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
+        .max(1);
+    let source = match &args.planfile {
+        Some(path) => Source::Saved(plan::saved::read(path)?),
+        None => {
+            let filter = super::plan::filter(&args.filter)?;
+            let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
+            let seen = if args.refresh.refresh {
+                // The app is checked before any call: a refresh against another app's state
+                // would read lists for nothing.
+                SqliteLedger::open_read_only(&global.state)?.check_app(desired.app.sdkappid)?;
+                let report = if args.exec.json {
+                    super::refresh::Report::Json
+                } else {
+                    super::refresh::Report::Human
+                };
+                Some(super::refresh::observe(
+                    global,
+                    &args.refresh,
+                    &desired,
+                    &filter,
+                    report,
+                )?)
+            } else {
+                None
+            };
+            Source::Manifests {
+                filter,
+                desired,
+                seen,
+            }
+        }
+    };
+    let store = SqliteStore {
+        path: global.state.clone(),
+    };
+    let mut prepared = apply::prepare(source, &store)?;
+    let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())?;
+
+    // Shown and approved; shown and approved again when the state moved on while this apply
+    // waited for the lock (the plan is then made again under the lock, which it keeps).
+    let mut credentials = None;
+    let locked = loop {
+        if !approve(&prepared, args, global.quiet)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Forgetting needs no call, so a plan without deletions needs no credentials.
+        if prepared.plan().summary.delete > 0 && credentials.is_none() {
+            credentials = Some(crate::credentials::from_env()?);
+        }
+        if !prepared.is_saved() && !args.auto_approve {
+            confirm(args.exec.json)?;
+        }
+        match prepared.lock(&store, exec.lock_timeout)? {
+            Locking::Ready(locked) => break locked,
+            Locking::Replanned(again) => {
+                eprintln!(
+                    "The state changed while this apply waited for the lock; it planned again \
+                     under the lock:"
+                );
+                prepared = again;
+            }
+        }
+    };
+
+    let stop = Stop::new();
+    let client = match credentials {
+        Some(credentials) => {
+            let app = &locked.plan().app;
+            let mut config =
+                ClientConfig::new(base_url, app.sdkappid, app.admin.as_str(), credentials);
+            config.set_rate::<RecentContactDelete>(rate);
+            config.max_retries = exec.max_retries;
+            // The client obeys the run's stop, whoever raises it: a signal, a fatal answer, a
+            // state write failing, too many failures.
+            config.stop = stop.clone();
+            Some(Client::new(config)?)
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")?;
+    let opts = ExecOptions::new(concurrency);
+    let mut output = Output::new(
+        args.exec.json,
+        global.quiet,
+        locked.plan().summary.delete as usize,
+    );
+    let applied = runtime.block_on(async {
+        watch_signals(stop.clone());
+        let mut on_event = |e: &Event| output.event(e);
+        match &client {
+            Some(client) => locked.run(client, &stop, &opts, &mut on_event).await,
+            None => locked.run(&NoCalls, &stop, &opts, &mut on_event).await,
+        }
+    });
+    output.finish();
+    // In-flight calls have finished; nothing else is waiting on the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let summary = applied?.summary;
+    report(&summary, args.exec.json, global.quiet);
+    Ok(exit_code(&summary))
+}
+
+/// `--rate`, checked; the default is just under the endpoint's documented limit.
+fn rate(flag: Option<u32>, quiet: bool) -> miette::Result<f64> {
     let documented = RecentContactDelete::CALLS_PER_SECOND;
-    let rate = match exec.rate {
+    let rate = match flag {
         Some(0) => return Err(miette!("--rate must be at least 1 call per second")),
         Some(r) if r > MAX_RATE => {
             return Err(miette!(
@@ -64,92 +173,42 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         Some(r) => f64::from(r),
         None => client::default_rate(documented),
     };
-    if rate > f64::from(documented) && !global.quiet {
+    if rate > f64::from(documented) && !quiet {
         eprintln!(
             "warning: --rate {rate} is above the documented limit of {documented} calls per second; \
              use it only if Tencent raised your app's quota, or calls will be refused (60007)"
         );
     }
-    // Enough calls in flight to keep the rate up at 250 ms latency.
-    let concurrency = exec
-        .concurrency
-        .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
-        .max(1);
+    Ok(rate)
+}
 
-    // Plan without the lock, so that a refusal (bad input, no terminal, --max-deletes, an
-    // answer other than yes) creates nothing, not even the lock file. The lock is taken only to
-    // go ahead, and the state is checked again under it: if another apply moved it on while
-    // this one was planning or asking, the plan is refused, as a stale saved plan is.
-    enum Input {
-        Saved(Plan),
-        Manifests(timctl_core::desired::DesiredState, plan::Filter),
-    }
-    let input = match &args.planfile {
-        Some(path) => Input::Saved(plan::saved::read(path)?),
-        None => {
-            let filter = super::plan::filter(&args.filter)?;
-            Input::Manifests(
-                timctl_core::manifest::load(&args.manifests.manifests)?,
-                filter,
-            )
-        }
-    };
-    let current = SqliteLedger::open_read_only(&global.state)?;
-    let (plan, saved) = match input {
-        Input::Saved(plan) => {
-            current.check_app(plan.app.sdkappid)?;
-            plan::check_state(plan.state, current.state_ref())?;
-            (plan, true)
-        }
-        Input::Manifests(desired, filter) if args.refresh.refresh => {
-            current.check_app(desired.app.sdkappid)?;
-            let report = if args.exec.json {
-                super::refresh::Report::Json
-            } else {
-                super::refresh::Report::Human
-            };
-            let seen = super::refresh::observe(global, &args.refresh, &desired, &filter, report)?;
-            (
-                plan::refresh::make(&desired, &current, &filter, &seen)?,
-                false,
-            )
-        }
-        Input::Manifests(desired, filter) => (plan::make(&desired, &current, &filter)?, false),
-    };
-    drop(current);
-    let base_url = BaseUrl::resolve(plan.app.region, global.endpoint.as_deref())?;
-
-    let asking = !saved && !args.auto_approve;
-    if !saved && !args.exec.json {
-        super::plan::print(&plan, super::plan::Format::Text, args.limit)?;
+/// Shows the plan and checks `--max-deletes`. False when there is nothing to do (and says so).
+fn approve<W: LedgerWriter + Send + 'static>(
+    prepared: &Prepared<W>,
+    args: &Args,
+    quiet: bool,
+) -> miette::Result<bool> {
+    let plan = prepared.plan();
+    let asking = !prepared.is_saved() && !args.auto_approve;
+    if !prepared.is_saved() && !args.exec.json {
+        super::plan::print(plan, super::plan::Format::Text, args.limit)?;
     } else if asking && plan.has_changes() {
         // `--json` keeps stdout for events, but nobody is asked to approve what they cannot see.
         eprint!(
             "{}",
-            render::text(&plan, (args.limit != 0).then_some(args.limit))
+            render::text(plan, (args.limit != 0).then_some(args.limit))
         );
     }
     if !plan.has_changes() {
-        let summary = Summary::default();
-        if args.exec.json {
-            let mut output = Output::new(true, global.quiet, 0);
-            output.event(&Event::Planned {
-                delete: 0,
-                forget: 0,
-            });
-            output.event(&Event::Summary(summary.clone()));
-            output.finish();
-        }
-        report(&summary, args.exec.json, global.quiet);
-        return Ok(ExitCode::SUCCESS);
+        nothing_to_do(args.exec.json, quiet);
+        return Ok(false);
     }
-    // Forgetting needs no call, so a plan without deletions needs no credentials.
-    let credentials = if plan.summary.delete > 0 {
-        Some(crate::credentials::from_env()?)
-    } else {
-        None
-    };
-    if let Some(max) = exec.max_deletes
+    check_max_deletes(plan, args.exec.max_deletes)?;
+    Ok(true)
+}
+
+fn check_max_deletes(plan: &Plan, max: Option<u64>) -> miette::Result<()> {
+    if let Some(max) = max
         && plan.summary.delete > max
     {
         return Err(miette!(
@@ -158,155 +217,22 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             plan.summary.delete
         ));
     }
-    if asking {
-        confirm(args.exec.json)?;
-    }
-
-    // The client obeys the core stop signal; the executor still has its own `StopHandle`
-    // until the two are one (issue 12.2), so the signal handler raises both.
-    let client_stop = timctl_core::stop::Stop::new();
-    let client = match credentials {
-        Some(credentials) => {
-            let mut config = ClientConfig::new(
-                base_url,
-                plan.app.sdkappid,
-                plan.app.admin.as_str(),
-                credentials,
-            );
-            config.set_rate::<RecentContactDelete>(rate);
-            config.max_retries = exec.max_retries;
-            config.stop = client_stop.clone();
-            Some(Client::new(config)?)
-        }
-        None => None,
-    };
-
-    let lock = StateLock::acquire(&global.state, "apply", exec.lock_timeout)?;
-    let current = SqliteLedger::open_read_only(&global.state)?;
-    current.check_app(plan.app.sdkappid)?;
-    plan::check_state(plan.state, current.state_ref())?;
-    drop(current);
-    let writer = SqliteLedgerWriter::create_or_open(&global.state, plan.app.sdkappid, lock)?;
-    let mut recorder = LedgerRecorder {
-        writer,
-        run: RunInfo::new(plan.manifest_digest.clone()),
-    };
-    let (deletions, records, forgets) = split(plan);
-    // Records need no call: they are written first, in one transaction, so that a run stopped
-    // later still keeps what the refresh saw.
-    let recorded = records.len();
-    recorder
-        .writer
-        .record_absent(&recorder.run, &records)
-        .wrap_err("cannot record the conversations seen absent; nothing was called")?;
-    if args.exec.json {
-        for r in &records {
-            let event = serde_json::json!({
-                "event": "recorded",
-                "from": r.key.from.as_str(),
-                "type": r.key.peer.kind().as_str(),
-                "peer": r.key.peer.id(),
-                "clear_roaming": r.clear_roaming,
-            });
-            println!("{event}");
-        }
-    }
-    drop(records);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()
-        .wrap_err("cannot start the async runtime")?;
-    let stop = StopHandle::default();
-    let opts = ExecOptions {
-        concurrency,
-        ..ExecOptions::default()
-    };
-    let mut output = Output::new(args.exec.json, global.quiet, deletions.len());
-    let (summary, recorder, record_error) = runtime.block_on(async {
-        watch_signals(stop.clone(), client_stop.clone());
-        // Records were written before the executor ran; its summary counts them too.
-        let mut on_event = |e: &Event| match e {
-            Event::Summary(s) => output.event(&Event::Summary(Summary {
-                recorded,
-                ..s.clone()
-            })),
-            e => output.event(e),
-        };
-        match &client {
-            Some(client) => {
-                apply::execute(
-                    deletions,
-                    forgets,
-                    client,
-                    recorder,
-                    &opts,
-                    &stop,
-                    &mut on_event,
-                )
-                .await
-            }
-            None => {
-                apply::execute(
-                    deletions,
-                    forgets,
-                    &NoCalls,
-                    recorder,
-                    &opts,
-                    &stop,
-                    &mut on_event,
-                )
-                .await
-            }
-        }
-    });
-    output.finish();
-    drop(recorder);
-    // In-flight calls have finished; nothing else is waiting on the runtime.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-
-    let summary = Summary {
-        recorded,
-        ..summary
-    };
-    report(&summary, args.exec.json, global.quiet);
-    if let Some(e) = record_error {
-        eprintln!("Error: {e}. The deletions not recorded will be made again by the next apply.");
-    }
-    Ok(exit_code(&summary))
+    Ok(())
 }
 
-/// The plan's deletions, records (stamped with when the plan read the server) and forgets, for
-/// the executor. Takes the plan so that its changes are moved, not copied: at a million entries
-/// a copy is a hundred megabytes.
-fn split(
-    plan: Plan,
-) -> (
-    Vec<Deletion>,
-    Vec<timctl_core::ledger::Deleted>,
-    Vec<timctl_core::ids::ConversationKey>,
-) {
-    let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
-    let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
-    let mut records = Vec::with_capacity(plan.summary.record as usize);
-    let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
-    for c in plan.changes {
-        match c.action {
-            Action::Delete => deletions.push(Deletion {
-                key: c.key,
-                clear_roaming: c.clear_roaming,
-            }),
-            Action::Record => records.push(timctl_core::ledger::Deleted {
-                key: c.key,
-                clear_roaming: c.clear_roaming,
-                deleted_at: seen_at,
-            }),
-            Action::Forget => forgets.push(c.key),
-        }
+/// The run of a plan without changes: no lock, no state written, the same output.
+fn nothing_to_do(json: bool, quiet: bool) {
+    let summary = RunSummary::default();
+    if json {
+        let mut output = Output::new(true, quiet, 0);
+        output.event(&Event::Planned {
+            delete: 0,
+            forget: 0,
+        });
+        output.event(&Event::Summary(summary.clone()));
+        output.finish();
     }
-    (deletions, records, forgets)
+    report(&summary, json, quiet);
 }
 
 /// The deleter of a plan without deletions: never called, so it needs no credentials.
@@ -351,7 +277,7 @@ fn confirm(json: bool) -> miette::Result<()> {
 /// Ctrl-C and SIGTERM: the first stops new calls (in-flight ones finish and are recorded);
 /// a second Ctrl-C exits at once. The state stays consistent either way: every batch is one
 /// transaction.
-fn watch_signals(stop: StopHandle, client_stop: timctl_core::stop::Stop) {
+fn watch_signals(stop: Stop) {
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -376,10 +302,6 @@ fn watch_signals(stop: StopHandle, client_stop: timctl_core::stop::Stop) {
                 }
                 continue;
             }
-            client_stop.stop(match reason {
-                StopReason::Terminated => timctl_core::stop::StopReason::Terminated,
-                _ => timctl_core::stop::StopReason::Interrupted,
-            });
             eprintln!(
                 "Stopping: no new calls; the calls in flight finish and are recorded. \
                  Press Ctrl-C again to exit at once."
@@ -388,129 +310,8 @@ fn watch_signals(stop: StopHandle, client_stop: timctl_core::stop::Stop) {
     });
 }
 
-/// Where events go: JSON lines, a progress bar, or a short line now and then.
-///
-/// Lines are written by a thread of their own: the executor hands them over and goes on, so a
-/// slow reader of stdout or stderr (a paused pipe, a backed-up CI log) never holds up the
-/// results on their way to the state.
-struct Output {
-    json: bool,
-    quiet: bool,
-    bar: Option<indicatif::ProgressBar>,
-    failed: usize,
-    last_line: std::time::Instant,
-    lines: Option<std::sync::mpsc::Sender<Line>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-/// A line for stdout or stderr.
-enum Line {
-    Out(String),
-    Err(String),
-}
-
-impl Output {
-    fn new(json: bool, quiet: bool, total: usize) -> Self {
-        let bar = (!json && !quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} deleted  {per_sec}  ETA {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar
-        });
-        let (lines, rx) = std::sync::mpsc::channel::<Line>();
-        let writer = std::thread::spawn(move || {
-            for line in rx {
-                // A closed stdout or stderr is not worth stopping deletions for.
-                let _ = match line {
-                    Line::Out(l) => writeln!(std::io::stdout().lock(), "{l}"),
-                    Line::Err(l) => writeln!(std::io::stderr().lock(), "{l}"),
-                };
-            }
-            let _ = std::io::stdout().flush();
-        });
-        Output {
-            json,
-            quiet,
-            bar,
-            failed: 0,
-            last_line: std::time::Instant::now(),
-            lines: Some(lines),
-            writer: Some(writer),
-        }
-    }
-
-    fn line(&self, line: Line) {
-        if let Some(lines) = &self.lines {
-            let _ = lines.send(line);
-        }
-    }
-
-    fn event(&mut self, event: &Event) {
-        if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                self.line(Line::Out(line));
-            }
-            return;
-        }
-        match event {
-            Event::Deleted { .. } => {
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                }
-            }
-            Event::Failed {
-                from,
-                kind,
-                peer,
-                code,
-                message,
-            } => {
-                self.failed += 1;
-                let code = code.map_or_else(String::new, |c| format!(" ({c})"));
-                let line = format!("failed: {from} → {kind}:{peer}{code}: {message}");
-                match &self.bar {
-                    Some(bar) => {
-                        bar.inc(1);
-                        bar.set_message(format!("{} failed", self.failed));
-                        bar.println(line);
-                    }
-                    None => self.line(Line::Err(line)),
-                }
-            }
-            Event::Progress {
-                done,
-                total,
-                failed,
-                rate,
-            } => {
-                if self.bar.is_none() && !self.quiet && self.last_line.elapsed() >= PROGRESS_EVERY {
-                    self.last_line = std::time::Instant::now();
-                    self.line(Line::Err(format!(
-                        "Progress: {done}/{total} done, {failed} failed, {rate:.0} per second"
-                    )));
-                }
-            }
-            Event::Planned { .. } | Event::Summary(_) => {}
-        }
-    }
-
-    /// Clears the bar and writes out every line handed over, before the summary is printed.
-    fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-        drop(self.lines.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
 /// The warnings and the last line.
-fn report(s: &Summary, json: bool, quiet: bool) {
+fn report(s: &RunSummary, json: bool, quiet: bool) {
     if let Some(message) = &s.stop_message {
         eprintln!("Error: {message}");
     }
@@ -558,7 +359,7 @@ fn report(s: &Summary, json: bool, quiet: bool) {
 }
 
 /// 0 when everything succeeded; 130 after Ctrl-C and 143 after SIGTERM; 1 otherwise.
-fn exit_code(s: &Summary) -> ExitCode {
+fn exit_code(s: &RunSummary) -> ExitCode {
     match s.stopped {
         Some(StopReason::Interrupted) => ExitCode::from(130),
         Some(StopReason::Terminated) => ExitCode::from(143),

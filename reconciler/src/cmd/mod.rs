@@ -2,6 +2,8 @@
 //! prints the result.
 
 pub(crate) mod apply;
+pub(crate) mod completions;
+pub(crate) mod man;
 pub(crate) mod plan;
 pub(crate) mod refresh;
 pub(crate) mod schema;

@@ -1,6 +1,7 @@
 //! `timctl validate`.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::process::ExitCode;
 
 use timctl_core::manifest;
@@ -72,12 +73,28 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         }
         (Err(errors), _) => {
             if args.format == Format::Text {
-                eprintln!("{:?}", miette::Report::new(errors));
+                print_problems(&errors, "validate");
             }
             Ok(ExitCode::from(1))
         }
         (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
     }
+}
+
+/// Each problem once, with its place in the snippet's header (or in the title for a problem
+/// about a whole file), then the count last, as rustc and cargo do:
+/// `error: could not validate the manifests due to 3 previous errors`.
+pub(crate) fn print_problems(errors: &manifest::ManifestErrors, doing: &str) {
+    let mut stderr = std::io::stderr().lock();
+    for problem in errors.problems() {
+        let _ = writeln!(stderr, "{:?}", miette::Report::new(problem.clone()));
+    }
+    let n = errors.problems().len();
+    let _ = writeln!(
+        stderr,
+        "error: could not {doing} the manifests due to {n} previous {}",
+        plural(n, "error", "errors")
+    );
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

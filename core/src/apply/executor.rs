@@ -10,13 +10,14 @@
 //! - A fatal outcome stops new calls at once; calls in flight finish and are recorded.
 //! - When most of the recent results are the same item failure, the run stops: that is a bug or
 //!   a misconfiguration, not a million bad entries.
-//! - A stop from outside ([`StopHandle`], e.g. Ctrl-C) works the same way as a fatal outcome.
+//! - Every stop goes through the run's one [`Stop`]: a fatal outcome, the failure pattern and a
+//!   state write failing raise it here; a signal raises it from outside; the client watches the
+//!   same signal, so no queued call goes out once any of them has stopped the run.
 //! - Memory stays flat: results are streamed to the recorder and to the event callback, never
 //!   collected.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use futures::StreamExt;
 
 use crate::ids::{ConversationKey, PeerKind, UserId};
 use crate::ledger::{Deleted, LedgerWriter, RunInfo};
+use crate::stop::{Stop, StopReason};
 
 /// One conversation to delete.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -67,6 +69,23 @@ pub trait Deleter: Send + Sync {
     fn delete(&self, deletion: &Deletion) -> impl Future<Output = CallOutcome> + Send;
 }
 
+/// `error: cause: its cause…`, each level once: the cause (`database or disk is full`) is what
+/// a person needs to read, and it sits at the bottom of the chain.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        // Some errors repeat their source's text in their own (`transparent`): say it once.
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Why recording failed; the run stops, and what was not recorded is re-sent next time.
 #[derive(Debug, thiserror::Error)]
 #[error("recording in the state failed: {0}")]
@@ -79,48 +98,6 @@ pub trait Recorder: Send {
     fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError>;
     /// Drops entries that are no longer in the manifest.
     fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError>;
-}
-
-/// Why a run stopped before the end of the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// Ctrl-C (SIGINT).
-    Interrupted = 1,
-    /// SIGTERM, e.g. a cancelled CI job.
-    Terminated = 2,
-    /// A fatal answer: every call would fail.
-    Fatal = 3,
-    /// Most recent calls failed the same way.
-    TooManyFailures = 4,
-    /// The state could not be written.
-    RecordFailed = 5,
-}
-
-/// Stops a run from outside (a signal handler) or inside (a fatal answer). The first reason
-/// given wins; calls already in flight finish and are recorded.
-#[derive(Clone, Debug, Default)]
-pub struct StopHandle(Arc<AtomicU8>);
-
-impl StopHandle {
-    /// Asks the run to stop starting calls. Returns false when it had already been asked.
-    pub fn stop(&self, reason: StopReason) -> bool {
-        self.0
-            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
-
-    /// Why the run was asked to stop, if it was.
-    pub fn reason(&self) -> Option<StopReason> {
-        match self.0.load(Ordering::SeqCst) {
-            1 => Some(StopReason::Interrupted),
-            2 => Some(StopReason::Terminated),
-            3 => Some(StopReason::Fatal),
-            4 => Some(StopReason::TooManyFailures),
-            5 => Some(StopReason::RecordFailed),
-            _ => None,
-        }
-    }
 }
 
 /// How the executor runs.
@@ -140,10 +117,12 @@ pub struct ExecOptions {
     pub progress_interval: Duration,
 }
 
-impl Default for ExecOptions {
-    fn default() -> Self {
+impl ExecOptions {
+    /// The executor's rules with `concurrency` calls in flight at once. The caller picks the
+    /// concurrency from the rate (enough calls waiting to keep it up); the rest are fixed rules.
+    pub fn new(concurrency: usize) -> Self {
         ExecOptions {
-            concurrency: 32,
+            concurrency,
             // Well inside PRODUCT.md's "in the state within a second", leaving room for the
             // transaction's own fsync on a slow disk.
             flush_interval: Duration::from_millis(250),
@@ -159,6 +138,18 @@ impl Default for ExecOptions {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// A refresh saw this conversation absent; it was written to the state with no call.
+    Recorded {
+        /// From_Account.
+        from: String,
+        /// `user` or `group`.
+        #[serde(rename = "type")]
+        kind: PeerKind,
+        /// The other side's ID.
+        peer: String,
+        /// What the manifest asks (kept with the record).
+        clear_roaming: bool,
+    },
     /// Before the first call.
     Planned {
         /// Deletions to make.
@@ -206,12 +197,12 @@ pub enum Event {
         rate: f64,
     },
     /// The last event.
-    Summary(Summary),
+    Summary(RunSummary),
 }
 
-/// How a run went.
+/// How a run went (not to be confused with [`crate::plan::Summary`], the plan's counts).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Summary {
+pub struct RunSummary {
     /// Deletions the server confirmed.
     pub deleted: usize,
     /// Deletions with nothing to delete (counted as done, recorded).
@@ -239,7 +230,7 @@ pub struct Summary {
 /// How many missing users a summary names.
 pub const MISSING_USERS_SHOWN: usize = 100;
 
-impl Summary {
+impl RunSummary {
     /// True when everything planned was done.
     pub fn succeeded(&self) -> bool {
         self.failed == 0 && self.stopped.is_none() && self.not_started == 0
@@ -280,7 +271,7 @@ enum RecordMsg {
 fn spawn_recorder<R: Recorder + 'static>(
     mut recorder: R,
     opts: &ExecOptions,
-    stop: StopHandle,
+    stop: Stop,
     failure: Arc<Mutex<Option<RecordError>>>,
 ) -> (mpsc::Sender<RecordMsg>, std::thread::JoinHandle<R>) {
     let (tx, rx) = mpsc::channel::<RecordMsg>();
@@ -374,17 +365,28 @@ impl FailurePattern {
     }
 }
 
-/// Carries out `deletions` and `forgets`, reporting each step to `on_event`, and returns the
-/// summary (also sent as the last event). Returns the recorder so the caller can close it.
+/// What [`execute`] comes to.
+#[derive(Debug)]
+pub struct Executed<R> {
+    /// How the run went (also sent as the last event).
+    pub summary: RunSummary,
+    /// The recorder, handed back so the caller can close it.
+    pub recorder: R,
+    /// The write that failed, if one did (the run stopped then); its message is already the
+    /// summary's `stop_message`.
+    pub record_error: Option<RecordError>,
+}
+
+/// Carries out `deletions` and `forgets`, reporting each step to `on_event`.
 pub async fn execute<D, R>(
     deletions: Vec<Deletion>,
     forgets: Vec<ConversationKey>,
     deleter: &D,
     recorder: R,
     opts: &ExecOptions,
-    stop: &StopHandle,
+    stop: &Stop,
     on_event: &mut (dyn FnMut(&Event) + Send),
-) -> (Summary, R, Option<RecordError>)
+) -> Executed<R>
 where
     D: Deleter,
     R: Recorder + 'static,
@@ -394,7 +396,7 @@ where
         delete: total,
         forget: forgets.len(),
     });
-    let mut summary = Summary::default();
+    let mut summary = RunSummary::default();
     let record_failure = Arc::new(Mutex::new(None));
     let (tx, recorder_thread) =
         spawn_recorder(recorder, opts, stop.clone(), Arc::clone(&record_failure));
@@ -485,8 +487,11 @@ where
             CallOutcome::NotSent => None,
             CallOutcome::Fatal { message } => {
                 summary.failed += 1;
-                if stop.stop(StopReason::Fatal) {
-                    stop_message = Some(message);
+                // The client may have raised the stop already, on the same answer: the first
+                // fatal answer's message is the one shown, whoever raised it.
+                stop.stop(StopReason::Fatal);
+                if stop.reason() == Some(StopReason::Fatal) {
+                    stop_message.get_or_insert(message);
                 }
                 None
             }
@@ -517,7 +522,12 @@ where
         .take();
     summary.stopped = stop.reason();
     if let Some(e) = &record_error {
-        stop_message.get_or_insert_with(|| e.to_string());
+        stop_message.get_or_insert_with(|| {
+            format!(
+                "{}. The deletions not recorded will be made again by the next apply.",
+                error_chain(e)
+            )
+        });
     }
     summary.stop_message = stop_message;
     summary.missing_user_count = missing.len();
@@ -527,308 +537,12 @@ where
         .map(UserId::to_string)
         .collect();
     on_event(&Event::Summary(summary.clone()));
-    (summary, recorder, record_error)
+    Executed {
+        summary,
+        recorder,
+        record_error,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    //! The executor's rules, with a scripted deleter and an in-memory recorder. End-to-end
-    //! tests of `timctl apply` (real HTTP, real ledger) live in `tests/`.
-
-    use super::*;
-    use crate::ids::Peer;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Answers each deletion by its From_Account: `fatal*`, `bad*` (50002), `ghost*` (50001),
-    /// anything else is deleted. Sleeps `delay` per call.
-    struct Scripted {
-        calls: AtomicUsize,
-        delay: Duration,
-    }
-
-    impl Deleter for Scripted {
-        async fn delete(&self, d: &Deletion) -> CallOutcome {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            let from = d.key.from.as_str();
-            if from.starts_with("fatal") {
-                CallOutcome::Fatal {
-                    message: "the UserSig was rejected (70003)".into(),
-                }
-            } else if from.starts_with("bad") {
-                CallOutcome::ItemFailed {
-                    code: Some(50002),
-                    message: "bad".into(),
-                }
-            } else if from.starts_with("ghost") {
-                CallOutcome::AlreadyAbsent { code: 50001 }
-            } else {
-                CallOutcome::Deleted
-            }
-        }
-    }
-
-    #[derive(Default)]
-    struct Memory {
-        batches: Vec<(Instant, Vec<Deleted>)>,
-        forgotten: Vec<ConversationKey>,
-    }
-
-    impl Recorder for Memory {
-        fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError> {
-            self.batches.push((Instant::now(), confirmed.to_vec()));
-            Ok(())
-        }
-        fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError> {
-            self.forgotten.extend_from_slice(entries);
-            Ok(())
-        }
-    }
-
-    fn deletions(from: &str, n: usize) -> Vec<Deletion> {
-        (0..n)
-            .map(|i| Deletion {
-                key: ConversationKey::new(
-                    UserId::new(format!("{from}{i}")).unwrap(),
-                    Peer::User(UserId::new("peer").unwrap()),
-                ),
-                clear_roaming: i % 2 == 0,
-            })
-            .collect()
-    }
-
-    struct Run {
-        summary: Summary,
-        recorder: Memory,
-        events: Vec<Event>,
-        calls: usize,
-    }
-
-    fn check(
-        plan: Vec<Deletion>,
-        forgets: Vec<ConversationKey>,
-        opts: ExecOptions,
-        stop: &StopHandle,
-        delay: Duration,
-    ) -> Run {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let deleter = Scripted {
-            calls: AtomicUsize::new(0),
-            delay,
-        };
-        let mut events = Vec::new();
-        let (summary, recorder, err) = rt.block_on(execute(
-            plan,
-            forgets,
-            &deleter,
-            Memory::default(),
-            &opts,
-            stop,
-            &mut |e: &Event| events.push(e.clone()),
-        ));
-        assert!(err.is_none());
-        Run {
-            summary,
-            recorder,
-            events,
-            calls: deleter.calls.load(Ordering::SeqCst),
-        }
-    }
-
-    fn recorded(r: &Run) -> usize {
-        r.recorder.batches.iter().map(|(_, b)| b.len()).sum()
-    }
-
-    #[test]
-    fn everything_deleted_is_recorded_once() {
-        let plan = deletions("alice", 100);
-        let r = check(
-            plan,
-            vec![],
-            ExecOptions::default(),
-            &StopHandle::default(),
-            Duration::ZERO,
-        );
-        assert_eq!(
-            (r.summary.deleted, r.summary.failed, r.calls),
-            (100, 0, 100)
-        );
-        assert_eq!(recorded(&r), 100);
-        assert!(r.summary.succeeded());
-        assert!(matches!(
-            r.events.first(),
-            Some(Event::Planned {
-                delete: 100,
-                forget: 0
-            })
-        ));
-        assert!(matches!(r.events.last(), Some(Event::Summary(_))));
-    }
-
-    #[test]
-    fn confirmations_are_recorded_while_the_run_goes_on() {
-        let opts = ExecOptions {
-            concurrency: 1,
-            flush_interval: Duration::from_millis(50),
-            ..ExecOptions::default()
-        };
-        let plan = deletions("alice", 20);
-        let start = Instant::now();
-        let r = check(
-            plan,
-            vec![],
-            opts,
-            &StopHandle::default(),
-            Duration::from_millis(20),
-        );
-        // 20 calls of 20 ms with a 50 ms flush interval: several batches, the first long
-        // before the run ended.
-        assert!(
-            r.recorder.batches.len() >= 3,
-            "{} batches",
-            r.recorder.batches.len()
-        );
-        let first = r.recorder.batches[0].0.duration_since(start);
-        assert!(
-            first < Duration::from_millis(300),
-            "first batch after {first:?}"
-        );
-        assert_eq!(recorded(&r), 20);
-    }
-
-    #[test]
-    fn a_fatal_answer_stops_new_calls() {
-        let mut plan = deletions("alice", 2);
-        plan.extend(deletions("fatal", 1));
-        plan.extend(deletions("carol", 50));
-        let opts = ExecOptions {
-            concurrency: 1,
-            ..ExecOptions::default()
-        };
-        let r = check(plan, vec![], opts, &StopHandle::default(), Duration::ZERO);
-        assert_eq!(r.calls, 3);
-        assert_eq!(r.summary.stopped, Some(StopReason::Fatal));
-        assert_eq!(
-            r.summary.stop_message.as_deref(),
-            Some("the UserSig was rejected (70003)")
-        );
-        assert_eq!((r.summary.deleted, r.summary.not_started), (2, 50));
-        assert_eq!(recorded(&r), 2);
-        assert!(!r.summary.succeeded());
-    }
-
-    #[test]
-    fn one_item_failure_does_not_stop_the_rest() {
-        let mut plan = deletions("alice", 10);
-        plan.extend(deletions("bad", 3));
-        plan.extend(deletions("carol", 10));
-        let r = check(
-            plan,
-            vec![],
-            ExecOptions::default(),
-            &StopHandle::default(),
-            Duration::ZERO,
-        );
-        assert_eq!(
-            (r.summary.deleted, r.summary.failed, r.summary.stopped),
-            (20, 3, None)
-        );
-        let failed: Vec<&Event> = r
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Failed { .. }))
-            .collect();
-        assert_eq!(failed.len(), 3);
-        assert_eq!(recorded(&r), 20);
-    }
-
-    #[test]
-    fn the_same_failure_everywhere_stops_the_run_early() {
-        let plan = deletions("bad", 1000);
-        let opts = ExecOptions {
-            concurrency: 4,
-            ..ExecOptions::default()
-        };
-        let r = check(plan, vec![], opts, &StopHandle::default(), Duration::ZERO);
-        assert_eq!(r.summary.stopped, Some(StopReason::TooManyFailures));
-        assert!(r.calls < 60, "{} calls", r.calls);
-        assert!(
-            r.summary
-                .stop_message
-                .unwrap()
-                .contains("failed with code 50002")
-        );
-    }
-
-    #[test]
-    fn missing_users_count_as_done_and_are_named() {
-        let mut plan = deletions("ghost", 3);
-        plan.extend(deletions("ghost", 3)); // the same users again: named once
-        plan.extend(deletions("alice", 2));
-        let r = check(
-            plan,
-            vec![],
-            ExecOptions::default(),
-            &StopHandle::default(),
-            Duration::ZERO,
-        );
-        assert_eq!((r.summary.deleted, r.summary.already_absent), (2, 6));
-        assert_eq!(r.summary.missing_users, vec!["ghost0", "ghost1", "ghost2"]);
-        assert_eq!(r.summary.missing_user_count, 3);
-        assert_eq!(recorded(&r), 8);
-        assert!(r.summary.succeeded());
-    }
-
-    #[test]
-    fn every_missing_user_is_counted_once_and_the_first_hundred_named() {
-        let mut plan = deletions("ghost", 150);
-        plan.extend(deletions("ghost", 150));
-        let r = check(
-            plan,
-            vec![],
-            ExecOptions::default(),
-            &StopHandle::default(),
-            Duration::ZERO,
-        );
-        assert_eq!(r.summary.missing_user_count, 150);
-        assert_eq!(r.summary.missing_users.len(), MISSING_USERS_SHOWN);
-        assert_eq!(r.summary.already_absent, 300);
-    }
-
-    #[test]
-    fn a_stop_from_outside_lets_nothing_new_start() {
-        let stop = StopHandle::default();
-        assert!(stop.stop(StopReason::Terminated));
-        assert!(!stop.stop(StopReason::Interrupted), "the first reason wins");
-        let r = check(
-            deletions("alice", 10),
-            vec![],
-            ExecOptions::default(),
-            &stop,
-            Duration::ZERO,
-        );
-        assert_eq!((r.calls, r.summary.not_started), (0, 10));
-        assert_eq!(r.summary.stopped, Some(StopReason::Terminated));
-    }
-
-    #[test]
-    fn forgets_reach_the_recorder_without_calls() {
-        let forgets = vec![ConversationKey::new(
-            UserId::new("alice").unwrap(),
-            Peer::User(UserId::new("bob").unwrap()),
-        )];
-        let r = check(
-            vec![],
-            forgets.clone(),
-            ExecOptions::default(),
-            &StopHandle::default(),
-            Duration::ZERO,
-        );
-        assert_eq!(r.calls, 0);
-        assert_eq!(r.recorder.forgotten, forgets);
-        assert_eq!(r.summary.forgotten, 1);
-    }
-}
+mod tests;

@@ -1,0 +1,297 @@
+//! The executor's rules, with a scripted deleter and an in-memory recorder. End-to-end
+//! tests of `timctl apply` (real HTTP, real ledger) live in `tests/`.
+
+use super::*;
+use crate::ids::Peer;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Answers each deletion by its From_Account: `fatal*`, `bad*` (50002), `ghost*` (50001),
+/// anything else is deleted. Sleeps `delay` per call.
+struct Scripted {
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+impl Deleter for Scripted {
+    async fn delete(&self, d: &Deletion) -> CallOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let from = d.key.from.as_str();
+        if from.starts_with("fatal") {
+            CallOutcome::Fatal {
+                message: "the UserSig was rejected (70003)".into(),
+            }
+        } else if from.starts_with("bad") {
+            CallOutcome::ItemFailed {
+                code: Some(50002),
+                message: "bad".into(),
+            }
+        } else if from.starts_with("ghost") {
+            CallOutcome::AlreadyAbsent { code: 50001 }
+        } else {
+            CallOutcome::Deleted
+        }
+    }
+}
+
+#[derive(Default)]
+struct Memory {
+    batches: Vec<(Instant, Vec<Deleted>)>,
+    forgotten: Vec<ConversationKey>,
+}
+
+impl Recorder for Memory {
+    fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError> {
+        self.batches.push((Instant::now(), confirmed.to_vec()));
+        Ok(())
+    }
+    fn forget(&mut self, entries: &[ConversationKey]) -> Result<(), RecordError> {
+        self.forgotten.extend_from_slice(entries);
+        Ok(())
+    }
+}
+
+fn deletions(from: &str, n: usize) -> Vec<Deletion> {
+    (0..n)
+        .map(|i| Deletion {
+            key: ConversationKey::new(
+                UserId::new(format!("{from}{i}")).unwrap(),
+                Peer::User(UserId::new("peer").unwrap()),
+            ),
+            clear_roaming: i % 2 == 0,
+        })
+        .collect()
+}
+
+struct Run {
+    summary: RunSummary,
+    recorder: Memory,
+    events: Vec<Event>,
+    calls: usize,
+}
+
+fn check(
+    plan: Vec<Deletion>,
+    forgets: Vec<ConversationKey>,
+    opts: ExecOptions,
+    stop: &Stop,
+    delay: Duration,
+) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deleter = Scripted {
+        calls: AtomicUsize::new(0),
+        delay,
+    };
+    let mut events = Vec::new();
+    let Executed {
+        summary,
+        recorder,
+        record_error,
+    } = rt.block_on(execute(
+        plan,
+        forgets,
+        &deleter,
+        Memory::default(),
+        &opts,
+        stop,
+        &mut |e: &Event| events.push(e.clone()),
+    ));
+    assert!(record_error.is_none());
+    Run {
+        summary,
+        recorder,
+        events,
+        calls: deleter.calls.load(Ordering::SeqCst),
+    }
+}
+
+fn recorded(r: &Run) -> usize {
+    r.recorder.batches.iter().map(|(_, b)| b.len()).sum()
+}
+
+#[test]
+fn everything_deleted_is_recorded_once() {
+    let plan = deletions("alice", 100);
+    let r = check(
+        plan,
+        vec![],
+        ExecOptions::new(32),
+        &Stop::new(),
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (r.summary.deleted, r.summary.failed, r.calls),
+        (100, 0, 100)
+    );
+    assert_eq!(recorded(&r), 100);
+    assert!(r.summary.succeeded());
+    assert!(matches!(
+        r.events.first(),
+        Some(Event::Planned {
+            delete: 100,
+            forget: 0
+        })
+    ));
+    assert!(matches!(r.events.last(), Some(Event::Summary(_))));
+}
+
+#[test]
+fn confirmations_are_recorded_while_the_run_goes_on() {
+    let opts = ExecOptions {
+        concurrency: 1,
+        flush_interval: Duration::from_millis(50),
+        ..ExecOptions::new(32)
+    };
+    let plan = deletions("alice", 20);
+    let start = Instant::now();
+    let r = check(plan, vec![], opts, &Stop::new(), Duration::from_millis(20));
+    // 20 calls of 20 ms with a 50 ms flush interval: several batches, the first long
+    // before the run ended.
+    assert!(
+        r.recorder.batches.len() >= 3,
+        "{} batches",
+        r.recorder.batches.len()
+    );
+    let first = r.recorder.batches[0].0.duration_since(start);
+    assert!(
+        first < Duration::from_millis(300),
+        "first batch after {first:?}"
+    );
+    assert_eq!(recorded(&r), 20);
+}
+
+#[test]
+fn a_fatal_answer_stops_new_calls() {
+    let mut plan = deletions("alice", 2);
+    plan.extend(deletions("fatal", 1));
+    plan.extend(deletions("carol", 50));
+    let opts = ExecOptions {
+        concurrency: 1,
+        ..ExecOptions::new(32)
+    };
+    let r = check(plan, vec![], opts, &Stop::new(), Duration::ZERO);
+    assert_eq!(r.calls, 3);
+    assert_eq!(r.summary.stopped, Some(StopReason::Fatal));
+    assert_eq!(
+        r.summary.stop_message.as_deref(),
+        Some("the UserSig was rejected (70003)")
+    );
+    assert_eq!((r.summary.deleted, r.summary.not_started), (2, 50));
+    assert_eq!(recorded(&r), 2);
+    assert!(!r.summary.succeeded());
+}
+
+#[test]
+fn one_item_failure_does_not_stop_the_rest() {
+    let mut plan = deletions("alice", 10);
+    plan.extend(deletions("bad", 3));
+    plan.extend(deletions("carol", 10));
+    let r = check(
+        plan,
+        vec![],
+        ExecOptions::new(32),
+        &Stop::new(),
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (r.summary.deleted, r.summary.failed, r.summary.stopped),
+        (20, 3, None)
+    );
+    let failed: Vec<&Event> = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 3);
+    assert_eq!(recorded(&r), 20);
+}
+
+#[test]
+fn the_same_failure_everywhere_stops_the_run_early() {
+    let plan = deletions("bad", 1000);
+    let opts = ExecOptions {
+        concurrency: 4,
+        ..ExecOptions::new(32)
+    };
+    let r = check(plan, vec![], opts, &Stop::new(), Duration::ZERO);
+    assert_eq!(r.summary.stopped, Some(StopReason::TooManyFailures));
+    assert!(r.calls < 60, "{} calls", r.calls);
+    assert!(
+        r.summary
+            .stop_message
+            .unwrap()
+            .contains("failed with code 50002")
+    );
+}
+
+#[test]
+fn missing_users_count_as_done_and_are_named() {
+    let mut plan = deletions("ghost", 3);
+    plan.extend(deletions("ghost", 3)); // the same users again: named once
+    plan.extend(deletions("alice", 2));
+    let r = check(
+        plan,
+        vec![],
+        ExecOptions::new(32),
+        &Stop::new(),
+        Duration::ZERO,
+    );
+    assert_eq!((r.summary.deleted, r.summary.already_absent), (2, 6));
+    assert_eq!(r.summary.missing_users, vec!["ghost0", "ghost1", "ghost2"]);
+    assert_eq!(r.summary.missing_user_count, 3);
+    assert_eq!(recorded(&r), 8);
+    assert!(r.summary.succeeded());
+}
+
+#[test]
+fn every_missing_user_is_counted_once_and_the_first_hundred_named() {
+    let mut plan = deletions("ghost", 150);
+    plan.extend(deletions("ghost", 150));
+    let r = check(
+        plan,
+        vec![],
+        ExecOptions::new(32),
+        &Stop::new(),
+        Duration::ZERO,
+    );
+    assert_eq!(r.summary.missing_user_count, 150);
+    assert_eq!(r.summary.missing_users.len(), MISSING_USERS_SHOWN);
+    assert_eq!(r.summary.already_absent, 300);
+}
+
+#[test]
+fn a_stop_from_outside_lets_nothing_new_start() {
+    let stop = Stop::new();
+    assert!(stop.stop(StopReason::Terminated));
+    assert!(!stop.stop(StopReason::Interrupted), "the first reason wins");
+    let r = check(
+        deletions("alice", 10),
+        vec![],
+        ExecOptions::new(32),
+        &stop,
+        Duration::ZERO,
+    );
+    assert_eq!((r.calls, r.summary.not_started), (0, 10));
+    assert_eq!(r.summary.stopped, Some(StopReason::Terminated));
+}
+
+#[test]
+fn forgets_reach_the_recorder_without_calls() {
+    let forgets = vec![ConversationKey::new(
+        UserId::new("alice").unwrap(),
+        Peer::User(UserId::new("bob").unwrap()),
+    )];
+    let r = check(
+        vec![],
+        forgets.clone(),
+        ExecOptions::new(32),
+        &Stop::new(),
+        Duration::ZERO,
+    );
+    assert_eq!(r.calls, 0);
+    assert_eq!(r.recorder.forgotten, forgets);
+    assert_eq!(r.summary.forgotten, 1);
+}

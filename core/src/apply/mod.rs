@@ -1,0 +1,349 @@
+//! The apply operation: a plan carried out against the state, in the order that keeps it safe.
+//!
+//! It runs in three steps, so that the binary keeps only flags, rendering, the prompt and exit
+//! codes (as cargo's commands end in `ops::…`):
+//!
+//! 1. [`prepare`]: the plan, made (or a saved one checked) against the state read without the
+//!    lock. A refusal here (bad input, another app, a stale saved plan) creates nothing, not
+//!    even the lock file. The binary shows the plan and asks.
+//! 2. [`Prepared::lock`]: the state's lock, then the state checked again under it. If another
+//!    apply moved it on meanwhile, a saved plan is refused as stale, and a plan made from
+//!    manifests is made again under the lock and handed back ([`Locking::Replanned`]) to be
+//!    shown and approved again; the lock stays held, so it cannot move on a second time.
+//! 3. [`Locked::run`]: the run's row is written first, so a state that cannot be written is
+//!    refused before anything is called; then the [`executor`] carries the plan out under the
+//!    run's one [`Stop`].
+//!
+//! Where the state lives is a [`StateStore`]: the operation never names a backend, and the
+//! lock-and-open step ([`StateStore::open_existing`], [`StateStore::create_or_open`]) is the same for `state rm` and
+//! `state migrate`.
+
+use std::time::Duration;
+
+use crate::desired::DesiredState;
+use crate::ids::ConversationKey;
+use crate::ledger::{Deleted, Ledger, LedgerError, LedgerWriter, RunInfo, StateRef};
+use crate::plan::refresh::Observations;
+use crate::plan::{self, Action, Filter, Plan, PlanError, StalePlan};
+use crate::stop::Stop;
+
+pub mod executor;
+mod store;
+
+pub use executor::{
+    CallOutcome, Deleter, Deletion, Event, ExecOptions, Executed, LedgerRecorder,
+    MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
+};
+pub use store::{SqliteStore, StateStore, StoreError};
+
+/// What a plan is made from.
+#[derive(Debug)]
+pub enum Source {
+    /// A plan saved by `timctl plan --out`: carried out exactly, or refused when stale.
+    Saved(Plan),
+    /// The manifests and the filter: planned now, and again under the lock if the state moved.
+    Manifests {
+        /// The merged manifests.
+        desired: DesiredState,
+        /// `--user`, `--exclude-user`, `--reassert`.
+        filter: Filter,
+        /// What the server's conversation lists held (`--refresh`), or `None` to plan from the
+        /// state alone. Planning again under the lock reuses it: the lists were read once.
+        seen: Option<Observations>,
+    },
+}
+
+/// The plan of `desired` against `ledger`: refreshed when `seen` is given.
+fn make_plan(
+    desired: &DesiredState,
+    ledger: &dyn Ledger,
+    filter: &Filter,
+    seen: Option<&Observations>,
+) -> Result<Plan, PlanError> {
+    match seen {
+        Some(seen) => plan::refresh::make(desired, ledger, filter, seen),
+        None => plan::make(desired, ledger, filter),
+    }
+}
+
+/// Why the apply operation refused or failed before the executor ran.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ApplyError {
+    /// The state could not be opened, locked or read.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] StoreError),
+    /// The plan could not be made.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] PlanError),
+    /// A saved plan no longer matches the state.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stale(#[from] StalePlan),
+    /// The run's row could not be written: nothing was called.
+    #[error("the state {location} cannot be written, so nothing was called: {cause}")]
+    #[diagnostic(
+        code(timctl::state::unwritable),
+        help("free space on its disk, or make it writable, then run apply again")
+    )]
+    Unwritable {
+        /// The state.
+        location: String,
+        /// The whole chain of causes, in one line (`database or disk is full`).
+        cause: String,
+    },
+}
+
+impl From<LedgerError> for ApplyError {
+    fn from(e: LedgerError) -> Self {
+        ApplyError::Store(StoreError::Ledger(e))
+    }
+}
+
+/// A plan ready to be shown and approved; [`Prepared::lock`] goes ahead with it.
+#[derive(Debug)]
+pub struct Prepared<W> {
+    plan: Plan,
+    /// The manifests, filter and observations, to plan again under the lock; `None` for a
+    /// saved plan.
+    replan: Option<(DesiredState, Filter, Option<Observations>)>,
+    /// The state, locked, when the plan was made again under the lock.
+    held: Option<W>,
+}
+
+/// Makes the plan (or checks a saved one) against the state as it is now, without the lock.
+pub fn prepare<S: StateStore>(
+    source: Source,
+    store: &S,
+) -> Result<Prepared<S::Writer>, ApplyError> {
+    match source {
+        Source::Saved(plan) => {
+            let current = store.open_read(plan.app.sdkappid)?;
+            current.check_app(plan.app.sdkappid)?;
+            plan::check_state(plan.state, current.state_ref())?;
+            Ok(Prepared {
+                plan,
+                replan: None,
+                held: None,
+            })
+        }
+        Source::Manifests {
+            desired,
+            filter,
+            seen,
+        } => {
+            let current = store.open_read(desired.app.sdkappid)?;
+            let plan = make_plan(&desired, &current, &filter, seen.as_ref())?;
+            Ok(Prepared {
+                plan,
+                replan: Some((desired, filter, seen)),
+                held: None,
+            })
+        }
+    }
+}
+
+/// What [`Prepared::lock`] came to.
+#[derive(Debug)]
+pub enum Locking<W> {
+    /// The state is as planned, and locked: go ahead.
+    Ready(Locked<W>),
+    /// The state moved on while this apply planned, asked or waited for the lock. The plan was
+    /// made again under the lock, which it still holds: show it and ask again (or, with
+    /// `--auto-approve`, check `--max-deletes` again), then lock it (at once) and run it.
+    Replanned(Prepared<W>),
+}
+
+impl<W: LedgerWriter + Send + 'static> Prepared<W> {
+    /// The plan, to show.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Whether the plan was made from a saved plan file.
+    pub fn is_saved(&self) -> bool {
+        self.replan.is_none()
+    }
+
+    /// Takes the state's lock (waiting up to `lock_timeout`) and checks the state again under
+    /// it. A state that does not exist yet is created only once the plan is known to be
+    /// current.
+    pub fn lock<S: StateStore<Writer = W>>(
+        mut self,
+        store: &S,
+        lock_timeout: Duration,
+    ) -> Result<Locking<W>, ApplyError> {
+        let sdkappid = self.plan.app.sdkappid;
+        if let Some(writer) = self.held.take() {
+            return Ok(Locking::Ready(self.ready(writer)));
+        }
+        let writer = match store.open_existing(sdkappid, OPERATION, lock_timeout)? {
+            Some(writer) => writer,
+            None => {
+                // No state (any more): refuse a saved plan made against one before creating
+                // anything; otherwise create it empty. Another apply may create and write one
+                // between the two opens: the check below sees it.
+                self.moved_on(None)?;
+                store.create_or_open(sdkappid, OPERATION, lock_timeout)?
+            }
+        };
+        writer.check_app(sdkappid)?;
+        if is_current(self.plan.state, writer.state_ref()) {
+            return Ok(Locking::Ready(self.ready(writer)));
+        }
+        self.moved_on(writer.state_ref())?;
+        self.replanned(writer)
+    }
+
+    /// Refuses a saved plan when the state is not the one it was made against.
+    fn moved_on(&self, now: Option<StateRef>) -> Result<(), ApplyError> {
+        if self.replan.is_none() {
+            plan::check_state(self.plan.state, now)?;
+        }
+        Ok(())
+    }
+
+    /// Plans again against the locked state, keeping the lock.
+    fn replanned(self, writer: W) -> Result<Locking<W>, ApplyError> {
+        let (desired, filter, seen) = self
+            .replan
+            .unwrap_or_else(|| unreachable!("a saved plan is refused before replanning"));
+        let plan = make_plan(&desired, &writer, &filter, seen.as_ref())?;
+        Ok(Locking::Replanned(Prepared {
+            plan,
+            replan: Some((desired, filter, seen)),
+            held: Some(writer),
+        }))
+    }
+
+    fn ready(self, writer: W) -> Locked<W> {
+        let run = RunInfo::new(self.plan.manifest_digest.clone());
+        Locked {
+            plan: self.plan,
+            writer,
+            run,
+        }
+    }
+}
+
+/// What the lock file and messages say the holder is doing.
+const OPERATION: &str = "apply";
+
+/// Whether the state under the lock is the one the plan was made against. A state created and
+/// never written (serial 1, perhaps by another apply between the two opens) is as empty as
+/// no state.
+fn is_current(planned: Option<StateRef>, now: Option<StateRef>) -> bool {
+    planned == now || (planned.is_none() && now.is_some_and(|s| s.serial == 1))
+}
+
+/// A plan with the state locked and current: [`Locked::run`] carries it out.
+#[derive(Debug)]
+pub struct Locked<W> {
+    plan: Plan,
+    writer: W,
+    run: RunInfo,
+}
+
+/// How an apply went.
+#[derive(Debug)]
+pub struct Applied {
+    /// The executor's summary (the last event).
+    pub summary: RunSummary,
+}
+
+impl<W: LedgerWriter + Send + 'static> Locked<W> {
+    /// The plan about to run.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Writes the run's row, then carries the plan out through `deleter`, stopping when `stop`
+    /// is raised (by a signal, or by the executor itself). `deleter` must obey the same `stop`.
+    pub async fn run<D: Deleter>(
+        mut self,
+        deleter: &D,
+        stop: &Stop,
+        opts: &ExecOptions,
+        on_event: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<Applied, ApplyError> {
+        // One real write before the first call: on a full disk or a read-only state, nothing
+        // is called whose result could not be recorded.
+        if let Err(e) = self.writer.begin_run(&self.run) {
+            return Err(ApplyError::Unwritable {
+                location: self.writer.location(),
+                cause: error_chain(&e),
+            });
+        }
+        let (deletions, records, forgets) = split(self.plan);
+        // Records need no call: they are written first, in one transaction, so that a run
+        // stopped later still keeps what the refresh saw.
+        if let Err(e) = self.writer.record_absent(&self.run, &records) {
+            return Err(ApplyError::Unwritable {
+                location: self.writer.location(),
+                cause: error_chain(&e),
+            });
+        }
+        let recorded = records.len();
+        for r in &records {
+            on_event(&Event::Recorded {
+                from: r.key.from.to_string(),
+                kind: r.key.peer.kind(),
+                peer: r.key.peer.id().to_owned(),
+                clear_roaming: r.clear_roaming,
+            });
+        }
+        drop(records);
+        let recorder = LedgerRecorder {
+            writer: self.writer,
+            run: self.run,
+        };
+        // The executor's summary counts the records written before it ran.
+        let mut with_records = |e: &Event| match e {
+            Event::Summary(s) => on_event(&Event::Summary(RunSummary {
+                recorded,
+                ..s.clone()
+            })),
+            e => on_event(e),
+        };
+        let mut executed = execute(
+            deletions,
+            forgets,
+            deleter,
+            recorder,
+            opts,
+            stop,
+            &mut with_records,
+        )
+        .await;
+        executed.summary.recorded = recorded;
+        Ok(Applied {
+            summary: executed.summary,
+        })
+    }
+}
+
+/// The plan's deletions, records (stamped with when the plan read the server) and forgets, for
+/// the executor. Takes the plan so that its changes are moved, not copied: at a million entries
+/// a copy is a hundred megabytes.
+fn split(plan: Plan) -> (Vec<Deletion>, Vec<Deleted>, Vec<ConversationKey>) {
+    let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
+    let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
+    let mut records = Vec::with_capacity(plan.summary.record as usize);
+    let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
+    for c in plan.changes {
+        match c.action {
+            Action::Delete => deletions.push(Deletion {
+                key: c.key,
+                clear_roaming: c.clear_roaming,
+            }),
+            Action::Record => records.push(Deleted {
+                key: c.key,
+                clear_roaming: c.clear_roaming,
+                deleted_at: seen_at,
+            }),
+            Action::Forget => forgets.push(c.key),
+        }
+    }
+    (deletions, records, forgets)
+}

@@ -1,0 +1,244 @@
+//! Soak test (issue 11): N deletions (default 100,000) against fake-tim with 5 % transient faults,
+//! `timctl apply` killed with SIGKILL at ten random moments and resumed each time. Checks:
+//!
+//! - the state opens cleanly after every kill (`SqliteLedger` snapshot, `PRAGMA integrity_check`);
+//! - no confirmed deletion is lost: everything fake-tim confirmed at least a second before a
+//!   kill (four times the 250 ms recording interval) is in the state after it;
+//! - re-sends stay within the last batch of each kill: a conversation deleted more than once
+//!   is one that was confirmed but not yet recorded when some kill came;
+//! - in the end every conversation is deleted (fake-tim says so) and recorded.
+//!
+//! Not in CI (it takes about N / 200 seconds). Run it with the debug binary (the rate limit, not
+//! the CPU, sets the pace):
+//!
+//! ```text
+//! cargo bench --profile dev -p timctl-tests --bench soak
+//! SOAK_N=20000 SOAK_KILLS=10 cargo bench --profile dev -p timctl-tests --bench soak
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use timctl_core::ledger::{Ledger, SqliteLedger};
+use timctl_tests::{ConversationKey, FakeConfig, FakeTim, Fault};
+
+const KEY: &str = "soak-secret-key-0123456789";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn manifest(dir: &Path, n: usize) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("timctl.yaml");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("manifest"));
+    writeln!(
+        f,
+        "version: 1\napp:\n  sdkappid: 1400000001\n  region: singapore\n  admin: administrator\nabsent:"
+    )
+    .expect("write");
+    let per_user = 1000.min(n);
+    for u in 0..n.div_ceil(per_user) {
+        writeln!(f, "  user{u}:").expect("write");
+        for p in 0..per_user.min(n - u * per_user) {
+            writeln!(f, "    - user: peer{p}").expect("write");
+        }
+    }
+    f.flush().expect("flush");
+    path
+}
+
+fn expected_keys(n: usize) -> BTreeSet<ConversationKey> {
+    let per_user = 1000.min(n);
+    (0..n)
+        .map(|i| ConversationKey {
+            from: format!("user{}", i / per_user),
+            kind: 1,
+            peer: format!("peer{}", i % per_user),
+            clear_ramble: None,
+        })
+        .collect()
+}
+
+fn apply(bin: &Path, dir: &Path, manifest: &Path, url: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("apply")
+        .arg("-f")
+        .arg(manifest)
+        .args(["--auto-approve", "-q"])
+        .env("TIMCTL_STATE", dir.join("state.db"))
+        .env("TIMCTL_ENDPOINT", url)
+        .env("TIMCTL_SECRET_KEY", KEY)
+        .env_remove("TIMCTL_USERSIG")
+        .env_remove("TIMCTL_SECRET_KEY_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Opens the state after a kill and returns its entries as the fake's keys; panics unless it
+/// opens cleanly.
+fn state_after_kill(state: &Path) -> BTreeSet<ConversationKey> {
+    let ledger = SqliteLedger::open_read_only(state).expect("the state opens after a SIGKILL");
+    let snapshot = ledger
+        .snapshot()
+        .expect("the state reads after a SIGKILL")
+        .expect("the state exists");
+    drop(ledger);
+    let conn =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open for the integrity check");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok", "integrity_check after a SIGKILL");
+    snapshot
+        .entries
+        .into_iter()
+        .map(|e| ConversationKey {
+            from: e.key.from.to_string(),
+            kind: 1,
+            peer: e.key.peer.id().to_owned(),
+            clear_ramble: None,
+        })
+        .collect()
+}
+
+fn confirmed(fake: &FakeTim) -> BTreeSet<ConversationKey> {
+    fake.deletions().into_keys().collect()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this harness takes no arguments.
+    let n = env_usize("SOAK_N", 100_000);
+    let kills = env_usize("SOAK_KILLS", 10);
+    let bin = timctl_tests::timctl_bin();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fake = rt
+        .block_on(FakeTim::start(FakeConfig {
+            secret_key: KEY.into(),
+            latency: (Duration::from_millis(2), Duration::from_millis(20)),
+            fault_rate: 0.05,
+            faults: vec![
+                Fault::Code(50004),
+                Fault::Code(50005),
+                Fault::Http502,
+                Fault::Drop,
+            ],
+            ..FakeConfig::default()
+        }))
+        .expect("fake-tim starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = manifest(dir.path(), n);
+    let state = dir.path().join("state.db");
+    let expected = expected_keys(n);
+
+    // Ten kill moments, at random points of the progress (by confirmed deletions).
+    let mut targets: Vec<usize> = (0..kills)
+        .map(|_| rand::random_range(n / 50..n - n / 50))
+        .collect();
+    targets.sort_unstable();
+    println!("soak: {n} deletions, {kills} kills at about {targets:?} confirmed");
+
+    let started = Instant::now();
+    let mut recorded_by_kill = Vec::new();
+    let mut confirmed_not_recorded: BTreeSet<ConversationKey> = BTreeSet::new();
+    let mut largest_gap = 0;
+    for (k, target) in targets.iter().enumerate() {
+        let mut child = apply(bin, dir.path(), &m, fake.url())
+            .spawn()
+            .expect("timctl starts");
+        // Cheap progress polling: the fake's request counter, not its call list.
+        let wait_from = fake.stats().requests;
+        let already = confirmed(&fake).len();
+        let needed = target.saturating_sub(already).max(200) as u64;
+        while fake.stats().requests < wait_from + needed {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("timctl exited ({status}) before kill {k}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+        // What the fake confirmed now was confirmed more than a second before the kill.
+        let safe = confirmed(&fake);
+        std::thread::sleep(Duration::from_secs(1));
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), None, "kill {k}: killed, not exited");
+        let at_kill = confirmed(&fake);
+        let recorded = state_after_kill(&state);
+        let lost: Vec<_> = safe.difference(&recorded).take(5).collect();
+        assert!(
+            lost.is_empty(),
+            "kill {k}: confirmed over a second before the kill but not recorded: {lost:?}"
+        );
+        assert!(
+            recorded.is_subset(&at_kill),
+            "kill {k}: the state holds a deletion fake-tim never confirmed"
+        );
+        let gap: BTreeSet<_> = at_kill.difference(&recorded).cloned().collect();
+        largest_gap = largest_gap.max(gap.len());
+        println!(
+            "kill {k} at {:.1}s: {} confirmed, {} recorded, {} confirmed but not recorded",
+            started.elapsed().as_secs_f64(),
+            at_kill.len(),
+            recorded.len(),
+            gap.len()
+        );
+        confirmed_not_recorded.extend(gap);
+        recorded_by_kill.push(recorded.len());
+    }
+
+    let out = apply(bin, dir.path(), &m, fake.url())
+        .output()
+        .expect("timctl runs");
+    assert!(
+        out.status.success(),
+        "the final resume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let deleted = confirmed(&fake);
+    assert_eq!(deleted, expected, "fake-tim: every conversation is deleted");
+    assert_eq!(
+        state_after_kill(&state),
+        expected,
+        "the state records every conversation"
+    );
+    let per: BTreeMap<_, _> = fake.deletions();
+    let resent: BTreeSet<_> = per
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let outside: Vec<_> = resent.difference(&confirmed_not_recorded).take(5).collect();
+    assert!(
+        outside.is_empty(),
+        "re-sent though recorded before every kill: {outside:?}"
+    );
+    let stats = fake.stats();
+    println!(
+        "| {n} | {kills} | {:.0} | {} | {} | {} | {largest_gap} | {} | {:.1} |",
+        elapsed,
+        stats.requests,
+        stats.faults,
+        resent.len(),
+        per.values().sum::<usize>() - n,
+        n as f64 / elapsed,
+    );
+    println!(
+        "soak passed: every conversation deleted and recorded, no confirmed deletion lost, \
+         re-sends only from the last batch of a kill"
+    );
+}

@@ -1,0 +1,33 @@
+//! Running a child process in a test or a benchmark: one way to say "it must succeed".
+
+use std::process::{Command, Output};
+
+/// Panics with everything `out` printed unless it exited 0; returns it otherwise.
+///
+/// # Panics
+/// When the process did not exit 0: the message has its status, stdout and stderr, so that a
+/// failing test says why without a rerun.
+#[track_caller]
+pub fn assert_success(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` to the end and returns its output, which must be a success
+/// ([`assert_success`]).
+///
+/// # Panics
+/// When `cmd` cannot be started or does not exit 0.
+#[track_caller]
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    assert_success(out)
+}
