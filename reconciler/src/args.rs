@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use timctl_core::ledger::{StateLocation, StateName};
 
 use crate::cmd;
 
@@ -53,15 +54,30 @@ pub(crate) enum Command {
 /// Flags every command takes, before or after the command name.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// The state database.
+    /// The state: an SQLite file, or a PostgreSQL database
+    /// (postgres://USER@HOST:PORT/DB?sslmode=verify-full; the password from PGPASSWORD or
+    /// ~/.pgpass, never shown).
     #[arg(
         long,
         global = true,
         env = "TIMCTL_STATE",
+        // The URL may hold a password: never print the environment's value in --help.
+        hide_env_values = true,
         default_value = ".timctl/state.db",
-        value_name = "PATH"
+        value_name = "PATH|URL"
     )]
     pub(crate) state: PathBuf,
+
+    /// Which state in a PostgreSQL database, so that several repositories can manage one app
+    /// (an SQLite state is named by its file).
+    #[arg(
+        long,
+        global = true,
+        env = "TIMCTL_STATE_NAME",
+        default_value = timctl_core::ledger::location::DEFAULT_STATE_NAME,
+        value_name = "NAME"
+    )]
+    pub(crate) state_name: String,
 
     /// Call this base URL instead of the region's host (a private gateway, a local fake).
     /// Plain http:// only for loopback addresses.
@@ -89,6 +105,16 @@ pub(crate) enum ColorChoice {
 }
 
 impl Global {
+    /// Where the state is: `--state` read as a PostgreSQL URL or a file path.
+    pub(crate) fn state_location(&self) -> miette::Result<StateLocation> {
+        Ok(StateLocation::parse(self.state.as_os_str())?)
+    }
+
+    /// `--state-name`, checked.
+    pub(crate) fn state_name(&self) -> miette::Result<StateName> {
+        Ok(StateName::new(&self.state_name)?)
+    }
+
     /// Whether to colour output on stderr.
     pub(crate) fn color_stderr(&self) -> bool {
         use std::io::IsTerminal;

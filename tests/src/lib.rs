@@ -35,6 +35,7 @@
 
 pub mod conversations;
 pub mod measure;
+pub mod pg;
 pub mod run;
 mod timctl_bin;
 pub use conversations::{Cursors, FakeConversation, FakePeer};

@@ -45,6 +45,10 @@ pub fn timctl() -> std::process::Command {
     let mut cmd = std::process::Command::new(timctl_bin());
     for var in [
         "TIMCTL_STATE",
+        "TIMCTL_STATE_NAME",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGUSER",
         "TIMCTL_ENDPOINT",
         "TIMCTL_SECRET_KEY",
         "TIMCTL_SECRET_KEY_FILE",

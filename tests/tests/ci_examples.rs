@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use apply_common::{APP, Fake, KEY, Out, conv};
 use serde_json::Value;
+use timctl_tests::FakePeer;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -353,8 +354,9 @@ fn gitlab_default_branch_and_schedule_jobs_apply_then_raise_the_drift_alarm() {
     main_then_schedule(&fake, &checkout, &apply, &drift);
 }
 
-/// The main-branch job applies (the JSON events kept in a file), and the scheduled drift alarm
-/// then stays quiet.
+/// The main-branch job applies (the JSON events kept in a file); the scheduled drift alarm
+/// then stays quiet, fires (exit 2) once a deleted conversation is back on the server, and is
+/// quiet again after the next apply.
 fn main_then_schedule(fake: &Fake, checkout: &Checkout, apply: &Job, drift: &Job) {
     assert!(
         apply.commands.iter().any(|c| c.contains("--refresh")
@@ -362,6 +364,14 @@ fn main_then_schedule(fake: &Fake, checkout: &Checkout, apply: &Job, drift: &Job
             && c.contains("--max-deletes")),
         "{apply:?}"
     );
+    assert_eq!(drift.commands.len(), 1, "{drift:?}");
+    assert!(
+        drift.commands[0].contains("--refresh") && drift.commands[0].contains("--drift-exitcode")
+    );
+    // On the server: two of the three conversations; the group is not in alice's list.
+    fake.seed_conversations("alice", [FakePeer::user("bob")], false);
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+
     let results = checkout.run(apply);
     assert_all(&results, 0, apply);
     three_in_state(fake, checkout);
@@ -369,12 +379,23 @@ fn main_then_schedule(fake: &Fake, checkout: &Checkout, apply: &Job, drift: &Job
     let last: Value = serde_json::from_str(events.lines().last().expect("events")).unwrap();
     assert_eq!(last["event"], "summary", "{events}");
     assert!(!events.contains(KEY), "the key is never in the events");
+    assert!(fake.conversations("alice").is_empty() && fake.conversations("carol").is_empty());
 
     // Right after an apply the server matches the manifest: the alarm is quiet.
-    assert_eq!(drift.commands.len(), 1, "{drift:?}");
-    assert!(drift.commands[0].contains("--drift-exitcode"));
     let results = checkout.run(drift);
     assert_all(&results, 0, drift);
-    // FIXME: the other half of the alarm, exit 2 once a deleted conversation is back on the
-    // server, needs fake-tim to serve conversation lists (get_list), which it does not yet.
+
+    // A new message brings alice's conversation with bob back: the alarm fires, naming it.
+    fake.send_message("alice", FakePeer::user("bob"));
+    let results = checkout.run(drift);
+    assert_all(&results, 2, drift);
+    let (_, out) = &results[0];
+    assert!(out.stdout.contains("bob"), "{}", out.all());
+
+    // The next apply deletes it again, and the alarm is quiet.
+    let results = checkout.run(apply);
+    assert_all(&results, 0, apply);
+    assert!(fake.conversations("alice").is_empty());
+    let results = checkout.run(drift);
+    assert_all(&results, 0, drift);
 }

@@ -34,7 +34,7 @@ pub use executor::{
     CallOutcome, Deleter, Deletion, Event, ExecOptions, Executed, LedgerRecorder,
     MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
 };
-pub use store::{SqliteStore, StateStore, StoreError};
+pub use store::{LocatedStore, StateStore, StoreError};
 
 /// What a plan is made from.
 #[derive(Debug)]

@@ -1,11 +1,10 @@
 //! Where the state lives, as the apply operation (and `state rm`, `state migrate`) sees it: a
 //! reader without the lock, and a writer that holds it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ledger::{
-    LedgerError, LedgerWriter, LockError, SqliteLedger, SqliteLedgerWriter, StateLock,
+    self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LockError, StateLocation, StateName,
 };
 
 /// Why the state could not be opened or locked.
@@ -55,29 +54,42 @@ pub trait StateStore {
     ) -> Result<Self::Writer, StoreError>;
 }
 
-/// A state in one SQLite file, locked by `<file>.lock`.
+/// A state where `--state` says, of either backend: an SQLite file (locked by `<file>.lock`)
+/// or a named state in a PostgreSQL database (locked by a session-level advisory lock).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SqliteStore {
-    /// The file.
-    pub path: PathBuf,
+pub struct LocatedStore {
+    /// The file or the database.
+    pub location: StateLocation,
+    /// Which of the database's states (an SQLite file holds one, `default`).
+    pub name: StateName,
 }
 
-impl StateStore for SqliteStore {
-    type Reader = SqliteLedger;
-    type Writer = SqliteLedgerWriter;
+impl StateStore for LocatedStore {
+    type Reader = AnyLedger;
+    type Writer = AnyWriter;
 
-    fn open_read(&self, _sdkappid: u64) -> Result<SqliteLedger, StoreError> {
-        Ok(SqliteLedger::open_read_only(&self.path)?)
+    fn open_read(&self, sdkappid: u64) -> Result<AnyLedger, StoreError> {
+        Ok(ledger::open_read(
+            &self.location,
+            &self.name,
+            Some(sdkappid),
+        )?)
     }
 
     fn open_existing(
         &self,
-        _sdkappid: u64,
+        sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<Option<SqliteLedgerWriter>, StoreError> {
-        let lock = StateLock::acquire(&self.path, operation, lock_timeout)?;
-        Ok(SqliteLedgerWriter::open_existing(&self.path, lock)?)
+    ) -> Result<Option<AnyWriter>, StoreError> {
+        Ok(ledger::open_writer(
+            &self.location,
+            &self.name,
+            sdkappid,
+            operation,
+            lock_timeout,
+            false,
+        )?)
     }
 
     fn create_or_open(
@@ -85,10 +97,21 @@ impl StateStore for SqliteStore {
         sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<SqliteLedgerWriter, StoreError> {
-        let lock = StateLock::acquire(&self.path, operation, lock_timeout)?;
-        Ok(SqliteLedgerWriter::create_or_open(
-            &self.path, sdkappid, lock,
-        )?)
+    ) -> Result<AnyWriter, StoreError> {
+        ledger::open_writer(
+            &self.location,
+            &self.name,
+            sdkappid,
+            operation,
+            lock_timeout,
+            true,
+        )?
+        .ok_or_else(|| {
+            StoreError::Ledger(LedgerError::Io {
+                doing: "create the state",
+                path: self.location.to_string().into(),
+                source: std::io::Error::other("the backend created no state"),
+            })
+        })
     }
 }

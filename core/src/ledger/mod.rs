@@ -12,10 +12,16 @@ use std::path::PathBuf;
 
 use crate::ids::ConversationKey;
 
+pub mod location;
 pub mod lock;
+pub mod postgres;
 pub mod sqlite;
 
+pub use location::{
+    AnyLedger, AnyWriter, LocationError, StateLocation, StateName, open_read, open_writer,
+};
 pub use lock::{LockError, LockHolder, StateLock, StatePathError};
+pub use postgres::{PgError, PgLedger, PgLedgerWriter};
 pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
 
 /// Which state a plan was made against: the ledger's lineage and serial.
@@ -309,6 +315,18 @@ pub enum LedgerError {
         /// What is wrong.
         what: String,
     },
+    /// The PostgreSQL backend failed (see [`postgres::PgError`]).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Postgres(#[from] PgError),
+    /// The state's lock file could not be taken.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lock(#[from] LockError),
+    /// The state location or name was refused.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Location(#[from] LocationError),
     /// A writer was asked to open a ledger with a lock taken for another path.
     #[error("the lock held is for {locked}, not for the state {path}")]
     #[diagnostic(code(timctl::state::wrong_lock))]

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+mod copy;
+
 use super::lock::{
     StateLock, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };

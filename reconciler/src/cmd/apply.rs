@@ -10,10 +10,10 @@ use std::time::Duration;
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
-    self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source, SqliteStore,
+    self, Deletion, Event, ExecOptions, LocatedStore, Locking, Prepared, RunSummary, Source,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
-use timctl_core::ledger::{Ledger, LedgerWriter, SqliteLedger};
+use timctl_core::ledger::{Ledger, LedgerWriter};
 use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
 
@@ -62,7 +62,12 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             let seen = if args.refresh.refresh {
                 // The app is checked before any call: a refresh against another app's state
                 // would read lists for nothing.
-                SqliteLedger::open_read_only(&global.state)?.check_app(desired.app.sdkappid)?;
+                timctl_core::ledger::open_read(
+                    &global.state_location()?,
+                    &global.state_name()?,
+                    Some(desired.app.sdkappid),
+                )?
+                .check_app(desired.app.sdkappid)?;
                 let report = if args.exec.json {
                     super::refresh::Report::Json
                 } else {
@@ -85,8 +90,9 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             }
         }
     };
-    let store = SqliteStore {
-        path: global.state.clone(),
+    let store = LocatedStore {
+        location: global.state_location()?,
+        name: global.state_name()?,
     };
     let mut prepared = apply::prepare(source, &store)?;
     let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())?;

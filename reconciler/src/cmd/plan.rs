@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
 use timctl_core::ids::UserId;
-use timctl_core::ledger::{Ledger, SqliteLedger};
+use timctl_core::ledger::Ledger;
 use timctl_core::plan::{self, Filter, Plan, render};
 
 use crate::args::{FilterArgs, Global};
@@ -90,7 +90,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         desired.files,
         started.elapsed()
     );
-    let ledger = SqliteLedger::open_read_only(&global.state)?;
+    let ledger = timctl_core::ledger::open_read(
+        &global.state_location()?,
+        &global.state_name()?,
+        Some(desired.app.sdkappid),
+    )?;
     let plan = if args.refresh.refresh {
         // The app is checked before any call: a refresh against another app's state would
         // read lists for nothing.

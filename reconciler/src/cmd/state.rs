@@ -1,15 +1,30 @@
-//! `timctl state list|rm`: read the state (no lock) and remove entries from it (under the lock).
+//! `timctl state list|rm|migrate`: read the state (no lock), remove entries from it (under the
+//! lock), and copy it to another backend (under both locks).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use miette::{Context, IntoDiagnostic};
+use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
-    Ledger, LedgerWriter, Snapshot, SqliteLedger, SqliteLedgerWriter, StateLock,
+    self, AnyLedger, Ledger, LedgerWriter, PgLedger, Snapshot, StateLocation, StateName,
 };
 
 use crate::args::Global;
+
+/// Which app's state, where a database holds several: the manifest's, `--sdkappid`, or the
+/// only one.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AppArgs {
+    /// The app whose state to use (with the state in PostgreSQL); default: the manifest's, or
+    /// the only app in the database.
+    #[arg(long, value_name = "SDKAPPID")]
+    sdkappid: Option<u64>,
+    /// The manifest naming the app (default ./timctl.yaml, when it exists).
+    #[arg(short = 'f', long = "manifest", value_name = "PATH")]
+    manifests: Vec<PathBuf>,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Args {
@@ -18,6 +33,8 @@ pub(crate) enum Args {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        app: AppArgs,
     },
     /// Remove one entry from the state (the conversation is not touched).
     Rm {
@@ -31,23 +48,104 @@ pub(crate) enum Args {
         /// Wait this long for another timctl's lock on the state (30s, 5m).
         #[arg(long, value_name = "DUR", value_parser = crate::args::parse_duration, default_value = "0s")]
         lock_timeout: std::time::Duration,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Copy the state (entries, lineage, serial, runs) to another backend, SQLite or
+    /// PostgreSQL; refuses when the destination already holds that state.
+    Migrate {
+        /// The destination: an SQLite file or a postgres:// URL.
+        #[arg(long, value_name = "PATH|URL")]
+        to: std::ffi::OsString,
+        /// The destination state's name in PostgreSQL (default: --state-name).
+        #[arg(long, value_name = "NAME")]
+        to_state_name: Option<String>,
+        /// Wait this long for another timctl's lock on either state (30s, 5m).
+        #[arg(long, value_name = "DUR", value_parser = crate::args::parse_duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
+        #[command(flatten)]
+        app: AppArgs,
     },
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     match args {
-        Args::List { json } => list(global, *json),
+        Args::List { json, app } => list(global, app, *json),
         Args::Rm {
             from,
             peer,
             dry_run,
             lock_timeout,
-        } => rm(global, from, peer, *dry_run, *lock_timeout),
+            app,
+        } => rm(global, app, from, peer, *dry_run, *lock_timeout),
+        Args::Migrate {
+            to,
+            to_state_name,
+            lock_timeout,
+            app,
+        } => migrate(global, app, to, to_state_name.as_deref(), *lock_timeout),
     }
 }
 
-fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
-    let ledger = SqliteLedger::open_read_only(&global.state)?;
+/// The app asked for: `--sdkappid`, else the manifest's (`-f`, or `./timctl.yaml` when it
+/// exists). Only a PostgreSQL state needs it; an SQLite file is bound to one app.
+fn asked_app(location: &StateLocation, app: &AppArgs) -> miette::Result<Option<u64>> {
+    if let Some(id) = app.sdkappid {
+        return Ok(Some(id));
+    }
+    let manifests = if !app.manifests.is_empty() {
+        app.manifests.clone()
+    } else if matches!(location, StateLocation::Postgres(_))
+        && std::path::Path::new("timctl.yaml").exists()
+    {
+        vec![PathBuf::from("timctl.yaml")]
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(timctl_core::manifest::load(&manifests)?.app.sdkappid))
+}
+
+/// The app whose state to lock: the one asked for, else the SDKAppID the state is bound to
+/// (SQLite) or the only app with such a state in the database (PostgreSQL). `None`: no state.
+fn app_to_lock(
+    location: &StateLocation,
+    name: &StateName,
+    app: &AppArgs,
+) -> miette::Result<Option<u64>> {
+    if let Some(id) = asked_app(location, app)? {
+        return Ok(Some(id));
+    }
+    match location {
+        StateLocation::Sqlite(path) => Ok(ledger::SqliteLedger::open_read_only(path)?
+            .meta()
+            .map(|m| m.sdkappid)),
+        StateLocation::Postgres(pg) => {
+            let apps = PgLedger::apps(pg, name.as_str())?;
+            match apps.as_slice() {
+                [] => Ok(None),
+                [one] => Ok(Some(*one)),
+                _ => Err(ledger::PgError::WhichApp {
+                    state: pg.to_string(),
+                    apps,
+                }
+                .into()),
+            }
+        }
+    }
+}
+
+fn open(global: &Global, app: &AppArgs) -> miette::Result<AnyLedger> {
+    let (location, name) = (global.state_location()?, global.state_name()?);
+    let sdkappid = asked_app(&location, app)?;
+    let ledger = ledger::open_read(&location, &name, sdkappid)?;
+    if let Some(id) = sdkappid {
+        ledger.check_app(id)?;
+    }
+    Ok(ledger)
+}
+
+fn list(global: &Global, app: &AppArgs, json: bool) -> miette::Result<ExitCode> {
+    let ledger = open(global, app)?;
     // One snapshot: the serial printed is the serial of the entries printed.
     let snapshot = ledger.snapshot()?;
     crate::output::to_stdout("the state", |out| {
@@ -64,17 +162,17 @@ fn list(global: &Global, json: bool) -> miette::Result<ExitCode> {
 }
 
 fn write_list_text(
-    ledger: &SqliteLedger,
+    ledger: &AnyLedger,
     snapshot: Option<&Snapshot>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let Some(Snapshot { meta, entries, .. }) = snapshot else {
-        return writeln!(out, "No state at {} yet.", ledger.path().display());
+        return writeln!(out, "No state at {} yet.", ledger.location());
     };
     writeln!(
         out,
         "State {}: SDKAppID {}, lineage {}, serial {}, {} entries.",
-        ledger.path().display(),
+        ledger.location(),
         meta.sdkappid,
         meta.state.lineage,
         meta.state.serial,
@@ -99,6 +197,7 @@ fn write_list_text(
 
 fn rm(
     global: &Global,
+    app: &AppArgs,
     from: &str,
     peer: &str,
     dry_run: bool,
@@ -112,14 +211,14 @@ fn rm(
         .into_diagnostic()
         .wrap_err("the conversation must be user:ID or group:ID")?;
     let missing = |location: &str| {
-        miette::miette!(
+        miette!(
             help = "`timctl state list` shows what the state holds",
             "{from} {peer} is not in the state {location}; nothing was removed"
         )
     };
     if dry_run {
         // A dry run changes nothing, so it needs no lock, like `state list`.
-        let ledger = SqliteLedger::open_read_only(&global.state)?;
+        let ledger = open(global, app)?;
         let found = ledger
             .entries()?
             .iter()
@@ -130,9 +229,15 @@ fn rm(
         println!("Would remove {from} {peer} from the state (dry run; nothing changed).");
         return Ok(ExitCode::SUCCESS);
     }
-    let lock = StateLock::acquire(&global.state, "state rm", lock_timeout)?;
-    let Some(mut ledger) = SqliteLedgerWriter::open_existing(&global.state, lock)? else {
-        return Err(missing(&global.state.display().to_string()));
+    let (location, name) = (global.state_location()?, global.state_name()?);
+    location.check_name(&name)?;
+    let Some(sdkappid) = app_to_lock(&location, &name, app)? else {
+        return Err(missing(&location.to_string()));
+    };
+    let Some(mut ledger) =
+        ledger::open_writer(&location, &name, sdkappid, "state rm", lock_timeout, false)?
+    else {
+        return Err(missing(&location.to_string()));
     };
     let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
     if written.affected == 0 {
@@ -141,6 +246,74 @@ fn rm(
     println!(
         "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
         written.state.serial
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(
+    global: &Global,
+    app: &AppArgs,
+    to: &std::ffi::OsStr,
+    to_name: Option<&str>,
+    lock_timeout: std::time::Duration,
+) -> miette::Result<ExitCode> {
+    let (from, from_name) = (global.state_location()?, global.state_name()?);
+    from.check_name(&from_name)?;
+    let dest = StateLocation::parse(to)?;
+    let dest_name = match (&dest, to_name) {
+        (_, Some(name)) => StateName::new(name)?,
+        (StateLocation::Sqlite(_), None) => StateName::default(),
+        (StateLocation::Postgres(_), None) => from_name.clone(),
+    };
+    dest.check_name(&dest_name)?;
+    if from == dest && from_name == dest_name {
+        return Err(miette!(
+            "--to names the state being copied ({from}); give another destination"
+        ));
+    }
+    let Some(sdkappid) = app_to_lock(&from, &from_name, app)? else {
+        return Err(miette!("there is no state at {from} to migrate"));
+    };
+    let operation = "state migrate";
+    let Some(source) =
+        ledger::open_writer(&from, &from_name, sdkappid, operation, lock_timeout, false)?
+    else {
+        return Err(miette!("there is no state at {from} to migrate"));
+    };
+    let refuse = |dest: &dyn Ledger| {
+        miette!(
+            help = "migrate to another destination, or remove that state first",
+            "the destination {} already holds a state of SDKAppID {sdkappid}; nothing was copied",
+            dest.location()
+        )
+    };
+    if let Some(existing) =
+        ledger::open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout, false)?
+    {
+        return Err(refuse(&existing));
+    }
+    let mut copy = ledger::open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout, true)?
+        .ok_or_else(|| miette!("the state {dest} could not be created"))?;
+    // Between the two opens another timctl may have written a state there: never overwrite it.
+    if copy.state_ref().is_some_and(|s| s.serial != 1) || !copy.entries()?.is_empty() {
+        return Err(refuse(&copy));
+    }
+    let Snapshot {
+        meta,
+        runs,
+        entries,
+    } = source
+        .snapshot()?
+        .ok_or_else(|| miette!("there is no state at {from} to migrate"))?;
+    copy.import(&meta, &runs, &entries)?;
+    println!(
+        "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \
+         The source is unchanged; point --state at the copy from now on.",
+        entries.len(),
+        meta.state.lineage,
+        meta.state.serial,
+        source.location(),
+        copy.location()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,304 @@
+//! Where the state is, and opening it there: an SQLite file or a PostgreSQL database, chosen by
+//! the `--state` value (`postgres://…`/`postgresql://…` is PostgreSQL, anything else a path).
+//!
+//! The commands see only [`StateLocation`], [`open_read`] and [`open_writer`]; the two backends'
+//! types stay behind [`AnyLedger`] and [`AnyWriter`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::postgres::{IfMissing, PgLedger, PgLedgerWriter, PgLocation};
+use super::{
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, SqliteLedger,
+    SqliteLedgerWriter, StateEntry, StateLock, Written,
+};
+use crate::ids::ConversationKey;
+
+/// The name of the default state (`--state-name`).
+pub const DEFAULT_STATE_NAME: &str = "default";
+
+/// Why a state location or name was refused.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LocationError {
+    /// `--state-name` with an SQLite state.
+    #[error(
+        "--state-name {name:?} applies to PostgreSQL states only; an SQLite state is named by its file"
+    )]
+    #[diagnostic(
+        code(timctl::state::name),
+        help(
+            "pass --state with another file path instead, or drop --state-name (TIMCTL_STATE_NAME)"
+        )
+    )]
+    NamedSqliteState {
+        /// The name given.
+        name: String,
+    },
+    /// A state name that is empty, too long, or has control characters.
+    #[error("the state name {name:?} is not valid: {why}")]
+    #[diagnostic(code(timctl::state::name))]
+    BadName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// A state's name within a PostgreSQL database: 1 to 100 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StateName(String);
+
+impl StateName {
+    /// Checks `name`.
+    pub fn new(name: &str) -> Result<Self, LocationError> {
+        let bad = |why| LocationError::BadName {
+            name: name.to_owned(),
+            why,
+        };
+        if name.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if name.chars().count() > 100 {
+            return Err(bad("it is longer than 100 characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(bad("it has control characters"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for StateName {
+    fn default() -> Self {
+        Self(DEFAULT_STATE_NAME.to_owned())
+    }
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a state lives. `Display` never shows a password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateLocation {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgLocation),
+}
+
+impl StateLocation {
+    /// Reads a `--state` value: a `postgres://`/`postgresql://` URL, else a file path.
+    pub fn parse(value: &std::ffi::OsStr) -> Result<Self, LedgerError> {
+        match value.to_str() {
+            Some(s) if super::postgres::config::is_postgres_url(s) => {
+                Ok(Self::Postgres(PgLocation::parse(s)?))
+            }
+            _ => Ok(Self::Sqlite(PathBuf::from(value))),
+        }
+    }
+
+    /// Refuses a name other than the default for an SQLite state.
+    pub fn check_name(&self, name: &StateName) -> Result<(), LocationError> {
+        match self {
+            Self::Sqlite(_) if name.as_str() != DEFAULT_STATE_NAME => {
+                Err(LocationError::NamedSqliteState {
+                    name: name.0.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for StateLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(pg) => write!(f, "{pg}"),
+        }
+    }
+}
+
+/// A ledger opened for reading, of either backend.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per command, never in a collection: a box would buy nothing"
+)]
+pub enum AnyLedger {
+    /// SQLite.
+    Sqlite(SqliteLedger),
+    /// PostgreSQL.
+    Postgres(PgLedger),
+}
+
+/// Opens the state for reading. `sdkappid` picks the app's state in a PostgreSQL database (with
+/// none, the only app there); an SQLite file is bound to one app, which `check_app` checks.
+pub fn open_read(
+    location: &StateLocation,
+    name: &StateName,
+    sdkappid: Option<u64>,
+) -> Result<AnyLedger, LedgerError> {
+    location.check_name(name)?;
+    Ok(match location {
+        StateLocation::Sqlite(path) => AnyLedger::Sqlite(SqliteLedger::open_read_only(path)?),
+        StateLocation::Postgres(pg) => {
+            AnyLedger::Postgres(PgLedger::open_read_only(pg, name.as_str(), sdkappid)?)
+        }
+    })
+}
+
+impl Ledger for AnyLedger {
+    fn location(&self) -> String {
+        match self {
+            Self::Sqlite(l) => l.location(),
+            Self::Postgres(l) => l.location(),
+        }
+    }
+    fn meta(&self) -> Option<&Meta> {
+        match self {
+            Self::Sqlite(l) => l.meta(),
+            Self::Postgres(l) => l.meta(),
+        }
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.snapshot(),
+            Self::Postgres(l) => l.snapshot(),
+        }
+    }
+}
+
+/// A ledger opened for writing, of either backend; it holds the state's lock while it lives.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per command, never in a collection: a box would buy nothing"
+)]
+pub enum AnyWriter {
+    /// SQLite, with its lock file.
+    Sqlite(SqliteLedgerWriter),
+    /// PostgreSQL, through the session holding the advisory lock.
+    Postgres(PgLedgerWriter),
+}
+
+/// Takes the state's lock for `operation` (waiting up to `lock_timeout`), then opens the state
+/// for writing, creating it bound to `sdkappid` when `create` and there is none. `Ok(None)`
+/// when there is no state and `create` is false. An SQLite state creates its lock file (and
+/// directory); a PostgreSQL one writes nothing to the local disk.
+pub fn open_writer(
+    location: &StateLocation,
+    name: &StateName,
+    sdkappid: u64,
+    operation: &str,
+    lock_timeout: Duration,
+    create: bool,
+) -> Result<Option<AnyWriter>, LedgerError> {
+    location.check_name(name)?;
+    match location {
+        StateLocation::Sqlite(path) => {
+            let lock = StateLock::acquire(path, operation, lock_timeout)?;
+            if create {
+                Ok(Some(AnyWriter::Sqlite(SqliteLedgerWriter::create_or_open(
+                    path, sdkappid, lock,
+                )?)))
+            } else {
+                let writer = SqliteLedgerWriter::open_existing(path, lock)?;
+                if let Some(w) = &writer {
+                    w.check_app(sdkappid)?;
+                }
+                Ok(writer.map(AnyWriter::Sqlite))
+            }
+        }
+        StateLocation::Postgres(pg) => {
+            let if_missing = if create {
+                IfMissing::Create
+            } else {
+                IfMissing::Nothing
+            };
+            Ok(PgLedgerWriter::open(
+                pg,
+                name.as_str(),
+                sdkappid,
+                operation,
+                lock_timeout,
+                if_missing,
+            )?
+            .map(AnyWriter::Postgres))
+        }
+    }
+}
+
+impl Ledger for AnyWriter {
+    fn location(&self) -> String {
+        match self {
+            Self::Sqlite(l) => l.location(),
+            Self::Postgres(l) => l.location(),
+        }
+    }
+    fn meta(&self) -> Option<&Meta> {
+        match self {
+            Self::Sqlite(l) => l.meta(),
+            Self::Postgres(l) => l.meta(),
+        }
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.snapshot(),
+            Self::Postgres(l) => l.snapshot(),
+        }
+    }
+}
+
+impl LedgerWriter for AnyWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.begin_run(run),
+            Self::Postgres(w) => w.begin_run(run),
+        }
+    }
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.record_deleted(run, batch),
+            Self::Postgres(w) => w.record_deleted(run, batch),
+        }
+    }
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.record_absent(run, batch),
+            Self::Postgres(w) => w.record_absent(run, batch),
+        }
+    }
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.forget(batch),
+            Self::Postgres(w) => w.forget(batch),
+        }
+    }
+}
+
+impl AnyWriter {
+    /// Writes a whole state copied from another ledger (`state migrate`) into this one, which
+    /// this writer created and nobody has written yet: lineage, serial, runs and entries, in
+    /// one transaction.
+    pub fn import(
+        &mut self,
+        meta: &Meta,
+        runs: &[RunInfo],
+        entries: &[StateEntry],
+    ) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.import(meta, runs, entries),
+            Self::Postgres(w) => Ok(w.import(meta, runs, entries)?),
+        }
+    }
+}

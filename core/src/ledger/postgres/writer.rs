@@ -1,0 +1,434 @@
+//! Writing a PostgreSQL state: through the session that holds its advisory lock, one
+//! transaction per batch, each bumping the serial.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{
+    PgError, PgLocation, PgLockHolder, SCHEMA_VERSION, Session, connect, kind_code, lock,
+    lock_client, migrate, query_err, read_snapshot, read_state_rows, schema_version, sdkappid_sql,
+    shown,
+};
+use crate::ids::ConversationKey;
+use crate::ledger::{
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, StateEntry, StateRef,
+    Written,
+};
+
+/// A PostgreSQL state opened for writing, through the session that holds its advisory lock.
+/// Dropping it ends the session, and the lock with it.
+#[derive(Debug)]
+pub struct PgLedgerWriter {
+    location: PgLocation,
+    name: String,
+    session: Session,
+    state: i64,
+    meta: Meta,
+    /// The `runs` row of the last run recorded, so each batch need not look it up.
+    run_row: Option<(uuid::Uuid, i64)>,
+    holder: PgLockHolder,
+}
+
+/// What to do when the state does not exist yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (apply).
+    Create,
+    /// Return `None`, creating nothing (`state rm`).
+    Nothing,
+}
+
+impl PgLedgerWriter {
+    /// Takes the lock of the state `name` of `sdkappid` for `operation` (waiting up to
+    /// `lock_timeout`), migrates the schema, and opens the state, creating it (a fresh lineage
+    /// at serial 1) when `if_missing` says so. A refusal writes nothing.
+    pub fn open(
+        location: &PgLocation,
+        name: &str,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: std::time::Duration,
+        if_missing: IfMissing,
+    ) -> Result<Option<Self>, PgError> {
+        let app = sdkappid_sql(sdkappid)?;
+        let mut session = connect(location)?;
+        let holder = lock::acquire(
+            &mut session,
+            location,
+            name,
+            sdkappid,
+            operation,
+            lock_timeout,
+        )?;
+        if if_missing == IfMissing::Nothing {
+            let version = schema_version(&mut session, location)?;
+            if version == 0
+                || read_state_rows(&mut session, location, name, Some(sdkappid), version)?
+                    .is_empty()
+            {
+                return Ok(None);
+            }
+        }
+        migrate(&mut session, location)?;
+        lock::write_holder(&mut session, location, name, sdkappid, &holder)?;
+        let mut rows =
+            read_state_rows(&mut session, location, name, Some(sdkappid), SCHEMA_VERSION)?;
+        let (state, meta) = match rows.pop() {
+            Some(row) => row,
+            None => {
+                session
+                    .execute(
+                        "INSERT INTO timctl.states
+                           (sdkappid, name, lineage, serial, created_at, created_by)
+                         VALUES ($1, $2, $3, 1, $4, $5)",
+                        &[
+                            &app,
+                            &name,
+                            &uuid::Uuid::new_v4(),
+                            &jiff::Timestamp::now().as_second(),
+                            &env!("CARGO_PKG_VERSION"),
+                        ],
+                    )
+                    .map_err(query_err(location, "creating the state"))?;
+                read_state_rows(&mut session, location, name, Some(sdkappid), SCHEMA_VERSION)?
+                    .pop()
+                    .ok_or_else(|| PgError::Corrupt {
+                        state: location.to_string(),
+                        what: "the state just created is missing".to_owned(),
+                    })?
+            }
+        };
+        Ok(Some(Self {
+            location: location.clone(),
+            name: name.to_owned(),
+            session: Session(Mutex::new(session)),
+            state,
+            meta,
+            run_row: None,
+            holder,
+        }))
+    }
+
+    /// Who holds the lock: this process.
+    pub fn holder(&self) -> &PgLockHolder {
+        &self.holder
+    }
+
+    /// Writes a whole state copied from another ledger (`state migrate`): its lineage, serial,
+    /// runs and entries, in one transaction. Only into a state created by this writer and
+    /// still empty.
+    pub fn import(
+        &mut self,
+        meta: &Meta,
+        runs: &[RunInfo],
+        entries: &[StateEntry],
+    ) -> Result<(), PgError> {
+        let location = &self.location;
+        let doing = "copying the state";
+        let mut session = lock_client(&self.session);
+        let mut tx = session.transaction().map_err(query_err(location, doing))?;
+        tx.execute(
+            "UPDATE timctl.states SET lineage = $2, serial = $3, created_at = $4, created_by = $5
+             WHERE id = $1",
+            &[
+                &self.state,
+                &meta.state.lineage,
+                &(meta.state.serial as i64),
+                &meta.created_at.as_second(),
+                &meta.created_by,
+            ],
+        )
+        .map_err(query_err(location, doing))?;
+        let mut run_rows = HashMap::new();
+        for run in runs {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO timctl.runs (state, run_id, timctl_version, manifest_digest, started_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[
+                        &self.state,
+                        &run.run_id,
+                        &run.timctl_version,
+                        &run.manifest_digest,
+                        &run.started_at.as_second(),
+                    ],
+                )
+                .map_err(query_err(location, doing))?
+                .get(0);
+            run_rows.insert(run.run_id, id);
+        }
+        for chunk in entries.chunks(10_000) {
+            let mut cols = Columns::default();
+            for e in chunk {
+                let run = *run_rows.get(&e.run_id).ok_or_else(|| PgError::Corrupt {
+                    state: location.to_string(),
+                    what: format!("the entry {} names no known run", e.key),
+                })?;
+                cols.push(&e.key, e.clear_roaming, e.deleted_at, run);
+            }
+            cols.upsert(&mut tx, self.state)
+                .map_err(query_err(location, doing))?;
+        }
+        tx.commit().map_err(query_err(location, doing))?;
+        self.meta.state = meta.state;
+        self.meta.created_at = meta.created_at;
+        self.meta.created_by.clone_from(&meta.created_by);
+        Ok(())
+    }
+
+    /// The `runs` row of `run`, inserted inside `tx` when it is not there yet; `known` is the
+    /// row this writer already looked up, if it is `run`'s.
+    fn run_row(
+        tx: &mut postgres::Transaction<'_>,
+        location: &PgLocation,
+        state: i64,
+        known: Option<(uuid::Uuid, i64)>,
+        run: &RunInfo,
+    ) -> Result<i64, PgError> {
+        if let Some((id, row)) = known
+            && id == run.run_id
+        {
+            return Ok(row);
+        }
+        Ok(tx
+            .query_one(
+                "WITH new AS (
+                    INSERT INTO timctl.runs (state, run_id, timctl_version, manifest_digest, started_at)
+                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (state, run_id) DO NOTHING RETURNING id)
+                 SELECT id FROM new UNION ALL
+                 SELECT id FROM timctl.runs WHERE state = $1 AND run_id = $2",
+                &[
+                    &state,
+                    &run.run_id,
+                    &run.timctl_version,
+                    &run.manifest_digest,
+                    &run.started_at.as_second(),
+                ],
+            )
+            .map_err(query_err(location, "recording the run"))?
+            .get(0))
+    }
+
+    /// Bumps the serial inside `tx`.
+    fn bump(&self, tx: &mut postgres::Transaction<'_>) -> Result<StateRef, PgError> {
+        let serial: i64 = tx
+            .query_one(
+                "UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial",
+                &[&self.state],
+            )
+            .map_err(query_err(&self.location, "bumping the serial"))?
+            .get(0);
+        Ok(StateRef {
+            lineage: self.meta.state.lineage,
+            serial: serial as u64,
+        })
+    }
+}
+
+/// A batch of entries as columns, for one `INSERT … SELECT FROM unnest(…)`: one statement per
+/// batch, not one per entry.
+#[derive(Default)]
+struct Columns<'a> {
+    from: Vec<&'a str>,
+    kind: Vec<i16>,
+    peer: Vec<&'a str>,
+    clear_roaming: Vec<bool>,
+    deleted_at: Vec<i64>,
+    run: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(
+        &mut self,
+        key: &'a ConversationKey,
+        clear_roaming: bool,
+        at: jiff::Timestamp,
+        run: i64,
+    ) {
+        self.from.push(key.from.as_str());
+        self.kind.push(kind_code(key.peer.kind()));
+        self.peer.push(key.peer.id());
+        self.clear_roaming.push(clear_roaming);
+        self.deleted_at.push(at.as_second());
+        self.run.push(run);
+    }
+
+    /// Inserts, or replaces the earlier record of the same conversation: the last deletion
+    /// wins. The batch must not name one conversation twice.
+    fn upsert(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        state: i64,
+    ) -> Result<u64, postgres::Error> {
+        tx.execute(
+            "INSERT INTO timctl.entries (state, from_account, kind, peer, clear_roaming, deleted_at, run)
+             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[])
+             ON CONFLICT (state, from_account, kind, peer) DO UPDATE SET
+                clear_roaming = excluded.clear_roaming,
+                deleted_at = excluded.deleted_at,
+                run = excluded.run",
+            &[
+                &state,
+                &self.from,
+                &self.kind,
+                &self.peer,
+                &self.clear_roaming,
+                &self.deleted_at,
+                &self.run,
+            ],
+        )
+    }
+}
+
+impl Ledger for PgLedgerWriter {
+    fn location(&self) -> String {
+        shown(&self.location, &self.name)
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        Some(&self.meta)
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        let doing = "reading the state";
+        let mut session = lock_client(&self.session);
+        let mut tx = session
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(query_err(&self.location, doing))?;
+        let meta = read_state_rows(
+            &mut tx,
+            &self.location,
+            &self.name,
+            Some(self.meta.sdkappid),
+            self.meta.schema_version,
+        )?
+        .pop()
+        .map(|(_, meta)| meta)
+        .ok_or_else(|| PgError::Corrupt {
+            state: self.location.to_string(),
+            what: "the state being written has vanished".to_owned(),
+        })?;
+        let snapshot = read_snapshot(&mut tx, &self.location, self.state, meta)?;
+        tx.commit().map_err(query_err(&self.location, doing))?;
+        Ok(Some(snapshot))
+    }
+}
+
+impl LedgerWriter for PgLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        let location = self.location.clone();
+        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut tx = session
+            .transaction()
+            .map_err(query_err(&location, "starting a write"))?;
+        let row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
+        tx.commit()
+            .map_err(query_err(&location, "recording the run"))?;
+        self.run_row = Some((run.run_id, row));
+        Ok(())
+    }
+
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        if batch.is_empty() {
+            return Ok(Written {
+                state: self.meta.state,
+                affected: 0,
+            });
+        }
+        let location = self.location.clone();
+        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut tx = session
+            .transaction()
+            .map_err(query_err(&location, "starting a write"))?;
+        let run_row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
+        // One statement cannot update a row twice; should a batch name one conversation twice,
+        // its last deletion wins, as it would in two batches.
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let mut cols = Columns::default();
+        for d in batch.iter().rev() {
+            if seen.insert(&d.key) {
+                cols.push(&d.key, d.clear_roaming, d.deleted_at, run_row);
+            }
+        }
+        cols.upsert(&mut tx, self.state)
+            .map_err(query_err(&location, "recording deletions"))?;
+        let serial: i64 = tx
+            .query_one(
+                "UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial",
+                &[&self.state],
+            )
+            .map_err(query_err(&location, "bumping the serial"))?
+            .get(0);
+        tx.commit()
+            .map_err(query_err(&location, "committing deletions"))?;
+        let state = StateRef {
+            lineage: self.meta.state.lineage,
+            serial: serial as u64,
+        };
+        self.run_row = Some((run.run_id, run_row));
+        self.meta.state = state;
+        Ok(Written {
+            state,
+            affected: batch.len(),
+        })
+    }
+
+    // FIXME: the PostgreSQL schema has no origin column yet, so a conversation seen absent is
+    // recorded as a deletion there (kept, so it is not planned again, but `state list` shows
+    // it as `deleted`). Add the column with a migration, as the SQLite ledger's version 2 did.
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record_deleted(run, batch)
+    }
+
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        let unchanged = Written {
+            state: self.meta.state,
+            affected: 0,
+        };
+        if batch.is_empty() {
+            return Ok(unchanged);
+        }
+        let location = self.location.clone();
+        let mut session = lock_client(&self.session);
+        let mut tx = session
+            .transaction()
+            .map_err(query_err(&location, "starting a write"))?;
+        let from: Vec<&str> = batch.iter().map(|k| k.from.as_str()).collect();
+        let kind: Vec<i16> = batch.iter().map(|k| kind_code(k.peer.kind())).collect();
+        let peer: Vec<&str> = batch.iter().map(|k| k.peer.id()).collect();
+        let affected = tx
+            .execute(
+                "DELETE FROM timctl.entries e
+                 USING unnest($2::text[], $3::smallint[], $4::text[]) AS f(from_account, kind, peer)
+                 WHERE e.state = $1 AND e.from_account = f.from_account AND e.kind = f.kind
+                   AND e.peer = f.peer",
+                &[&self.state, &from, &kind, &peer],
+            )
+            .map_err(query_err(&location, "forgetting entries"))?;
+        if affected == 0 {
+            // Nothing changed, so this was not a write: the serial stays.
+            return Ok(unchanged);
+        }
+        let state = self.bump(&mut tx)?;
+        tx.commit()
+            .map_err(query_err(&location, "committing forgotten entries"))?;
+        drop(session);
+        self.meta.state = state;
+        Ok(Written {
+            state,
+            affected: affected as usize,
+        })
+    }
+}
+
+impl Drop for PgLedgerWriter {
+    fn drop(&mut self) {
+        // Clear the holder row so nobody reads a stale name; ending the session releases the
+        // lock anyway, and a lost session has nothing left to clear.
+        let session = self.session.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        lock::release(session, &self.name, self.meta.sdkappid);
+    }
+}
