@@ -29,5 +29,6 @@ pub mod input;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
+pub mod refresh;
 pub mod stop;
 pub mod usersig;

@@ -4,10 +4,45 @@
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
 use timctl_core::ids::{ConversationKey, UserId};
-use timctl_core::ledger::{StateEntry, StateRef};
+use timctl_core::ledger::{Origin, StateEntry, StateRef};
+use timctl_core::plan::refresh::{Observation, Observations};
 use timctl_core::plan::{self, Filter, Plan, render};
 
 fn fixture() -> Plan {
+    let (desired, state, state_ref) = inputs();
+    plan::diff(&desired, Some(state_ref), &state, &Filter::default())
+}
+
+/// The same inputs, refreshed: alice's list holds bob, carol's holds dave (came back), erin's
+/// could not be read, and gina (new in the manifest) has an empty list.
+fn refreshed() -> Plan {
+    let (mut desired, state, state_ref) = inputs();
+    let user = |s: &str| UserId::new(s).unwrap();
+    desired.entries.push(DesiredEntry {
+        key: ConversationKey::new(user("gina"), "user:harry".parse().unwrap()),
+        clear_roaming: false,
+    });
+    desired.entries.sort();
+    let listed =
+        |peers: &[&str]| Observation::Listed(peers.iter().map(|p| p.parse().unwrap()).collect());
+    let seen = Observations {
+        at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        users: [
+            (user("alice"), listed(&["user:bob"])),
+            (user("carol"), listed(&["user:dave"])),
+            (
+                user("erin"),
+                Observation::Unreadable("a page without CompleteFlag".to_owned()),
+            ),
+            (user("gina"), listed(&[])),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    plan::refresh::diff(&desired, Some(state_ref), &state, &Filter::default(), &seen)
+}
+
+fn inputs() -> (DesiredState, Vec<StateEntry>, StateRef) {
     let user = |s: &str| UserId::new(s).unwrap();
     let want = |from: &str, peer: &str, clear: bool| DesiredEntry {
         key: ConversationKey::new(user(from), peer.parse().unwrap()),
@@ -18,6 +53,7 @@ fn fixture() -> Plan {
         clear_roaming: clear,
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
         run_id: uuid::Uuid::nil(),
+        origin: Origin::Deleted,
     };
     let desired = DesiredState {
         app: App {
@@ -43,7 +79,7 @@ fn fixture() -> Plan {
         lineage: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
         serial: 7,
     };
-    plan::diff(&desired, Some(state_ref), &state, &Filter::default())
+    (desired, state, state_ref)
 }
 
 fn no_changes() -> Plan {
@@ -51,6 +87,7 @@ fn no_changes() -> Plan {
     p.changes.clear();
     p.summary = plan::Summary {
         delete: 0,
+        record: 0,
         forget: 0,
         unchanged: 4,
     };
@@ -77,4 +114,20 @@ fn markdown() {
     insta::assert_snapshot!("markdown", render::markdown(&fixture(), None));
     insta::assert_snapshot!("markdown_limited", render::markdown(&fixture(), Some(1)));
     insta::assert_snapshot!("markdown_no_changes", render::markdown(&no_changes(), None));
+}
+
+#[test]
+fn refreshed_renderings() {
+    let plan = refreshed();
+    insta::assert_snapshot!("refreshed_text", render::text(&plan, None));
+    insta::assert_snapshot!("refreshed_json", plan::saved::to_json(&plan));
+    insta::assert_snapshot!("refreshed_markdown", render::markdown(&plan, None));
+}
+
+#[test]
+fn refreshed_saved_plans_read_back_as_written() {
+    let plan = refreshed();
+    let back = plan::saved::from_json(&plan::saved::to_json(&plan), "p.json".as_ref()).unwrap();
+    assert_eq!(back, plan);
+    assert!(back.refreshed());
 }

@@ -185,6 +185,20 @@ pub(crate) struct FilterArgs {
     pub(crate) exclude_users: Vec<String>,
 }
 
+/// Looking at the server before planning (`--refresh`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RefreshArgs {
+    /// Read each planned user's conversation list from the server first (get_list, every page)
+    /// and plan from what is really there: delete what is present, record what is absent.
+    /// Needs credentials; calls only get_list while planning.
+    #[arg(long, conflicts_with = "reassert")]
+    pub(crate) refresh: bool,
+    /// get_list calls per second; default a little under its documented 200. Its quota is
+    /// shared with the app's own backend: leave it room.
+    #[arg(long, value_name = "N", requires = "refresh")]
+    pub(crate) refresh_rate: Option<u32>,
+}
+
 /// How apply carries a plan out.
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {

@@ -83,7 +83,7 @@ impl Output {
             } => self.send(Msg::Progress(format!(
                 "Progress: {done}/{total} done, {failed} failed, {rate:.0} per second"
             ))),
-            Event::Planned { .. } | Event::Summary(_) => {}
+            Event::Planned { .. } | Event::Recorded { .. } | Event::Summary(_) => {}
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{
-    self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocationError, PgError,
-    RunInfo, StateLocation, StateName,
+    self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocationError, Origin,
+    PgError, RunInfo, StateLocation, StateName,
 };
 use timctl_tests::pg::PgCluster;
 
@@ -161,7 +161,46 @@ conformance!(
     a_second_writer_is_refused_naming_the_holder,
     named_states_are_kept_apart,
     a_state_is_copied_whole,
+    absences_keep_their_origin,
 );
+
+/// Both backends are at schema 2: the second added the entries' origin.
+const CURRENT_SCHEMA: u32 = 2;
+
+fn absences_keep_their_origin(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::new("d");
+    w.record_deleted(&run, &[deleted("a", "user:b", false, 1)])
+        .unwrap();
+    w.record_absent(&run, &[deleted("a", "user:c", true, 2)])
+        .unwrap();
+    drop(w);
+    let origins: Vec<(String, Origin)> = b
+        .reader(Some(APP))
+        .unwrap()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key.peer.to_string(), e.origin))
+        .collect();
+    assert_eq!(
+        origins,
+        [
+            ("user:b".to_owned(), Origin::Deleted),
+            ("user:c".to_owned(), Origin::Absent)
+        ]
+    );
+    // A deletion replaces an observed absence (the conversation came back and was deleted).
+    let mut w = b.writer(APP).unwrap();
+    w.record_deleted(&RunInfo::new("e"), &[deleted("a", "user:c", true, 3)])
+        .unwrap();
+    drop(w);
+    let entries = b.reader(Some(APP)).unwrap().entries().unwrap();
+    assert!(
+        entries.iter().all(|e| e.origin == Origin::Deleted),
+        "{entries:?}"
+    );
+}
 
 fn no_state_until_the_first_write(b: Backend) {
     let r = b.reader(Some(APP)).unwrap();
@@ -370,7 +409,7 @@ fn a_newer_schema_is_refused_and_left_alone(b: Backend) {
     let err = b.reader(Some(APP)).unwrap_err();
     assert!(newer(&err), "{err:?}");
     // Left untouched: put the version back and everything is there.
-    b.set_schema_version(1);
+    b.set_schema_version(CURRENT_SCHEMA);
     assert_eq!(listing(&b.reader(Some(APP)).unwrap()).len(), 1);
 }
 
@@ -380,7 +419,7 @@ fn an_older_schema_is_migrated(b: Backend) {
     assert!(r.meta().is_none(), "version 0 holds no state");
     drop(r);
     let mut w = b.writer(APP).unwrap();
-    assert_eq!(w.meta().unwrap().schema_version, 1);
+    assert_eq!(w.meta().unwrap().schema_version, CURRENT_SCHEMA);
     w.record_deleted(&RunInfo::new("d"), &[deleted("a", "user:b", false, 1)])
         .unwrap();
     drop(w);
@@ -453,6 +492,8 @@ fn a_state_is_copied_whole(b: Backend) {
         ],
     )
     .unwrap();
+    w.record_absent(&run, &[deleted("e", "user:f", false, 7)])
+        .unwrap();
     let meta = w.meta().unwrap().clone();
     let (runs, entries) = (w.runs().unwrap(), w.entries().unwrap());
     drop(w);

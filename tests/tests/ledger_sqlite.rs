@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use timctl_core::ids::{ConversationKey, UserId};
+use timctl_core::ledger::sqlite::SCHEMA_VERSION;
 use timctl_core::ledger::{
-    Deleted, Ledger, LedgerError, LedgerWriter, LockError, RunInfo, SqliteLedger,
+    Deleted, Ledger, LedgerError, LedgerWriter, LockError, Origin, RunInfo, SqliteLedger,
     SqliteLedgerWriter, StateLock,
 };
 
@@ -58,7 +59,7 @@ fn create_bind_and_reopen() {
     let meta = w.meta().unwrap().clone();
     assert_eq!(meta.sdkappid, APP);
     assert_eq!(meta.state.serial, 1, "creation is the first write");
-    assert_eq!(meta.schema_version, 1);
+    assert_eq!(meta.schema_version, SCHEMA_VERSION);
     assert_eq!(meta.created_by, env!("CARGO_PKG_VERSION"));
     drop(w);
 
@@ -243,7 +244,7 @@ fn missing_and_empty_files_are_no_state() {
             .is_none()
     );
     let w = writer(&path, APP).unwrap();
-    assert_eq!(w.meta().unwrap().schema_version, 1);
+    assert_eq!(w.meta().unwrap().schema_version, SCHEMA_VERSION);
     assert_eq!(w.meta().unwrap().state.serial, 1);
     drop(w);
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -254,7 +255,7 @@ fn missing_and_empty_files_are_no_state() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((app_id, version), (0x5449_4d43, 1));
+    assert_eq!((app_id, version), (0x5449_4d43, i64::from(SCHEMA_VERSION)));
 }
 
 #[test]
@@ -266,7 +267,7 @@ fn an_empty_sqlite_database_migrates_too() {
         .execute_batch("PRAGMA user_version = 0; VACUUM;")
         .unwrap();
     let w = writer(&path, APP).unwrap();
-    assert_eq!(w.meta().unwrap().schema_version, 1);
+    assert_eq!(w.meta().unwrap().schema_version, SCHEMA_VERSION);
 }
 
 #[test]
@@ -318,7 +319,7 @@ fn a_ledger_from_a_newer_timctl_is_refused_with_a_clear_error() {
             Err(
                 e @ LedgerError::NewerFormat {
                     found: 99,
-                    supported: 1,
+                    supported: SCHEMA_VERSION,
                     ..
                 },
             ) => {
@@ -541,6 +542,72 @@ fn a_writer_killed_mid_run_loses_nothing_committed() {
     drop(writer(&path, APP).unwrap());
     assert!(!path.with_extension("db-journal").exists());
     assert!(!path.with_extension("db-wal").exists());
+}
+
+#[test]
+fn records_are_kept_apart_from_deletions_by_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let mut w = writer(&path, APP).unwrap();
+    let run = RunInfo::new("d1");
+    let before = w
+        .record_deleted(&run, &[deleted("alice", "user:bob", false)])
+        .unwrap();
+    let written = w
+        .record_absent(&run, &[deleted("alice", "user:carl", true)])
+        .unwrap();
+    assert_eq!(written.affected, 1);
+    assert_eq!(written.state.serial, before.state.serial + 1);
+    let origins = |l: &dyn Ledger| {
+        l.entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.key.peer.to_string(), e.origin, e.clear_roaming))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        origins(&w),
+        [
+            ("user:bob".to_owned(), Origin::Deleted, false),
+            ("user:carl".to_owned(), Origin::Absent, true),
+        ]
+    );
+    // A later deletion of a conversation seen absent makes it a deletion.
+    w.record_deleted(&run, &[deleted("alice", "user:carl", true)])
+        .unwrap();
+    drop(w);
+    let r = SqliteLedger::open_read_only(&path).unwrap();
+    assert_eq!(origins(&r)[1].1, Origin::Deleted);
+}
+
+#[test]
+fn a_version_1_ledger_reads_as_deletions_and_migrates_on_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = state_path(&dir);
+    let mut w = writer(&path, APP).unwrap();
+    let run = RunInfo::new("d1");
+    w.record_deleted(&run, &[deleted("alice", "user:bob", true)])
+        .unwrap();
+    drop(w);
+    // Take the file back to schema version 1, as the first release wrote it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE entries DROP COLUMN origin; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+
+    let r = SqliteLedger::open_read_only(&path).unwrap();
+    assert_eq!(r.meta().unwrap().schema_version, 1);
+    let entries = r.entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].origin, Origin::Deleted);
+    drop(r);
+
+    let mut w = writer(&path, APP).unwrap();
+    assert_eq!(w.meta().unwrap().schema_version, SCHEMA_VERSION);
+    w.record_absent(&run, &[deleted("alice", "user:carl", false)])
+        .unwrap();
+    let origins: Vec<Origin> = w.entries().unwrap().iter().map(|e| e.origin).collect();
+    assert_eq!(origins, [Origin::Deleted, Origin::Absent]);
 }
 
 /// Issue 11.7: a reader never sees meta, runs and entries of different commits. The writer

@@ -114,7 +114,16 @@ fn fresh_state_plans_every_deletion_and_creates_nothing() {
 
     let (_, json, _) = plan(&e, &["--format", "json"]);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], 1);
+    assert_eq!(doc["format_version"], 2);
+    assert_eq!(doc["refreshed"], false);
+    assert_eq!(doc["refreshed_at"], serde_json::Value::Null);
+    assert!(
+        doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["reason"] == "new")
+    );
     assert_eq!(doc["state"], serde_json::Value::Null);
     assert_eq!(
         doc["app"],
@@ -122,7 +131,7 @@ fn fresh_state_plans_every_deletion_and_creates_nothing() {
     );
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"delete": 3, "forget": 0, "unchanged": 0})
+        serde_json::json!({"delete": 3, "record": 0, "forget": 0, "unchanged": 0})
     );
 }
 

@@ -78,9 +78,9 @@ fn list_json_has_the_documented_shape() {
             "sdkappid": APP,
             "entries": [
                 {"from": "alice", "type": "user", "peer": "bob", "clear_roaming": true,
-                 "deleted_at": "2023-11-14T22:13:20Z"},
+                 "deleted_at": "2023-11-14T22:13:20Z", "origin": "deleted"},
                 {"from": "alice", "type": "group", "peer": "@TGS#1", "clear_roaming": false,
-                 "deleted_at": "2023-11-14T22:13:20Z"},
+                 "deleted_at": "2023-11-14T22:13:20Z", "origin": "deleted"},
             ]
         })
     );

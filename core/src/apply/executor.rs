@@ -141,6 +141,18 @@ impl ExecOptions {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// A refresh saw this conversation absent; it was written to the state with no call.
+    Recorded {
+        /// From_Account.
+        from: String,
+        /// `user` or `group`.
+        #[serde(rename = "type")]
+        kind: PeerKind,
+        /// The other side's ID.
+        peer: String,
+        /// What the manifest asks (kept with the record).
+        clear_roaming: bool,
+    },
     /// Before the first call.
     Planned {
         /// Deletions to make.
@@ -202,6 +214,8 @@ pub struct RunSummary {
     pub missing_users: Vec<String>,
     /// How many distinct users did not exist.
     pub missing_user_count: usize,
+    /// Entries recorded as seen absent by a refresh (no call).
+    pub recorded: usize,
     /// Entries dropped from the state.
     pub forgotten: usize,
     /// Deletions that failed.

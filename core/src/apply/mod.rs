@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use crate::desired::DesiredState;
 use crate::ids::ConversationKey;
-use crate::ledger::{Ledger, LedgerError, LedgerWriter, RunInfo, StateRef};
+use crate::ledger::{Deleted, Ledger, LedgerError, LedgerWriter, RunInfo, StateRef};
+use crate::plan::refresh::Observations;
 use crate::plan::{self, Action, Filter, Plan, PlanError, StalePlan};
 use crate::stop::Stop;
 
@@ -46,7 +47,23 @@ pub enum Source {
         desired: DesiredState,
         /// `--user`, `--exclude-user`, `--reassert`.
         filter: Filter,
+        /// What the server's conversation lists held (`--refresh`), or `None` to plan from the
+        /// state alone. Planning again under the lock reuses it: the lists were read once.
+        seen: Option<Observations>,
     },
+}
+
+/// The plan of `desired` against `ledger`: refreshed when `seen` is given.
+fn make_plan(
+    desired: &DesiredState,
+    ledger: &dyn Ledger,
+    filter: &Filter,
+    seen: Option<&Observations>,
+) -> Result<Plan, PlanError> {
+    match seen {
+        Some(seen) => plan::refresh::make(desired, ledger, filter, seen),
+        None => plan::make(desired, ledger, filter),
+    }
 }
 
 /// Why the apply operation refused or failed before the executor ran.
@@ -88,8 +105,9 @@ impl From<LedgerError> for ApplyError {
 #[derive(Debug)]
 pub struct Prepared<W> {
     plan: Plan,
-    /// The manifests and filter, to plan again under the lock; `None` for a saved plan.
-    replan: Option<(DesiredState, Filter)>,
+    /// The manifests, filter and observations, to plan again under the lock; `None` for a
+    /// saved plan.
+    replan: Option<(DesiredState, Filter, Option<Observations>)>,
     /// The state, locked, when the plan was made again under the lock.
     held: Option<W>,
 }
@@ -110,12 +128,16 @@ pub fn prepare<S: StateStore>(
                 held: None,
             })
         }
-        Source::Manifests { desired, filter } => {
+        Source::Manifests {
+            desired,
+            filter,
+            seen,
+        } => {
             let current = store.open_read(desired.app.sdkappid)?;
-            let plan = plan::make(&desired, &current, &filter)?;
+            let plan = make_plan(&desired, &current, &filter, seen.as_ref())?;
             Ok(Prepared {
                 plan,
-                replan: Some((desired, filter)),
+                replan: Some((desired, filter, seen)),
                 held: None,
             })
         }
@@ -184,13 +206,13 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
 
     /// Plans again against the locked state, keeping the lock.
     fn replanned(self, writer: W) -> Result<Locking<W>, ApplyError> {
-        let (desired, filter) = self
+        let (desired, filter, seen) = self
             .replan
             .unwrap_or_else(|| unreachable!("a saved plan is refused before replanning"));
-        let plan = plan::make(&desired, &writer, &filter)?;
+        let plan = make_plan(&desired, &writer, &filter, seen.as_ref())?;
         Ok(Locking::Replanned(Prepared {
             plan,
-            replan: Some((desired, filter)),
+            replan: Some((desired, filter, seen)),
             held: Some(writer),
         }))
     }
@@ -253,22 +275,61 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
                 cause: error_chain(&e),
             });
         }
-        let (deletions, forgets) = split(self.plan);
+        let (deletions, records, forgets) = split(self.plan);
+        // Records need no call: they are written first, in one transaction, so that a run
+        // stopped later still keeps what the refresh saw.
+        if let Err(e) = self.writer.record_absent(&self.run, &records) {
+            return Err(ApplyError::Unwritable {
+                location: self.writer.location(),
+                cause: error_chain(&e),
+            });
+        }
+        let recorded = records.len();
+        for r in &records {
+            on_event(&Event::Recorded {
+                from: r.key.from.to_string(),
+                kind: r.key.peer.kind(),
+                peer: r.key.peer.id().to_owned(),
+                clear_roaming: r.clear_roaming,
+            });
+        }
+        drop(records);
         let recorder = LedgerRecorder {
             writer: self.writer,
             run: self.run,
         };
-        let executed = execute(deletions, forgets, deleter, recorder, opts, stop, on_event).await;
+        // The executor's summary counts the records written before it ran.
+        let mut with_records = |e: &Event| match e {
+            Event::Summary(s) => on_event(&Event::Summary(RunSummary {
+                recorded,
+                ..s.clone()
+            })),
+            e => on_event(e),
+        };
+        let mut executed = execute(
+            deletions,
+            forgets,
+            deleter,
+            recorder,
+            opts,
+            stop,
+            &mut with_records,
+        )
+        .await;
+        executed.summary.recorded = recorded;
         Ok(Applied {
             summary: executed.summary,
         })
     }
 }
 
-/// The plan's deletions and forgets, for the executor. Takes the plan so that its changes are
-/// moved, not copied: at a million entries a copy is a hundred megabytes.
-fn split(plan: Plan) -> (Vec<Deletion>, Vec<ConversationKey>) {
+/// The plan's deletions, records (stamped with when the plan read the server) and forgets, for
+/// the executor. Takes the plan so that its changes are moved, not copied: at a million entries
+/// a copy is a hundred megabytes.
+fn split(plan: Plan) -> (Vec<Deletion>, Vec<Deleted>, Vec<ConversationKey>) {
+    let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
     let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
+    let mut records = Vec::with_capacity(plan.summary.record as usize);
     let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
     for c in plan.changes {
         match c.action {
@@ -276,8 +337,13 @@ fn split(plan: Plan) -> (Vec<Deletion>, Vec<ConversationKey>) {
                 key: c.key,
                 clear_roaming: c.clear_roaming,
             }),
+            Action::Record => records.push(Deleted {
+                key: c.key,
+                clear_roaming: c.clear_roaming,
+                deleted_at: seen_at,
+            }),
             Action::Forget => forgets.push(c.key),
         }
     }
-    (deletions, forgets)
+    (deletions, records, forgets)
 }

@@ -274,6 +274,12 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.record_deleted(run, batch),
         }
     }
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.record_absent(run, batch),
+            Self::Postgres(w) => w.record_absent(run, batch),
+        }
+    }
     fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         match self {
             Self::Sqlite(w) => w.forget(batch),

@@ -51,17 +51,49 @@ pub struct Meta {
     pub schema_version: u32,
 }
 
-/// One recorded deletion.
+/// How an entry came to be in the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// timctl deleted the conversation (a confirmed `recentcontact/delete`, or a user that does
+    /// not exist).
+    Deleted,
+    /// A refresh saw the conversation absent from the user's list; no call was made.
+    Absent,
+}
+
+impl Origin {
+    /// `"deleted"` or `"absent"`, as `state list --json` and the SQLite column spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Deleted => "deleted",
+            Origin::Absent => "absent",
+        }
+    }
+
+    /// The origin spelled `s`, if any.
+    pub fn parse(s: &str) -> Option<Origin> {
+        match s {
+            "deleted" => Some(Origin::Deleted),
+            "absent" => Some(Origin::Absent),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded deletion, or observed absence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateEntry {
     /// Which conversation.
     pub key: ConversationKey,
-    /// Whether the last deletion also cleared roaming messages.
+    /// Whether the last deletion also cleared roaming messages (for an observed absence: what
+    /// the manifest asked then).
     pub clear_roaming: bool,
-    /// When the last deletion was confirmed, to the second.
+    /// When the last deletion was confirmed (or the absence observed), to the second.
     pub deleted_at: jiff::Timestamp,
     /// The run that recorded it (see [`Ledger::runs`]).
     pub run_id: uuid::Uuid,
+    /// Whether timctl deleted it or saw it absent.
+    pub origin: Origin,
 }
 
 /// A confirmed deletion to record.
@@ -184,6 +216,10 @@ pub trait LedgerWriter: Ledger {
     /// Records confirmed deletions (insert, or replace the earlier record of the same
     /// conversation), attributed to `run`. An empty batch writes nothing.
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
+    /// Records conversations a refresh saw absent from their user's list (no call was made):
+    /// as [`LedgerWriter::record_deleted`], with origin [`Origin::Absent`]; `deleted_at` is
+    /// when the absence was observed.
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
     /// Drops entries from the state (no call is made). Entries not in the state are skipped;
     /// `affected` says how many were there. An empty batch, or one that removes nothing,
     /// writes nothing.
@@ -304,7 +340,7 @@ pub enum LedgerError {
 
 /// Writes the `state list --json` document (README.md, "State and plans"):
 /// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
-/// "deleted_at"}…]}`; with no state, `null` meta fields and no entries.
+/// "deleted_at", "origin"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(
     meta: Option<&Meta>,
     entries: &[StateEntry],
@@ -322,12 +358,13 @@ pub fn write_list_json(
     impl serde::Serialize for Entry<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let e = self.0;
-            let mut st = s.serialize_struct("Entry", 5)?;
+            let mut st = s.serialize_struct("Entry", 6)?;
             st.serialize_field("from", e.key.from.as_str())?;
             st.serialize_field("type", e.key.peer.kind().as_str())?;
             st.serialize_field("peer", e.key.peer.id())?;
             st.serialize_field("clear_roaming", &e.clear_roaming)?;
             st.serialize_field("deleted_at", &e.deleted_at)?;
+            st.serialize_field("origin", e.origin.as_str())?;
             st.end()
         }
     }

@@ -23,8 +23,8 @@ use super::lock::{
     StateLock, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, StateEntry, StateRef,
-    Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
+    StateRef, Written,
 };
 use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
         run INTEGER NOT NULL REFERENCES runs (id),
         PRIMARY KEY (from_account, kind, peer)
     ) STRICT, WITHOUT ROWID;",
+    // 1 -> 2: refresh records conversations seen absent (no call), and the state tells them
+    // from deletions. Every entry before this was a deletion.
+    "ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT 'deleted'
+        CHECK (origin IN ('deleted', 'absent'));",
 ];
 
 /// The schema version this timctl writes.
@@ -298,10 +302,13 @@ fn read_runs(conn: &Connection, path: &Path) -> Result<Vec<(i64, RunInfo)>, Ledg
     Ok(runs)
 }
 
+/// Reads every entry of a ledger at `schema_version` (a read-only open does not migrate, so an
+/// older file is read as it is: before version 2 every entry was a deletion).
 fn read_entries(
     conn: &Connection,
     path: &Path,
     runs: &[(i64, RunInfo)],
+    schema_version: u32,
 ) -> Result<Vec<StateEntry>, LedgerError> {
     // Runs are few; mapping their row IDs in memory is cheaper than a join per entry.
     let runs: HashMap<i64, uuid::Uuid> = runs.iter().map(|(id, run)| (*id, run.run_id)).collect();
@@ -309,11 +316,16 @@ fn read_entries(
     let mut entries = Vec::new();
     // The primary key's order is (from_account, kind, peer) under BINARY collation, which is
     // byte order: the same order as `DesiredEntry`, so the diff can merge without sorting.
+    let origin_column = if schema_version >= 2 {
+        "origin"
+    } else {
+        "'deleted'"
+    };
     let mut stmt = conn
-        .prepare(
-            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run FROM entries
-             ORDER BY from_account, kind, peer",
-        )
+        .prepare(&format!(
+            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run, {origin_column}
+             FROM entries ORDER BY from_account, kind, peer"
+        ))
         .map_err(sqlite_err(path, "reading entries"))?;
     let mut rows = stmt
         .query([])
@@ -331,9 +343,10 @@ fn read_entries(
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get_ref(6)?.as_str()?.to_owned(),
             ))
         };
-        let (from, kind, peer, clear_roaming, deleted_at, run) =
+        let (from, kind, peer, clear_roaming, deleted_at, run, origin) =
             read(r).map_err(sqlite_err(path, "reading entries"))?;
         let from =
             UserId::new(from).map_err(|e| corrupt(format!("an entry's From_Account: {e}")))?;
@@ -347,6 +360,8 @@ fn read_entries(
         let run_id = *runs
             .get(&run)
             .ok_or_else(|| corrupt(format!("the entry {from} {peer} names no known run")))?;
+        let origin = Origin::parse(&origin)
+            .ok_or_else(|| corrupt(format!("the entry {from} {peer} has origin {origin:?}")))?;
         entries.push(StateEntry {
             deleted_at: jiff::Timestamp::from_second(deleted_at).map_err(|_| {
                 corrupt(format!(
@@ -356,6 +371,7 @@ fn read_entries(
             key: ConversationKey::new(from, peer),
             clear_roaming: clear_roaming != 0,
             run_id,
+            origin,
         });
     }
     Ok(entries)
@@ -379,7 +395,7 @@ fn read_snapshot(
         return Ok(None);
     };
     let runs = read_runs(&tx, path)?;
-    let entries = read_entries(&tx, path, &runs)?;
+    let entries = read_entries(&tx, path, &runs, schema_version)?;
     drop(tx);
     Ok(Some(Snapshot {
         meta,
@@ -693,6 +709,26 @@ impl LedgerWriter for SqliteLedgerWriter {
     }
 
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Deleted)
+    }
+
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, batch, Origin::Absent)
+    }
+
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        self.forget_entries(batch)
+    }
+}
+
+impl SqliteLedgerWriter {
+    /// Records a batch in one transaction, each entry with `origin`.
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        batch: &[Deleted],
+        origin: Origin,
+    ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
                 state: self.meta.state,
@@ -706,15 +742,16 @@ impl LedgerWriter for SqliteLedgerWriter {
             .map_err(sqlite_err(&path, "starting a write"))?;
         let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
         {
-            // The last deletion wins: its clear_roaming, time and run replace the older ones.
+            // The last record wins: its clear_roaming, time, run and origin replace the older ones.
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (from_account, kind, peer) DO UPDATE SET
                         clear_roaming = excluded.clear_roaming,
                         deleted_at = excluded.deleted_at,
-                        run = excluded.run",
+                        run = excluded.run,
+                        origin = excluded.origin",
                 )
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             for d in batch {
@@ -724,7 +761,8 @@ impl LedgerWriter for SqliteLedgerWriter {
                     d.key.peer.id(),
                     d.clear_roaming,
                     d.deleted_at.as_second(),
-                    run_row
+                    run_row,
+                    origin.as_str()
                 ])
                 .map_err(sqlite_err(&path, "recording deletions"))?;
             }
@@ -740,7 +778,8 @@ impl LedgerWriter for SqliteLedgerWriter {
         })
     }
 
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+    /// Drops entries, as [`LedgerWriter::forget`] says.
+    fn forget_entries(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,

@@ -2,6 +2,8 @@
 //! form.
 //!
 //! - [`diff`] is a pure function (no I/O): desired state × ledger entries × filter → [`Plan`].
+//! - [`refresh::diff`] is the same, also given what the server's conversation lists hold
+//!   ([`refresh::Observations`]): the plan of `--refresh`.
 //! - [`render`] turns a plan into text, JSON or Markdown.
 //! - [`saved`] reads and writes the saved-plan file (the JSON document) and checks that a saved
 //!   plan still matches the state ([`check_state`]).
@@ -12,6 +14,7 @@ use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, UserId};
 use crate::ledger::{Ledger, LedgerError, StateEntry, StateRef};
 
+pub mod refresh;
 pub mod render;
 pub mod saved;
 
@@ -22,30 +25,136 @@ pub use saved::{FORMAT_VERSION, PlanFileError, StalePlan, check_state};
 pub enum Action {
     /// Call `recentcontact/delete` and record the deletion.
     Delete,
+    /// Write the entry to the state as seen absent on the server; no call. Only a refreshed
+    /// plan has records.
+    Record,
     /// Drop the entry from the state; no call.
     Forget,
 }
 
 impl Action {
-    /// `"delete"` or `"forget"`, as the JSON spells it.
+    /// `"delete"`, `"record"` or `"forget"`, as the JSON spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Delete => "delete",
+            Action::Record => "record",
             Action::Forget => "forget",
         }
     }
 }
 
+/// Why a change is planned. Each reason belongs to exactly one [`Action`] ([`Reason::action`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Delete: in the manifest, not in the state (no refresh).
+    New,
+    /// Delete: the manifest asks for clear-roaming and the state has no record with it; or, when
+    /// refreshing, the conversation is not in the list but its roaming messages may remain.
+    ClearRoaming,
+    /// Delete: `--reassert` asked to delete again what the state has recorded.
+    Reassert,
+    /// Forget: in the state, no longer in the manifest.
+    NotInManifest,
+    /// Delete: seen on the server, and the state has no record of it.
+    Present,
+    /// Delete: seen on the server although the state recorded it (a new message brought it back).
+    CameBack,
+    /// Record: not on the server (or its user does not exist), not in the state.
+    Absent,
+    /// Delete: the user's list could not be read, so nothing is known; deleting is the safe way.
+    Unverified,
+}
+
+impl Reason {
+    /// Every reason, for parsing and tests.
+    pub const ALL: [Reason; 8] = [
+        Reason::New,
+        Reason::ClearRoaming,
+        Reason::Reassert,
+        Reason::NotInManifest,
+        Reason::Present,
+        Reason::CameBack,
+        Reason::Absent,
+        Reason::Unverified,
+    ];
+
+    /// As the JSON spells it: `new`, `clear_roaming`, `reassert`, `not_in_manifest`, `present`,
+    /// `came_back`, `absent`, `unverified`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::New => "new",
+            Reason::ClearRoaming => "clear_roaming",
+            Reason::Reassert => "reassert",
+            Reason::NotInManifest => "not_in_manifest",
+            Reason::Present => "present",
+            Reason::CameBack => "came_back",
+            Reason::Absent => "absent",
+            Reason::Unverified => "unverified",
+        }
+    }
+
+    /// The reason spelled `s`, if any.
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The only action this reason can go with.
+    pub fn action(self) -> Action {
+        match self {
+            Reason::New
+            | Reason::ClearRoaming
+            | Reason::Reassert
+            | Reason::Present
+            | Reason::CameBack
+            | Reason::Unverified => Action::Delete,
+            Reason::Absent => Action::Record,
+            Reason::NotInManifest => Action::Forget,
+        }
+    }
+
+    /// Whether only a refreshed plan can have this reason.
+    pub fn needs_refresh(self) -> bool {
+        matches!(
+            self,
+            Reason::Present | Reason::CameBack | Reason::Absent | Reason::Unverified
+        )
+    }
+
+    /// Whether the change says that a conversation which must not exist is on the server: what
+    /// `--drift-exitcode` alarms on.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Reason::Present | Reason::CameBack)
+    }
+}
+
 /// One change.
+///
+/// Invariant: `action == reason.action()` ([`Change::new`] makes it so; reading a saved plan
+/// checks it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Change {
     /// Which conversation.
     pub key: ConversationKey,
     /// What to do.
     pub action: Action,
-    /// For a delete, whether to clear roaming messages (ClearRamble); for a forget, what the
-    /// state recorded.
+    /// Why.
+    pub reason: Reason,
+    /// For a delete, whether to clear roaming messages (ClearRamble); for a record, what the
+    /// manifest asks (so that the state is not planned again without refresh); for a forget,
+    /// what the state recorded.
     pub clear_roaming: bool,
+}
+
+impl Change {
+    /// A change whose action follows from its reason.
+    pub fn new(key: ConversationKey, reason: Reason, clear_roaming: bool) -> Self {
+        Self {
+            key,
+            action: reason.action(),
+            reason,
+            clear_roaming,
+        }
+    }
 }
 
 /// Counts of a plan.
@@ -53,16 +162,38 @@ pub struct Change {
 pub struct Summary {
     /// Conversations to delete.
     pub delete: u64,
+    /// Entries to record as seen absent (refreshed plans only; a version 1 plan has none).
+    #[serde(default)]
+    pub record: u64,
     /// Entries to forget.
     pub forget: u64,
     /// Manifest entries, within the filter, that need nothing.
     pub unchanged: u64,
 }
 
+impl Summary {
+    /// Counts `changes`' actions; `unchanged` is given.
+    pub fn count(changes: &[Change], unchanged: u64) -> Self {
+        let mut s = Summary {
+            unchanged,
+            ..Summary::default()
+        };
+        for c in changes {
+            match c.action {
+                Action::Delete => s.delete += 1,
+                Action::Record => s.record += 1,
+                Action::Forget => s.forget += 1,
+            }
+        }
+        s
+    }
+}
+
 /// A plan: everything apply needs to carry it out, and nothing secret.
 ///
-/// Invariant: `changes` is sorted by key, holds each key once, and
-/// `summary.delete`/`summary.forget` count its actions.
+/// Invariant: `changes` is sorted by (`from`, `peer`), holds each (`from`, `peer`) once, and
+/// `summary.delete`/`summary.record`/`summary.forget` count its actions; only a refreshed plan
+/// (`refreshed_at` set) has records or the reasons of refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// The app.
@@ -75,12 +206,26 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// The counts.
     pub summary: Summary,
+    /// When the server's conversation lists were read (`--refresh`); `None` for a plan made
+    /// from the state alone.
+    pub refreshed_at: Option<jiff::Timestamp>,
 }
 
 impl Plan {
     /// Whether apply would do anything.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether the plan was made looking at the server (`--refresh`).
+    pub fn refreshed(&self) -> bool {
+        self.refreshed_at.is_some()
+    }
+
+    /// Whether a conversation that must not exist was seen on the server: a delete with reason
+    /// `present` or `came_back` (what `--drift-exitcode` exits 2 for).
+    pub fn has_drift(&self) -> bool {
+        self.changes.iter().any(|c| c.reason.is_drift())
     }
 }
 
@@ -132,11 +277,12 @@ pub fn make(
     })
 }
 
-/// The diff, pure (README.md, "timctl plan"):
+/// The diff without refresh, pure (README.md, "timctl plan"):
 ///
-/// - `delete`: in the manifest and not in the state, or in the state without clear-roaming
-///   while the manifest asks for it; with `reassert`, every manifest entry;
-/// - `forget`: in the state and not in the manifest;
+/// - `delete`: in the manifest and not in the state (reason `new`), or in the state without
+///   clear-roaming while the manifest asks for it (`clear_roaming`); with `reassert`, every
+///   other manifest entry too (`reassert`);
+/// - `forget`: in the state and not in the manifest (`not_in_manifest`);
 /// - `unchanged`: the other manifest entries.
 ///
 /// Only From_Accounts the filter includes are considered. Both inputs are expected sorted by
@@ -148,6 +294,28 @@ pub fn diff(
     entries: &[StateEntry],
     filter: &Filter,
 ) -> Plan {
+    merge(desired, state, entries, filter, None, |want, had| {
+        let reason = match had {
+            None => Reason::New,
+            Some(h) if want.clear_roaming && !h.clear_roaming => Reason::ClearRoaming,
+            Some(_) if filter.reassert => Reason::Reassert,
+            Some(_) => return None,
+        };
+        Some(reason)
+    })
+}
+
+/// The merge of the manifest and the state both diffs share. For each manifest entry within the
+/// filter, `decide` is given the entry and its state record (if any) and returns the reason of
+/// its change, or `None` when it is unchanged; state entries not in the manifest are forgotten.
+pub(crate) fn merge(
+    desired: &DesiredState,
+    state: Option<StateRef>,
+    entries: &[StateEntry],
+    filter: &Filter,
+    refreshed_at: Option<jiff::Timestamp>,
+    mut decide: impl FnMut(&DesiredEntry, Option<&StateEntry>) -> Option<Reason>,
+) -> Plan {
     let mut want: Vec<&DesiredEntry> = desired.entries.iter().collect();
     if !want.is_sorted_by_key(|e| &e.key) {
         want.sort_by(|a, b| a.key.cmp(&b.key));
@@ -158,17 +326,12 @@ pub fn diff(
     }
 
     let mut changes = Vec::new();
-    let mut summary = Summary::default();
-    let delete = |e: &DesiredEntry| Change {
-        key: e.key.clone(),
-        action: Action::Delete,
-        clear_roaming: e.clear_roaming,
-    };
-    let forget = |e: &StateEntry| Change {
-        key: e.key.clone(),
-        action: Action::Forget,
-        clear_roaming: e.clear_roaming,
-    };
+    let mut unchanged = 0;
+    let mut consider =
+        |w: &DesiredEntry, h: Option<&StateEntry>, changes: &mut Vec<Change>| match decide(w, h) {
+            Some(reason) => changes.push(Change::new(w.key.clone(), reason, w.clear_roaming)),
+            None => unchanged += 1,
+        };
     let (mut i, mut j) = (0, 0);
     while i < want.len() || j < have.len() {
         let order = match (want.get(i), have.get(j)) {
@@ -181,27 +344,26 @@ pub fn diff(
                 let w = want[i];
                 i += 1;
                 if filter.includes(&w.key.from) {
-                    changes.push(delete(w));
+                    consider(w, None, &mut changes);
                 }
             }
             std::cmp::Ordering::Greater => {
                 let h = have[j];
                 j += 1;
                 if filter.includes(&h.key.from) {
-                    changes.push(forget(h));
+                    changes.push(Change::new(
+                        h.key.clone(),
+                        Reason::NotInManifest,
+                        h.clear_roaming,
+                    ));
                 }
             }
             std::cmp::Ordering::Equal => {
                 let (w, h) = (want[i], have[j]);
                 i += 1;
                 j += 1;
-                if !filter.includes(&w.key.from) {
-                    continue;
-                }
-                if filter.reassert || (w.clear_roaming && !h.clear_roaming) {
-                    changes.push(delete(w));
-                } else {
-                    summary.unchanged += 1;
+                if filter.includes(&w.key.from) {
+                    consider(w, Some(h), &mut changes);
                 }
             }
         }
@@ -214,18 +376,14 @@ pub fn diff(
             j += 1;
         }
     }
-    for c in &changes {
-        match c.action {
-            Action::Delete => summary.delete += 1,
-            Action::Forget => summary.forget += 1,
-        }
-    }
+    let summary = Summary::count(&changes, unchanged);
     Plan {
         app: desired.app.clone(),
         state,
         manifest_digest: desired.digest.clone(),
         changes,
         summary,
+        refreshed_at,
     }
 }
 

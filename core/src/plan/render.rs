@@ -6,17 +6,47 @@
 
 use std::io::{self, Write};
 
-use super::{Action, Change, Plan, Summary};
+use super::{Action, Change, Plan, Reason, Summary};
 
 /// How many changes text and Markdown show by default; the rest are counted.
 pub const DEFAULT_LIMIT: usize = 200;
 
-/// `Plan: N to delete, M to forget, K unchanged.`
+/// `Plan: N to delete, M to forget, K unchanged.`, or `Plan: N to delete, R to record, M to
+/// forget, K unchanged.` when there are records.
 pub fn summary_line(s: &Summary) -> String {
-    format!(
-        "Plan: {} to delete, {} to forget, {} unchanged.",
-        s.delete, s.forget, s.unchanged
-    )
+    if s.record > 0 {
+        format!(
+            "Plan: {} to delete, {} to record, {} to forget, {} unchanged.",
+            s.delete, s.record, s.forget, s.unchanged
+        )
+    } else {
+        format!(
+            "Plan: {} to delete, {} to forget, {} unchanged.",
+            s.delete, s.forget, s.unchanged
+        )
+    }
+}
+
+/// The line saying when a refreshed plan read the server (`None` for a plan that did not).
+pub fn refreshed_line(plan: &Plan) -> Option<String> {
+    plan.refreshed_at.map(|at| {
+        format!("Refreshed at {at}: planned from the server's conversation lists and the state.")
+    })
+}
+
+/// What a refresh learned about a delete, for people; `None` for the reasons of a plan made
+/// from the state alone (a delete there needs no explaining).
+fn delete_note(reason: Reason) -> Option<&'static str> {
+    match reason {
+        Reason::Present => Some("on the server"),
+        Reason::CameBack => Some("came back on the server"),
+        Reason::Unverified => Some("its list could not be read"),
+        Reason::New
+        | Reason::ClearRoaming
+        | Reason::Reassert
+        | Reason::NotInManifest
+        | Reason::Absent => None,
+    }
 }
 
 /// The line for a plan with no changes.
@@ -26,6 +56,7 @@ pub const NO_CHANGES: &str = "No changes. The state matches the manifest.";
 struct Rest {
     changes: usize,
     delete: usize,
+    record: usize,
     forget: usize,
     users: usize,
 }
@@ -37,7 +68,7 @@ fn split(changes: &[Change], limit: Option<usize>) -> (&[Change], Option<Rest>) 
     if tail.is_empty() {
         return (head, None);
     }
-    let delete = tail.iter().filter(|c| c.action == Action::Delete).count();
+    let count = |a: Action| tail.iter().filter(|c| c.action == a).count();
     let mut users = 0;
     let mut last = None;
     for c in tail {
@@ -48,16 +79,22 @@ fn split(changes: &[Change], limit: Option<usize>) -> (&[Change], Option<Rest>) 
     }
     let rest = Rest {
         changes: tail.len(),
-        delete,
-        forget: tail.len() - delete,
+        delete: count(Action::Delete),
+        record: count(Action::Record),
+        forget: count(Action::Forget),
         users,
     };
     (head, Some(rest))
 }
 
 fn rest_sentence(rest: &Rest) -> String {
+    let record = if rest.record > 0 {
+        format!("{} to record, ", rest.record)
+    } else {
+        String::new()
+    };
     format!(
-        "{} more change{} ({} to delete, {} to forget) for {} user{} not shown; --limit 0 shows all, --format json lists them",
+        "{} more change{} ({} to delete, {record}{} to forget) for {} user{} not shown; --limit 0 shows all, --format json lists them",
         rest.changes,
         if rest.changes == 1 { "" } else { "s" },
         rest.delete,
@@ -70,6 +107,10 @@ fn rest_sentence(rest: &Rest) -> String {
 /// Writes the text rendering: changes grouped by user, then the summary line. `limit`: at most
 /// that many changes (`None`: all).
 pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(line) = refreshed_line(plan) {
+        writeln!(out, "{line}")?;
+        writeln!(out)?;
+    }
     if !plan.has_changes() {
         writeln!(out, "{NO_CHANGES}")?;
         return Ok(());
@@ -82,12 +123,21 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
             last = Some(&c.key.from);
         }
         match c.action {
-            Action::Delete if c.clear_roaming => writeln!(
-                out,
-                "  - delete {} (and clear roaming messages)",
-                c.key.peer
-            )?,
-            Action::Delete => writeln!(out, "  - delete {}", c.key.peer)?,
+            Action::Delete => {
+                let notes: Vec<&str> = [
+                    c.clear_roaming.then_some("and clear roaming messages"),
+                    delete_note(c.reason),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if notes.is_empty() {
+                    writeln!(out, "  - delete {}", c.key.peer)?
+                } else {
+                    writeln!(out, "  - delete {} ({})", c.key.peer, notes.join("; "))?
+                }
+            }
+            Action::Record => writeln!(out, "  + record {} (not on the server)", c.key.peer)?,
             Action::Forget => writeln!(
                 out,
                 "  ~ forget {} (no call; no longer in the manifest)",
@@ -128,7 +178,13 @@ fn md_code(s: &str) -> String {
 /// in a collapsible block.
 pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
     let s = &plan.summary;
-    if plan.has_changes() {
+    if plan.has_changes() && s.record > 0 {
+        writeln!(
+            out,
+            "### timctl plan: {} to delete, {} to record, {} to forget, {} unchanged",
+            s.delete, s.record, s.forget, s.unchanged
+        )?;
+    } else if plan.has_changes() {
         writeln!(
             out,
             "### timctl plan: {} to delete, {} to forget, {} unchanged",
@@ -156,9 +212,19 @@ pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) ->
         md_code(&plan.manifest_digest),
     )?;
     writeln!(out)?;
+    if let Some(at) = plan.refreshed_at {
+        writeln!(
+            out,
+            "Refreshed at {at}: planned from the server's conversation lists and the state."
+        )?;
+        writeln!(out)?;
+    }
     writeln!(out, "| Action | Conversations |")?;
     writeln!(out, "|---|--:|")?;
     writeln!(out, "| delete | {} |", s.delete)?;
+    if plan.refreshed() || s.record > 0 {
+        writeln!(out, "| record | {} |", s.record)?;
+    }
     writeln!(out, "| forget | {} |", s.forget)?;
     writeln!(out, "| unchanged | {} |", s.unchanged)?;
     writeln!(out)?;
@@ -170,14 +236,18 @@ pub fn write_markdown(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) ->
     writeln!(out, "<details>")?;
     writeln!(out, "<summary>{} changes</summary>", plan.changes.len())?;
     writeln!(out)?;
-    writeln!(out, "| From | Action | Conversation | Clear roaming |")?;
-    writeln!(out, "|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| From | Action | Reason | Conversation | Clear roaming |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
     for c in shown {
         writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             md_code(c.key.from.as_str()),
             c.action.as_str(),
+            c.reason.as_str(),
             md_code(&c.key.peer.to_string()),
             if c.clear_roaming { "yes" } else { "no" }
         )?;

@@ -1,13 +1,17 @@
 //! The plan's JSON document: what `plan --format json` prints and what `plan --out` saves.
 //!
 //! ```json
-//! {"format_version":1,
+//! {"format_version":2,
 //!  "app":{"sdkappid":1400000001,"region":"singapore","admin":"administrator"},
 //!  "state":{"lineage":"…","serial":7},            // or null: there was no state
 //!  "manifest_digest":"…",
-//!  "changes":[{"action":"delete","from":"alice","type":"user","peer":"bob","clear_roaming":true}],
-//!  "summary":{"delete":1,"forget":0,"unchanged":0}}
+//!  "refreshed":true,"refreshed_at":"2026-11-29T17:00:00Z",   // false and null without --refresh
+//!  "changes":[{"action":"delete","reason":"present","from":"alice","type":"user","peer":"bob","clear_roaming":true}],
+//!  "summary":{"delete":1,"record":0,"forget":0,"unchanged":0}}
 //! ```
+//!
+//! Version 1 (before refresh) had no `refreshed`, `refreshed_at`, `reason` or `summary.record`;
+//! it is still read: its deletes read as reason `new`, its forgets as `not_in_manifest`.
 //!
 //! A saved plan is exactly this document: self-contained, and free of secrets because a plan
 //! holds none. Reading one checks everything a hand edit could break (IDs, order, counts).
@@ -18,14 +22,14 @@ use std::path::{Path, PathBuf};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Change, Plan, Summary};
+use super::{Action, Change, Plan, Reason, Summary};
 use crate::api::Region;
 use crate::desired::App;
 use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 use crate::ledger::StateRef;
 
 /// The plan document's format version. Bump it when the document changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why a saved plan could not be read or written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -159,8 +163,9 @@ struct ChangeDoc<'a>(&'a Change);
 impl Serialize for ChangeDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
-        let mut st = s.serialize_struct("Change", 5)?;
+        let mut st = s.serialize_struct("Change", 6)?;
         st.serialize_field("action", c.action.as_str())?;
+        st.serialize_field("reason", c.reason.as_str())?;
         st.serialize_field("from", c.key.from.as_str())?;
         st.serialize_field("type", c.key.peer.kind().as_str())?;
         st.serialize_field("peer", c.key.peer.id())?;
@@ -174,11 +179,13 @@ struct PlanDoc<'a>(&'a Plan);
 impl Serialize for PlanDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let p = self.0;
-        let mut st = s.serialize_struct("Plan", 6)?;
+        let mut st = s.serialize_struct("Plan", 8)?;
         st.serialize_field("format_version", &FORMAT_VERSION)?;
         st.serialize_field("app", &p.app)?;
         st.serialize_field("state", &p.state)?;
         st.serialize_field("manifest_digest", &p.manifest_digest)?;
+        st.serialize_field("refreshed", &p.refreshed())?;
+        st.serialize_field("refreshed_at", &p.refreshed_at)?;
         st.serialize_field("changes", &ChangesDoc(&p.changes))?;
         st.serialize_field("summary", &p.summary)?;
         st.end()
@@ -252,6 +259,7 @@ struct AppIn {
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 enum ActionIn {
     Delete,
+    Record,
     Forget,
 }
 
@@ -259,6 +267,9 @@ enum ActionIn {
 #[serde(deny_unknown_fields)]
 struct ChangeIn {
     action: ActionIn,
+    /// Required from version 2 on (checked after parsing, to name the change).
+    #[serde(default)]
+    reason: Option<String>,
     from: UserId,
     #[serde(rename = "type")]
     kind: PeerKind,
@@ -274,8 +285,21 @@ struct PlanIn {
     app: AppIn,
     state: Option<StateRef>,
     manifest_digest: String,
+    /// Version 2 on.
+    #[serde(default)]
+    refreshed: Option<bool>,
+    /// Version 2 on; `null` when not refreshed, so a missing field and `null` differ.
+    #[serde(default, deserialize_with = "present")]
+    refreshed_at: Option<Option<jiff::Timestamp>>,
     changes: Vec<ChangeIn>,
     summary: Summary,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<jiff::Timestamp>>, D::Error> {
+    Option::<jiff::Timestamp>::deserialize(d).map(Some)
 }
 
 /// Reads a plan document; `path` names it in errors.
@@ -303,29 +327,70 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
         return Err(invalid("format_version 0 does not exist".to_owned()));
     }
     let doc: PlanIn = serde_json::from_str(text).map_err(syntax)?;
-    let mut changes = Vec::with_capacity(doc.changes.len());
-    let mut counted = Summary {
-        unchanged: doc.summary.unchanged,
-        ..Summary::default()
+    let version = probe.format_version;
+    let refreshed_at = match (version, doc.refreshed, doc.refreshed_at) {
+        (1, None, None) => None,
+        (1, _, _) => {
+            return Err(invalid(
+                "a format_version 1 plan has no `refreshed` or `refreshed_at`".to_owned(),
+            ));
+        }
+        (_, Some(false), Some(None)) => None,
+        (_, Some(true), Some(Some(at))) => Some(at),
+        (_, None, _) | (_, _, None) => {
+            return Err(invalid(
+                "`refreshed` and `refreshed_at` are required from format_version 2 on".to_owned(),
+            ));
+        }
+        (_, Some(refreshed), Some(_)) => {
+            return Err(invalid(format!(
+                "`refreshed` is {refreshed} but `refreshed_at` is {}",
+                if refreshed { "null" } else { "set" }
+            )));
+        }
     };
+    if version == 1 && doc.summary.record != 0 {
+        return Err(invalid(
+            "a format_version 1 plan has no `summary.record`".to_owned(),
+        ));
+    }
+    let mut changes = Vec::with_capacity(doc.changes.len());
     for (index, c) in doc.changes.into_iter().enumerate() {
         let peer = Peer::from_parts(c.kind, c.peer)
             .map_err(|e| invalid(format!("changes[{index}]: {e}")))?;
         let action = match c.action {
-            ActionIn::Delete => {
-                counted.delete += 1;
-                Action::Delete
-            }
-            ActionIn::Forget => {
-                counted.forget += 1;
-                Action::Forget
-            }
+            ActionIn::Delete => Action::Delete,
+            ActionIn::Record => Action::Record,
+            ActionIn::Forget => Action::Forget,
         };
-        let change = Change {
-            key: ConversationKey::new(c.from, peer),
-            action,
-            clear_roaming: c.clear_roaming,
+        let reason = match (version, c.reason) {
+            (1, None) if action == Action::Delete => Reason::New,
+            (1, None) if action == Action::Forget => Reason::NotInManifest,
+            (1, _) => {
+                return Err(invalid(format!(
+                    "changes[{index}]: a format_version 1 plan has only deletes and forgets, without reasons"
+                )));
+            }
+            (_, None) => {
+                return Err(invalid(format!("changes[{index}]: no `reason`")));
+            }
+            (_, Some(text)) => Reason::parse(&text)
+                .ok_or_else(|| invalid(format!("changes[{index}]: unknown reason `{text}`")))?,
         };
+        if reason.action() != action {
+            return Err(invalid(format!(
+                "changes[{index}]: reason `{}` does not go with action `{}`",
+                reason.as_str(),
+                action.as_str()
+            )));
+        }
+        if refreshed_at.is_none() && reason.needs_refresh() {
+            return Err(invalid(format!(
+                "changes[{index}]: reason `{}` in a plan that was not refreshed",
+                reason.as_str()
+            )));
+        }
+        let change = Change::new(ConversationKey::new(c.from, peer), reason, c.clear_roaming);
         if let Some(prev) = changes.last().map(|p: &Change| &p.key)
             && *prev >= change.key
         {
@@ -336,10 +401,16 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
         }
         changes.push(change);
     }
+    let counted = Summary::count(&changes, doc.summary.unchanged);
     if counted != doc.summary {
         return Err(invalid(format!(
-            "the summary says {} to delete and {} to forget, the changes hold {} and {}",
-            doc.summary.delete, doc.summary.forget, counted.delete, counted.forget
+            "the summary says {} to delete, {} to record and {} to forget, the changes hold {}, {} and {}",
+            doc.summary.delete,
+            doc.summary.record,
+            doc.summary.forget,
+            counted.delete,
+            counted.record,
+            counted.forget
         )));
     }
     Ok(Plan {
@@ -352,6 +423,7 @@ pub fn from_json(text: &str, path: &Path) -> Result<Plan, PlanFileError> {
         manifest_digest: doc.manifest_digest,
         changes,
         summary: doc.summary,
+        refreshed_at,
     })
 }
 

@@ -43,6 +43,7 @@ fn recorded(entries: &[(&str, &str, bool)]) -> Vec<StateEntry> {
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
+            origin: crate::ledger::Origin::Deleted,
         })
         .collect();
     entries.sort_by(|a, b| a.key.cmp(&b.key));
@@ -78,6 +79,7 @@ fn fresh_state_deletes_everything() {
         plan.summary,
         Summary {
             delete: 2,
+            record: 0,
             forget: 0,
             unchanged: 0
         }
@@ -237,6 +239,7 @@ fn to_state(m: &BTreeMap<ConversationKey, bool>) -> Vec<StateEntry> {
             clear_roaming: *clear,
             deleted_at: jiff::Timestamp::UNIX_EPOCH,
             run_id: uuid::Uuid::nil(),
+            origin: crate::ledger::Origin::Deleted,
         })
         .collect()
 }
@@ -246,7 +249,7 @@ fn apply_effects(state: &mut BTreeMap<ConversationKey, bool>, plan: &Plan) {
     for c in &plan.changes {
         let key = c.key.clone();
         match c.action {
-            Action::Delete => {
+            Action::Delete | Action::Record => {
                 state.insert(key, c.clear_roaming);
             }
             Action::Forget => {
@@ -284,6 +287,7 @@ proptest! {
             prop_assert!(keys.insert(c.key.clone()), "{} twice", c.key);
             match c.action {
                 Action::Delete => prop_assert!(want.contains_key(&c.key)),
+                Action::Record => prop_assert!(false, "a plan without refresh records nothing"),
                 Action::Forget => {
                     prop_assert!(have.contains_key(&c.key));
                     prop_assert!(!want.contains_key(&c.key));
@@ -356,10 +360,32 @@ fn edited_plan_files_are_refused() {
         saved::from_json(&bad_id, p),
         Err(PlanFileError::Syntax { .. } | PlanFileError::Invalid { .. })
     ));
-    let newer = json.replace("\"format_version\":1", "\"format_version\":2");
+    let newer = json.replace("\"format_version\":2", "\"format_version\":3");
     assert!(matches!(
         saved::from_json(&newer, p),
-        Err(PlanFileError::NewerFormat { found: 2, .. })
+        Err(PlanFileError::NewerFormat { found: 3, .. })
+    ));
+    // A reason that does not go with its action, or one only a refresh gives in a plan that
+    // was not refreshed.
+    let mismatched = json.replacen("\"reason\":\"new\"", "\"reason\":\"not_in_manifest\"", 1);
+    assert!(matches!(
+        saved::from_json(&mismatched, p),
+        Err(PlanFileError::Invalid { .. })
+    ));
+    let unrefreshed = json.replacen("\"reason\":\"new\"", "\"reason\":\"present\"", 1);
+    assert!(matches!(
+        saved::from_json(&unrefreshed, p),
+        Err(PlanFileError::Invalid { .. })
+    ));
+    let half_refreshed = json.replace("\"refreshed\":false", "\"refreshed\":true");
+    assert!(matches!(
+        saved::from_json(&half_refreshed, p),
+        Err(PlanFileError::Invalid { .. })
+    ));
+    let no_reason = json.replacen("\"reason\":\"new\",", "", 1);
+    assert!(matches!(
+        saved::from_json(&no_reason, p),
+        Err(PlanFileError::Invalid { .. })
     ));
     let broken = &json[..json.len() / 2];
     match saved::from_json(broken, p) {
@@ -401,8 +427,31 @@ fn markdown_ids_cannot_break_the_table() {
     let md = render::markdown(&diff(&d, None, &[], &Filter::default()), None);
     let row = md
         .lines()
-        .find(|l| l.contains("| delete | <code>"))
+        .find(|l| l.contains("| delete | new | <code>"))
         .unwrap();
-    assert_eq!(row.matches('|').count(), 5, "{row}");
+    assert_eq!(row.matches('|').count(), 6, "{row}");
     assert!(!row.contains("<x>"), "{row}");
+}
+
+#[test]
+fn version_1_plans_are_still_read() {
+    let v1 = r#"{"format_version":1,"app":{"sdkappid":1400000001,"region":"singapore","admin":"administrator"},"state":null,"manifest_digest":"d1","changes":[{"action":"delete","from":"alice","type":"user","peer":"bob","clear_roaming":true},{"action":"forget","from":"carol","type":"group","peer":"g","clear_roaming":false}],"summary":{"delete":1,"forget":1,"unchanged":2}}"#;
+    let plan = saved::from_json(v1, std::path::Path::new("v1.json")).unwrap();
+    assert!(!plan.refreshed());
+    assert_eq!(
+        plan.changes.iter().map(|c| c.reason).collect::<Vec<_>>(),
+        [Reason::New, Reason::NotInManifest]
+    );
+    assert_eq!(
+        plan.summary,
+        Summary {
+            delete: 1,
+            record: 0,
+            forget: 1,
+            unchanged: 2
+        }
+    );
+    // Version 1 had no records.
+    let with_record = v1.replace("\"action\":\"delete\"", "\"action\":\"record\"");
+    assert!(saved::from_json(&with_record, std::path::Path::new("v1.json")).is_err());
 }

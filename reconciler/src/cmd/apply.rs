@@ -13,7 +13,7 @@ use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, LocatedStore, Locking, Prepared, RunSummary, Source,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
-use timctl_core::ledger::LedgerWriter;
+use timctl_core::ledger::{Ledger, LedgerWriter};
 use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
 
@@ -23,12 +23,14 @@ use crate::progress::Output;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A plan saved by `timctl plan --out`: carry out exactly it, reading no manifest.
-    #[arg(value_name = "PLANFILE", conflicts_with_all = ["manifests", "reassert", "users", "exclude_users"])]
+    #[arg(value_name = "PLANFILE", conflicts_with_all = ["manifests", "reassert", "users", "exclude_users", "refresh", "refresh_rate"])]
     pub(crate) planfile: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub(crate) manifests: crate::args::ManifestArgs,
     #[command(flatten)]
     pub(crate) filter: crate::args::FilterArgs,
+    #[command(flatten)]
+    pub(crate) refresh: crate::args::RefreshArgs,
     #[command(flatten)]
     pub(crate) exec: crate::args::ExecArgs,
     /// Do not ask for confirmation.
@@ -54,10 +56,39 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         .max(1);
     let source = match &args.planfile {
         Some(path) => Source::Saved(plan::saved::read(path)?),
-        None => Source::Manifests {
-            filter: super::plan::filter(&args.filter)?,
-            desired: timctl_core::manifest::load(&args.manifests.manifests)?,
-        },
+        None => {
+            let filter = super::plan::filter(&args.filter)?;
+            let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
+            let seen = if args.refresh.refresh {
+                // The app is checked before any call: a refresh against another app's state
+                // would read lists for nothing.
+                timctl_core::ledger::open_read(
+                    &global.state_location()?,
+                    &global.state_name()?,
+                    Some(desired.app.sdkappid),
+                )?
+                .check_app(desired.app.sdkappid)?;
+                let report = if args.exec.json {
+                    super::refresh::Report::Json
+                } else {
+                    super::refresh::Report::Human
+                };
+                Some(super::refresh::observe(
+                    global,
+                    &args.refresh,
+                    &desired,
+                    &filter,
+                    report,
+                )?)
+            } else {
+                None
+            };
+            Source::Manifests {
+                filter,
+                desired,
+                seen,
+            }
+        }
     };
     let store = LocatedStore {
         location: global.state_location()?,
@@ -315,7 +346,15 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
             s.missing_users.join(", ")
         );
     }
-    if !json {
+    if !json && s.recorded > 0 {
+        println!(
+            "Apply complete: {} deleted, {} recorded, {} forgotten, {} failed.",
+            s.deleted + s.already_absent,
+            s.recorded,
+            s.forgotten,
+            s.failed
+        );
+    } else if !json {
         println!(
             "Apply complete: {} deleted, {} forgotten, {} failed.",
             s.deleted + s.already_absent,

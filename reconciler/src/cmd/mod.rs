@@ -5,6 +5,7 @@ pub(crate) mod apply;
 pub(crate) mod completions;
 pub(crate) mod man;
 pub(crate) mod plan;
+pub(crate) mod refresh;
 pub(crate) mod schema;
 pub(crate) mod show;
 pub(crate) mod state;

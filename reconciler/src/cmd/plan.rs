@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic};
 use timctl_core::ids::UserId;
+use timctl_core::ledger::Ledger;
 use timctl_core::plan::{self, Filter, Plan, render};
 
 use crate::args::{FilterArgs, Global};
@@ -16,13 +17,19 @@ pub(crate) struct Args {
     pub(crate) manifests: crate::args::ManifestArgs,
     #[command(flatten)]
     pub(crate) filter: crate::args::FilterArgs,
+    #[command(flatten)]
+    pub(crate) refresh: crate::args::RefreshArgs,
+    /// With --refresh: exit 2 only when a conversation that must not exist is on the server (a
+    /// delete with reason present or came_back), else 0. The scheduled drift alarm.
+    #[arg(long, requires = "refresh", conflicts_with = "detailed_exitcode")]
+    pub(crate) drift_exitcode: bool,
     /// Save the plan to FILE, for `timctl apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-    /// Exit 2 when there are changes (0 when none, 1 on error).
+    /// Exit 2 when there are changes (delete, record or forget; 0 when none, 1 on error).
     #[arg(long)]
     pub(crate) detailed_exitcode: bool,
     /// Show at most N changes in text and markdown, counting the rest (0: all). JSON and the
@@ -83,14 +90,32 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         desired.files,
         started.elapsed()
     );
-    let started = std::time::Instant::now();
     let ledger = timctl_core::ledger::open_read(
         &global.state_location()?,
         &global.state_name()?,
         Some(desired.app.sdkappid),
     )?;
-    let plan = plan::make(&desired, &ledger, &filter)?;
-    tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
+    let plan = if args.refresh.refresh {
+        // The app is checked before any call: a refresh against another app's state would
+        // read lists for nothing.
+        ledger.check_app(desired.app.sdkappid)?;
+        let seen = super::refresh::observe(
+            global,
+            &args.refresh,
+            &desired,
+            &filter,
+            super::refresh::Report::Human,
+        )?;
+        let started = std::time::Instant::now();
+        let plan = plan::refresh::make(&desired, &ledger, &filter, &seen)?;
+        tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
+        plan
+    } else {
+        let started = std::time::Instant::now();
+        let plan = plan::make(&desired, &ledger, &filter)?;
+        tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
+        plan
+    };
     drop(desired);
     if let Some(out) = &args.out {
         plan::saved::write(&plan, out)?;
@@ -105,9 +130,13 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             out.display()
         );
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if (args.detailed_exitcode && plan.has_changes())
+            || (args.drift_exitcode && plan.has_drift())
+        {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

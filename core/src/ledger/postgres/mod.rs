@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &[
         since bigint NOT NULL,
         PRIMARY KEY (sdkappid, name)
     );"#,
+    // 1 -> 2: an entry says whether timctl deleted the conversation or a refresh saw it absent
+    // (no call made). Entries written before refresh existed were all deletions.
+    r#"ALTER TABLE timctl.entries
+        ADD COLUMN origin text NOT NULL DEFAULT 'deleted' CHECK (origin IN ('deleted', 'absent'));"#,
 ];
 
 /// The schema version this timctl writes.
@@ -399,7 +403,9 @@ fn read_snapshot(
     let runs = read_runs(client, location, state)?;
     // Runs are few; mapping their IDs in memory is cheaper than a join per entry.
     let by_id: HashMap<i64, uuid::Uuid> = runs.iter().map(|(id, r)| (*id, r.run_id)).collect();
-    let entries = read_entries(client, location, state, &by_id)?;
+    // Schema 1 had no origin column: everything in it was deleted by timctl.
+    let has_origin = meta.schema_version >= 2;
+    let entries = read_entries(client, location, state, &by_id, has_origin)?;
     Ok(Snapshot {
         meta,
         runs: runs.into_iter().map(|(_, r)| r).collect(),
@@ -414,6 +420,7 @@ fn read_entries(
     location: &PgLocation,
     state: i64,
     runs: &HashMap<i64, uuid::Uuid>,
+    has_origin: bool,
 ) -> Result<Vec<StateEntry>, PgError> {
     let doing = "reading entries";
     let count: i64 = client
@@ -426,8 +433,13 @@ fn read_entries(
     let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut rows = client
         .query_raw(
-            "SELECT from_account, kind, peer, clear_roaming, deleted_at, run FROM timctl.entries
-             WHERE state = $1 ORDER BY from_account, kind, peer",
+            if has_origin {
+                "SELECT from_account, kind, peer, clear_roaming, deleted_at, run, origin
+                 FROM timctl.entries WHERE state = $1 ORDER BY from_account, kind, peer"
+            } else {
+                "SELECT from_account, kind, peer, clear_roaming, deleted_at, run, 'deleted'
+                 FROM timctl.entries WHERE state = $1 ORDER BY from_account, kind, peer"
+            },
             [&state],
         )
         .map_err(query_err(location, doing))?;
@@ -446,6 +458,8 @@ fn read_entries(
         let peer = Peer::from_parts(kind, r.get::<_, &str>(2))
             .map_err(|e| corrupt(format!("an entry of {from} has a bad peer: {e}")))?;
         let (deleted_at, run): (i64, i64) = (r.get(4), r.get(5));
+        let origin = crate::ledger::Origin::parse(r.get::<_, &str>(6))
+            .ok_or_else(|| corrupt(format!("the entry {from} {peer} has an unknown origin")))?;
         let run_id = *runs
             .get(&run)
             .ok_or_else(|| corrupt(format!("the entry {from} {peer} names no known run")))?;
@@ -458,6 +472,7 @@ fn read_entries(
             clear_roaming: r.get(3),
             key: ConversationKey::new(from, peer),
             run_id,
+            origin,
         });
     }
     Ok(entries)

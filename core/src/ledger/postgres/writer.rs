@@ -10,8 +10,8 @@ use super::{
 };
 use crate::ids::ConversationKey;
 use crate::ledger::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, StateEntry, StateRef,
-    Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
+    StateRef, Written,
 };
 
 /// A PostgreSQL state opened for writing, through the session that holds its advisory lock.
@@ -163,7 +163,7 @@ impl PgLedgerWriter {
                     state: location.to_string(),
                     what: format!("the entry {} names no known run", e.key),
                 })?;
-                cols.push(&e.key, e.clear_roaming, e.deleted_at, run);
+                cols.push(&e.key, e.clear_roaming, e.deleted_at, run, e.origin);
             }
             cols.upsert(&mut tx, self.state)
                 .map_err(query_err(location, doing))?;
@@ -234,6 +234,7 @@ struct Columns<'a> {
     clear_roaming: Vec<bool>,
     deleted_at: Vec<i64>,
     run: Vec<i64>,
+    origin: Vec<&'static str>,
 }
 
 impl<'a> Columns<'a> {
@@ -243,6 +244,7 @@ impl<'a> Columns<'a> {
         clear_roaming: bool,
         at: jiff::Timestamp,
         run: i64,
+        origin: Origin,
     ) {
         self.from.push(key.from.as_str());
         self.kind.push(kind_code(key.peer.kind()));
@@ -250,6 +252,7 @@ impl<'a> Columns<'a> {
         self.clear_roaming.push(clear_roaming);
         self.deleted_at.push(at.as_second());
         self.run.push(run);
+        self.origin.push(origin.as_str());
     }
 
     /// Inserts, or replaces the earlier record of the same conversation: the last deletion
@@ -260,12 +263,13 @@ impl<'a> Columns<'a> {
         state: i64,
     ) -> Result<u64, postgres::Error> {
         tx.execute(
-            "INSERT INTO timctl.entries (state, from_account, kind, peer, clear_roaming, deleted_at, run)
-             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[])
+            "INSERT INTO timctl.entries (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[], $8::text[])
              ON CONFLICT (state, from_account, kind, peer) DO UPDATE SET
                 clear_roaming = excluded.clear_roaming,
                 deleted_at = excluded.deleted_at,
-                run = excluded.run",
+                run = excluded.run,
+                origin = excluded.origin",
             &[
                 &state,
                 &self.from,
@@ -274,6 +278,7 @@ impl<'a> Columns<'a> {
                 &self.clear_roaming,
                 &self.deleted_at,
                 &self.run,
+                &self.origin,
             ],
         )
     }
@@ -326,10 +331,11 @@ impl PgLedgerWriter {
         Ok(())
     }
 
-    fn record_deleted_blocking(
+    fn record_blocking(
         &mut self,
         run: &RunInfo,
         batch: &[Deleted],
+        origin: Origin,
     ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -349,7 +355,7 @@ impl PgLedgerWriter {
         let mut cols = Columns::default();
         for d in batch.iter().rev() {
             if seen.insert(&d.key) {
-                cols.push(&d.key, d.clear_roaming, d.deleted_at, run_row);
+                cols.push(&d.key, d.clear_roaming, d.deleted_at, run_row, origin);
             }
         }
         cols.upsert(&mut tx, self.state)
@@ -439,7 +445,11 @@ impl LedgerWriter for PgLedgerWriter {
     }
 
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
-        off_runtime(|| self.record_deleted_blocking(run, batch))
+        off_runtime(|| self.record_blocking(run, batch, Origin::Deleted))
+    }
+
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        off_runtime(|| self.record_blocking(run, batch, Origin::Absent))
     }
 
     fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {

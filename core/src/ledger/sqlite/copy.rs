@@ -50,8 +50,9 @@ impl SqliteLedgerWriter {
         {
             let mut stmt = tx
                 .prepare(
-                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO entries
+                       (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(sqlite_err(&path, doing))?;
             for e in entries {
@@ -65,7 +66,8 @@ impl SqliteLedgerWriter {
                     e.key.peer.id(),
                     e.clear_roaming,
                     e.deleted_at.as_second(),
-                    run
+                    run,
+                    e.origin.as_str()
                 ])
                 .map_err(sqlite_err(&path, doing))?;
             }

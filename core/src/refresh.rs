@@ -1,0 +1,238 @@
+//! The listing phase of `--refresh`: read each planned user's conversation list once, users
+//! concurrently, and turn what was seen into [`Observations`] for [`crate::plan::refresh::diff`].
+//!
+//! The calls themselves (get_list, its rate limiter, retries and paging) are behind the
+//! [`Lister`] trait, so this module is only the orchestration: which users, how many at once,
+//! progress, and stopping at once on a fatal answer. Memory follows the manifest: a lister
+//! keeps only the conversations the manifest names (`wanted`), never a whole list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::ids::{Peer, UserId};
+use crate::plan::refresh::{Observation, Observations};
+use crate::stop::{Stop, StopReason};
+
+pub mod client_lister;
+
+/// What listing one user's whole conversation list came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListOutcome {
+    /// Every page was read, to `CompleteFlag` 1: these are the `wanted` conversations in it.
+    Listed {
+        /// The wanted conversations that are in the list.
+        present: BTreeSet<Peer>,
+        /// How many pages (get_list calls that succeeded) it took.
+        pages: u32,
+    },
+    /// get_list answered 50001: the user was never imported.
+    DoesNotExist,
+    /// The list could not be read after retries (a FAIL answer, a page without `CompleteFlag`,
+    /// repeated cursors, too many pages): why.
+    Unreadable(String),
+    /// An answer that dooms every call (bad UserSig, unknown app, admin required): the message.
+    Fatal(String),
+    /// The run was stopped before this user's first call.
+    NotSent,
+}
+
+/// Lists users' conversation lists: the client's paging helper over get_list.
+pub trait Lister: Send + Sync {
+    /// Lists `user`'s whole conversation list, keeping only the conversations in `wanted`.
+    fn list(
+        &self,
+        user: &UserId,
+        wanted: &BTreeSet<Peer>,
+    ) -> impl Future<Output = ListOutcome> + Send;
+}
+
+/// How the listing phase runs.
+#[derive(Clone, Debug)]
+pub struct ListOptions {
+    /// Users listed at once. The rate limiter, not this, sets the pace; this only needs to be
+    /// high enough to keep the limiter busy at the server's latency.
+    pub concurrency: usize,
+    /// How often a progress event is sent.
+    pub progress_interval: Duration,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 50,
+            progress_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the listing phase reports as it goes; `--json` prints one per line.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Before the first call.
+    Listing {
+        /// Users to list.
+        users: usize,
+    },
+    /// One user's list was read (or found unreadable, or the user does not exist).
+    Listed {
+        /// The user.
+        from: String,
+        /// `listed`, `does_not_exist` or `unreadable`.
+        outcome: &'static str,
+        /// Of the manifest's conversations of this user, how many are in the list.
+        present: usize,
+        /// get_list pages read.
+        pages: u32,
+        /// Why the list could not be read, for `unreadable`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
+    /// Every few seconds while listing.
+    ListProgress {
+        /// Users done.
+        done: usize,
+        /// Users to list.
+        total: usize,
+        /// get_list calls per second so far.
+        calls_per_second: f64,
+        /// Seconds left at the pace so far (`None` before the first user is done).
+        eta_seconds: Option<f64>,
+    },
+}
+
+/// Why the listing phase did not finish.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+pub enum RefreshError {
+    /// An answer that dooms every call: nothing more was called.
+    #[error("{message}")]
+    #[diagnostic(
+        code(timctl::refresh::fatal),
+        help("nothing was planned or changed; fix the credentials or the app and run it again")
+    )]
+    Fatal {
+        /// The one message.
+        message: String,
+    },
+    /// Stopped (Ctrl-C, SIGTERM) before every user was listed.
+    #[error(
+        "stopped while listing the conversation lists ({reason:?}); nothing was planned or changed"
+    )]
+    #[diagnostic(code(timctl::refresh::stopped))]
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+/// How the listing went, besides the observations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListSummary {
+    /// Users listed.
+    pub users: usize,
+    /// get_list pages read.
+    pub pages: u64,
+    /// Seconds from the first call to the last answer.
+    pub elapsed_seconds: f64,
+}
+
+/// Lists every user of `wanted` once (at most `opts.concurrency` at a time) and returns what
+/// was seen. A fatal answer stops the run at once (`stop` is raised, so no queued user is
+/// called) and is the error; so is a stop from outside.
+pub async fn observe<L: Lister>(
+    wanted: &BTreeMap<UserId, BTreeSet<Peer>>,
+    lister: &L,
+    opts: &ListOptions,
+    stop: &Stop,
+    on_event: &mut (dyn FnMut(&Event) + Send),
+) -> Result<(Observations, ListSummary), RefreshError> {
+    let total = wanted.len();
+    on_event(&Event::Listing { users: total });
+    let started = Instant::now();
+    let mut users = BTreeMap::new();
+    let mut summary = ListSummary::default();
+    let mut fatal: Option<String> = None;
+
+    let mut results = futures::stream::iter(wanted.iter())
+        .map(|(user, peers)| async move {
+            // Checked as each user is about to start, so a stop takes effect at once.
+            if stop.is_stopped() {
+                return (user, ListOutcome::NotSent);
+            }
+            (user, lister.list(user, peers).await)
+        })
+        .buffer_unordered(opts.concurrency.max(1));
+
+    let mut ticker = tokio::time::interval(opts.progress_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let next = tokio::select! {
+            next = results.next() => next,
+            _ = ticker.tick() => {
+                let secs = started.elapsed().as_secs_f64();
+                let done = summary.users;
+                on_event(&Event::ListProgress {
+                    done,
+                    total,
+                    calls_per_second: if secs > 0.0 { summary.pages as f64 / secs } else { 0.0 },
+                    eta_seconds: (done > 0).then(|| secs / done as f64 * (total - done) as f64),
+                });
+                continue;
+            }
+        };
+        let Some((user, outcome)) = next else {
+            break;
+        };
+        let (observation, pages) = match outcome {
+            ListOutcome::Listed { present, pages } => (Observation::Listed(present), pages),
+            ListOutcome::DoesNotExist => (Observation::DoesNotExist, 1),
+            ListOutcome::Unreadable(why) => (Observation::Unreadable(why), 0),
+            ListOutcome::Fatal(message) => {
+                // The client may have raised the stop itself before answering: the first
+                // fatal message is the one to show either way.
+                stop.stop(StopReason::Fatal);
+                fatal.get_or_insert(message);
+                continue;
+            }
+            ListOutcome::NotSent => continue,
+        };
+        summary.users += 1;
+        summary.pages += u64::from(pages);
+        on_event(&Event::Listed {
+            from: user.to_string(),
+            outcome: match &observation {
+                Observation::Listed(_) => "listed",
+                Observation::DoesNotExist => "does_not_exist",
+                Observation::Unreadable(_) => "unreadable",
+            },
+            present: match &observation {
+                Observation::Listed(p) => p.len(),
+                _ => 0,
+            },
+            pages,
+            why: match &observation {
+                Observation::Unreadable(why) => Some(why.clone()),
+                _ => None,
+            },
+        });
+        users.insert(user.clone(), observation);
+    }
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    if let Some(message) = fatal {
+        return Err(RefreshError::Fatal { message });
+    }
+    if let Some(reason) = stop.reason() {
+        return Err(RefreshError::Stopped { reason });
+    }
+    // Whole seconds: the plan says when it looked, not a nanosecond-precise instant.
+    let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    Ok((Observations { at, users }, summary))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! The listing phase over an in-memory lister: each user once, bounded concurrency, a fatal
+//! answer stops everything queued.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn peer(s: &str) -> Peer {
+    s.parse().unwrap()
+}
+
+/// A server in memory: per user, its whole list (or an outcome to give instead).
+#[derive(Default)]
+struct FakeLister {
+    lists: BTreeMap<UserId, Result<BTreeSet<Peer>, ListOutcome>>,
+    calls: Mutex<Vec<UserId>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+impl Lister for FakeLister {
+    async fn list(&self, user: &UserId, wanted: &BTreeSet<Peer>) -> ListOutcome {
+        self.calls.lock().unwrap().push(user.clone());
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match self.lists.get(user) {
+            Some(Ok(list)) => ListOutcome::Listed {
+                present: list & wanted,
+                pages: 1,
+            },
+            Some(Err(outcome)) => outcome.clone(),
+            None => ListOutcome::Listed {
+                present: BTreeSet::new(),
+                pages: 1,
+            },
+        }
+    }
+}
+
+fn wanted(users: usize) -> BTreeMap<UserId, BTreeSet<Peer>> {
+    (0..users)
+        .map(|i| {
+            (
+                user(&format!("u{i:03}")),
+                [peer("user:bob"), peer("group:g")].into(),
+            )
+        })
+        .collect()
+}
+
+fn opts(concurrency: usize) -> ListOptions {
+    ListOptions {
+        concurrency,
+        progress_interval: Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test]
+async fn each_user_is_listed_once_keeping_only_wanted_conversations() {
+    let mut lister = FakeLister::default();
+    lister.lists.insert(
+        user("u001"),
+        Ok([peer("user:bob"), peer("user:stranger"), peer("group:other")].into()),
+    );
+    lister
+        .lists
+        .insert(user("u002"), Err(ListOutcome::DoesNotExist));
+    lister.lists.insert(
+        user("u003"),
+        Err(ListOutcome::Unreadable(
+            "a page without CompleteFlag".into(),
+        )),
+    );
+    let want = wanted(40);
+    let mut events = Vec::new();
+    let (seen, summary) = observe(&want, &lister, &opts(7), &Stop::new(), &mut |e| {
+        events.push(e.clone())
+    })
+    .await
+    .unwrap();
+    let mut calls = lister.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls, want.keys().cloned().collect::<Vec<_>>());
+    assert!(lister.most_in_flight.load(Ordering::SeqCst) <= 7);
+    assert_eq!(seen.users.len(), 40);
+    assert_eq!(
+        seen.users[&user("u001")],
+        Observation::Listed([peer("user:bob")].into())
+    );
+    assert_eq!(seen.users[&user("u002")], Observation::DoesNotExist);
+    assert!(matches!(
+        &seen.users[&user("u003")],
+        Observation::Unreadable(why) if why.contains("CompleteFlag")
+    ));
+    assert_eq!(summary.users, 40);
+    assert_eq!(events[0], Event::Listing { users: 40 });
+    let listed = events
+        .iter()
+        .filter(|e| matches!(e, Event::Listed { .. }))
+        .count();
+    assert_eq!(listed, 40);
+    assert_eq!(seen.at.subsec_nanosecond(), 0);
+}
+
+#[tokio::test]
+async fn a_fatal_answer_stops_at_once_with_its_message() {
+    let mut lister = FakeLister::default();
+    lister.lists.insert(
+        user("u002"),
+        Err(ListOutcome::Fatal("the UserSig has expired (70001)".into())),
+    );
+    let stop = Stop::new();
+    let result = observe(&wanted(50), &lister, &opts(1), &stop, &mut |_| {}).await;
+    assert_eq!(
+        result.unwrap_err(),
+        RefreshError::Fatal {
+            message: "the UserSig has expired (70001)".into()
+        }
+    );
+    assert_eq!(stop.reason(), Some(StopReason::Fatal));
+    // One at a time: nobody after the fatal answer was called.
+    assert_eq!(lister.calls.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_stop_from_outside_is_an_error_not_a_partial_plan() {
+    let lister = FakeLister::default();
+    let stop = Stop::new();
+    stop.stop(StopReason::Interrupted);
+    let result = observe(&wanted(5), &lister, &opts(2), &stop, &mut |_| {}).await;
+    assert_eq!(
+        result.unwrap_err(),
+        RefreshError::Stopped {
+            reason: StopReason::Interrupted
+        }
+    );
+    assert!(lister.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn listed_events_serialize_as_documented() {
+    let e = Event::Listed {
+        from: "alice".into(),
+        outcome: "unreadable",
+        present: 0,
+        pages: 0,
+        why: Some("no CompleteFlag".into()),
+    };
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        serde_json::json!({"event": "listed", "from": "alice", "outcome": "unreadable",
+                           "present": 0, "pages": 0, "why": "no CompleteFlag"})
+    );
+}

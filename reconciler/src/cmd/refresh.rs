@@ -1,0 +1,220 @@
+//! The listing phase of `plan --refresh` and `apply --refresh`, as the binary shows it: builds
+//! the client (credentials first, so a refusal calls nothing), runs
+//! `timctl_core::refresh::observe`, and renders its events (a bar on a terminal, a line every
+//! 2 s without one, JSON lines with `--json`) and the warnings naming users.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use miette::{IntoDiagnostic, WrapErr, miette};
+use timctl_core::api::{Endpoint, RecentContactGetList};
+use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
+use timctl_core::desired::DesiredState;
+use timctl_core::plan::Filter;
+use timctl_core::plan::refresh::{self, Observations};
+use timctl_core::refresh::{Event, ListOptions};
+
+use crate::args::{Global, RefreshArgs};
+
+/// The highest `--refresh-rate` taken, as for `--rate`.
+const MAX_RATE: u32 = 100_000;
+
+/// How the listing phase reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// Progress on stderr (a bar on a terminal, else a line every 2 s).
+    Human,
+    /// One JSON event per line on stdout (`apply --json`).
+    Json,
+}
+
+/// Reads every planned user's conversation list. Refuses, calling nothing, without
+/// credentials or with a bad `--refresh-rate`.
+pub(crate) fn observe(
+    global: &Global,
+    args: &RefreshArgs,
+    desired: &DesiredState,
+    filter: &Filter,
+    report: Report,
+) -> miette::Result<Observations> {
+    let documented = RecentContactGetList::CALLS_PER_SECOND;
+    let rate = match args.refresh_rate {
+        Some(0) => return Err(miette!("--refresh-rate must be at least 1 call per second")),
+        Some(r) if r > MAX_RATE => {
+            return Err(miette!(
+                "--refresh-rate {r} is more than any quota; the most timctl takes is {MAX_RATE}"
+            ));
+        }
+        Some(r) => f64::from(r),
+        None => client::default_rate(documented),
+    };
+    if rate > f64::from(documented) && !global.quiet {
+        eprintln!(
+            "warning: --refresh-rate {rate} is above get_list's documented limit of {documented} \
+             calls per second; calls may be refused (60007)"
+        );
+    }
+    let credentials = crate::credentials::from_env()
+        .wrap_err("--refresh reads the server's conversation lists, which needs credentials")?;
+    let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
+    let mut config = ClientConfig::new(
+        base_url,
+        desired.app.sdkappid,
+        desired.app.admin.as_str(),
+        credentials,
+    );
+    config.set_rate::<RecentContactGetList>(rate);
+    let client = Client::new(config)?;
+    let wanted = refresh::wanted(desired, filter);
+    // Enough users in flight to keep the limiter busy at 250 ms latency, as apply does.
+    let opts = ListOptions {
+        concurrency: ((rate / 4.0).ceil() as usize).max(1),
+        progress_interval: Duration::from_secs(2),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")?;
+    let mut progress = Progress::new(report, global.quiet, wanted.len());
+    let stop = client.stop_signal().clone();
+    let result = runtime.block_on(async {
+        watch_signals(stop.clone());
+        timctl_core::refresh::observe(&wanted, &client, &opts, &stop, &mut |e| progress.event(e))
+            .await
+    });
+    progress.finish();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let (seen, summary) = result?;
+    tracing::info!(
+        "listed {} users in {} get_list calls in {:.1}s",
+        summary.users,
+        summary.pages,
+        summary.elapsed_seconds
+    );
+    if !global.quiet {
+        warn_users(&seen);
+    }
+    Ok(seen)
+}
+
+/// The warnings that name users: those that do not exist (perhaps typos) and those whose list
+/// could not be read (their entries are planned as `unverified` deletes).
+fn warn_users(seen: &Observations) {
+    const SHOWN: usize = 100;
+    let missing = refresh::missing_users(seen);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().take(SHOWN).map(|u| u.as_str()).collect();
+        let more = missing.len().saturating_sub(SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
+             Their entries are recorded as absent; check the manifest for typos.",
+            missing.len(),
+            names.join(", ")
+        );
+    }
+    for (user, why) in refresh::unreadable_users(seen).into_iter().take(SHOWN) {
+        eprintln!(
+            "warning: the conversation list of {user} could not be read ({why}); its entries are \
+             planned as deletes (unverified), none recorded."
+        );
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the listing: nothing is planned from a partial look.
+fn watch_signals(stop: timctl_core::stop::Stop) {
+    use timctl_core::stop::StopReason;
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let reason = tokio::select! {
+            _ = tokio::signal::ctrl_c() => StopReason::Interrupted,
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => StopReason::Terminated,
+        };
+        stop.stop(reason);
+    });
+}
+
+/// Renders the listing's events.
+struct Progress {
+    report: Report,
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(report: Report, quiet: bool, total: usize) -> Self {
+        let bar =
+            (report == Report::Human && !quiet && std::io::stderr().is_terminal()).then(|| {
+                let bar = indicatif::ProgressBar::new(total as u64);
+                let style = indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} users listed  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+                bar.set_style(style);
+                bar
+            });
+        Self {
+            report,
+            quiet,
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        if self.report == Report::Json {
+            if let Ok(line) = serde_json::to_string(e) {
+                println!("{line}");
+            }
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        match (e, &self.bar) {
+            (Event::Listed { .. }, Some(bar)) => bar.inc(1),
+            (
+                Event::ListProgress {
+                    calls_per_second, ..
+                },
+                Some(bar),
+            ) => bar.set_message(format!("{calls_per_second:.0} calls/s")),
+            (
+                Event::ListProgress {
+                    done,
+                    total,
+                    calls_per_second,
+                    eta_seconds,
+                },
+                None,
+            ) => {
+                let eta = eta_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.0}s"));
+                eprintln!(
+                    "Listing conversation lists: {done}/{total} users, {calls_per_second:.0} calls/s, ETA {eta} ({:.0}s elapsed)",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
