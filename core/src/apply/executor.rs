@@ -214,6 +214,10 @@ pub struct RunSummary {
     pub missing_users: Vec<String>,
     /// How many distinct users did not exist.
     pub missing_user_count: usize,
+    /// How many of the 50001 answers were to one-to-one deletions. The documentation says
+    /// only "the requested UserID" does not exist: for these it may have been the other
+    /// participant, whose conversation can then still be in the user's list.
+    pub missing_in_one_to_one: usize,
     /// Entries recorded as seen absent by a refresh (no call).
     pub recorded: usize,
     /// Entries dropped from the state.
@@ -462,6 +466,9 @@ where
                 if absent {
                     summary.already_absent += 1;
                     missing.insert(deletion.key.from.clone());
+                    if deletion.key.peer.kind() == PeerKind::User {
+                        summary.missing_in_one_to_one += 1;
+                    }
                 } else {
                     summary.deleted += 1;
                 }

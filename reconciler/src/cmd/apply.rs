@@ -345,6 +345,15 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
             s.missing_user_count,
             s.missing_users.join(", ")
         );
+        if s.missing_in_one_to_one > 0 {
+            eprintln!(
+                "warning: {} of these were one-to-one conversations, where 50001 may instead \
+                 mean that the other participant does not exist (an account deleted after the \
+                 conversation began); such a conversation can still be in the user's list: \
+                 `timctl plan --refresh` shows it.",
+                s.missing_in_one_to_one
+            );
+        }
     }
     if !json && s.recorded > 0 {
         println!(

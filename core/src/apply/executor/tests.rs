@@ -2,7 +2,7 @@
 //! tests of `timctl apply` (real HTTP, real ledger) live in `tests/`.
 
 use super::*;
-use crate::ids::Peer;
+use crate::ids::{GroupId, Peer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Answers each deletion by its From_Account: `fatal*`, `bad*` (50002), `ghost*` (50001),
@@ -232,6 +232,15 @@ fn missing_users_count_as_done_and_are_named() {
     let mut plan = deletions("ghost", 3);
     plan.extend(deletions("ghost", 3)); // the same users again: named once
     plan.extend(deletions("alice", 2));
+    // A group conversation's 50001 can only be about its user; a one-to-one one's may be about
+    // the other participant, and the summary counts those apart.
+    plan.push(Deletion {
+        key: ConversationKey::new(
+            UserId::new("ghost0").unwrap(),
+            Peer::Group(GroupId::new("@TGS#g").unwrap()),
+        ),
+        clear_roaming: false,
+    });
     let r = check(
         plan,
         vec![],
@@ -239,10 +248,11 @@ fn missing_users_count_as_done_and_are_named() {
         &Stop::new(),
         Duration::ZERO,
     );
-    assert_eq!((r.summary.deleted, r.summary.already_absent), (2, 6));
+    assert_eq!((r.summary.deleted, r.summary.already_absent), (2, 7));
     assert_eq!(r.summary.missing_users, vec!["ghost0", "ghost1", "ghost2"]);
     assert_eq!(r.summary.missing_user_count, 3);
-    assert_eq!(recorded(&r), 8);
+    assert_eq!(r.summary.missing_in_one_to_one, 6);
+    assert_eq!(recorded(&r), 9);
     assert!(r.summary.succeeded());
 }
 
