@@ -226,7 +226,7 @@ fn create_then_reopen_keeps_lineage(b: Backend) {
     let meta = w.meta().unwrap().clone();
     assert_eq!(meta.sdkappid, APP);
     assert_eq!(meta.state.serial, 1, "creation is the first write");
-    assert_eq!(meta.schema_version, 1);
+    assert_eq!(meta.schema_version, CURRENT_SCHEMA);
     assert_eq!(meta.created_by, env!("CARGO_PKG_VERSION"));
     drop(w);
     let again = b.writer(APP).unwrap();

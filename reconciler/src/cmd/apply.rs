@@ -355,22 +355,28 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
             );
         }
     }
-    if !json && s.recorded > 0 {
-        println!(
+    if json {
+        return;
+    }
+    let line = if s.recorded > 0 {
+        format!(
             "Apply complete: {} deleted, {} recorded, {} forgotten, {} failed.",
             s.deleted + s.already_absent,
             s.recorded,
             s.forgotten,
             s.failed
-        );
-    } else if !json {
-        println!(
+        )
+    } else {
+        format!(
             "Apply complete: {} deleted, {} forgotten, {} failed.",
             s.deleted + s.already_absent,
             s.forgotten,
             s.failed
-        );
-    }
+        )
+    };
+    // The work is done and recorded whoever reads this: a closed stdout (`timctl apply | head`)
+    // must neither panic nor change the exit code, which says how the run went.
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// 0 when everything succeeded; 130 after Ctrl-C and 143 after SIGTERM; 1 otherwise.

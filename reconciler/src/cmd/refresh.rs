@@ -4,6 +4,7 @@
 //! 2 s without one, JSON lines with `--json`) and the warnings naming users.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use miette::{IntoDiagnostic, WrapErr, miette};
@@ -178,7 +179,8 @@ impl Progress {
     fn event(&mut self, e: &Event) {
         if self.report == Report::Json {
             if let Ok(line) = serde_json::to_string(e) {
-                println!("{line}");
+                // A reader that went away misses the rest; listing reads and changes nothing.
+                let _ = writeln!(std::io::stdout(), "{line}");
             }
             return;
         }
