@@ -116,8 +116,9 @@ fn a_second_apply_is_refused_then_finishes_after_the_holder_is_killed() {
         recorded_before.len() < 40,
         "the holder was killed mid-apply"
     );
-    // The killed holder's session ended, and its lock with it.
-    let third = env.apply(&[]);
+    // The killed holder's session ends, and its lock with it: the server notices the closed
+    // connection within moments, so the next apply waits for that rather than race it.
+    let third = env.apply(&["--lock-timeout", "30s"]);
     assert_eq!(third.code, Some(0), "{}", third.all());
     assert_eq!(env.entries().len(), 40, "every deletion recorded");
     let per = fake.calls_per_conversation();
