@@ -29,7 +29,10 @@ expect() { # expect CODE PATTERN DESCRIPTION -- COMMAND...
     shift 4
     local rc=0
     "$@" >"$tmp/out" 2>&1 || rc=$?
-    if [ "$rc" -ne "$code" ] || ! grep -q -- "$pattern" "$tmp/out"; then
+    # miette wraps long messages at 80 columns, continuing them on lines that start with
+    # `  | `: match against the text with those breaks undone.
+    perl -0pe 's/\n\s*\|\s*//g' "$tmp/out" >"$tmp/flat"
+    if [ "$rc" -ne "$code" ] || ! grep -q -- "$pattern" "$tmp/flat"; then
         echo "FAIL: $what: exit $rc (wanted $code), output:"
         cat "$tmp/out"
         fail=1
