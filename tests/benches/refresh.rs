@@ -26,7 +26,14 @@ use timctl_tests::{FakeConfig, FakeEndpoint, FakePeer, FakeTim};
 
 const KEY: &str = "bench-refresh-key";
 const DOCUMENTED: f64 = 200.0;
-const PER_LIST: usize = 20;
+/// Conversations in each user's list on the server (`PER_LIST`, default 20): raising it while
+/// the manifest stays the same shows whether memory follows the lists or the manifest.
+fn per_list() -> usize {
+    std::env::var("PER_LIST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 
 /// A manifest of `users` users with one conversation each (`user: target`).
 fn manifest(dir: &Path, users: usize) -> PathBuf {
@@ -45,11 +52,11 @@ fn manifest(dir: &Path, users: usize) -> PathBuf {
     path
 }
 
-/// Every user's list: `PER_LIST` conversations; the manifest's `target` in every other one.
+/// Every user's list: `per_list()` conversations; the manifest's `target` in every other one.
 fn seed(fake: &FakeTim, users: usize) {
     for u in 0..users {
         let name = format!("user{u}");
-        let mut peers: Vec<FakePeer> = (1..PER_LIST)
+        let mut peers: Vec<FakePeer> = (1..per_list())
             .map(|p| FakePeer::user(format!("other{p}")))
             .collect();
         peers.push(if u % 2 == 0 {
@@ -136,7 +143,7 @@ fn rate_run(rt: &tokio::runtime::Runtime, users: usize) {
     seed(&fake, users);
     let dir = tempfile::tempdir().expect("temp dir");
     let m = manifest(dir.path(), users);
-    let r = measure(plan_cmd(dir.path(), &m, fake.url(), &[]));
+    let r = measure(plan_cmd(dir.path(), &m, fake.url(), &["--refresh"]));
     check_plan(&r.stdout, users);
     let stats = fake.stats_for(FakeEndpoint::GetList);
     let per_user = fake.get_list_calls();
@@ -178,7 +185,7 @@ fn memory_run(rt: &tokio::runtime::Runtime, users: usize) {
     let calls = fake.stats_for(FakeEndpoint::GetList).requests;
     println!(
         "| {users} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
-        users * PER_LIST,
+        users * per_list(),
         mib(p.peak_kb),
         mib(r.peak_kb),
         mib(r.peak_kb.saturating_sub(p.peak_kb)),
