@@ -1,159 +1,73 @@
-//! `plan --refresh` and `apply --refresh` end to end: the real binary against a loopback server
-//! that keeps per-user conversation lists and pages them as the get_list documentation says
+//! `plan --refresh` and `apply --refresh` end to end: the real binary against fake-tim, which
+//! keeps per-user conversation lists and pages them as the get_list documentation says
 //! (https://www.tencentcloud.com/document/product/1047/43087): cursors, CompleteFlag, pinned
 //! conversations, 50001, and the misbehaviours a client must survive (no CompleteFlag,
-//! repeated cursors, FAIL with ErrorCode 0, fatal answers).
-//!
-//! FIXME: move these onto fake-tim once it keeps conversation lists; this server is the
-//! smallest that answers both endpoints.
+//! repeated cursors, FAIL with ErrorCode 0, fatal answers, transient faults).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
+use timctl_tests::{FakeConfig, FakeEndpoint, FakePeer, FakeTim, Fault, ListFault};
 
+/// The page size the lists are paged with: alice's 252 conversations are three pages.
 const PAGE: usize = 100;
+const KEY: &str = "refresh-e2e-secret-key";
 
-/// How a user's list behaves.
+/// How a user's list is set up on fake-tim.
 #[derive(Clone, Debug)]
 enum Behaviour {
-    /// Pages through `list` (type, peer, pinned).
-    List(Vec<(u8, String, bool)>),
-    /// 50001.
-    Missing,
-    /// Pages without CompleteFlag.
-    NoCompleteFlag,
-    /// CompleteFlag 0 and the same cursors forever.
-    RepeatCursors,
-    /// ActionStatus FAIL with ErrorCode 0, every time.
-    FailCodeZero,
-    /// 70001 (an expired UserSig): fatal.
-    Fatal,
-}
-
-#[derive(Default)]
-struct Server {
-    users: BTreeMap<String, Behaviour>,
-    list_calls: BTreeMap<String, usize>,
-    deletes: Vec<(String, String)>,
-    /// When set, every 20th get_list request (5%) answers 50004, a transient failure.
-    faulty: bool,
-    requests: usize,
-    faults: usize,
-}
-
-type Shared = Arc<Mutex<Server>>;
-
-fn ok(mut v: Value) -> Value {
-    v["ActionStatus"] = json!("OK");
-    v["ErrorCode"] = json!(0);
-    v["ErrorInfo"] = json!("");
-    v
-}
-
-async fn get_list(State(s): State<Shared>, body: String) -> axum::Json<Value> {
-    let req: Value = serde_json::from_str(&body).unwrap();
-    let from = req["From_Account"].as_str().unwrap().to_owned();
-    assert_eq!(req["AssistFlags"], 63, "AssistFlags must be 63");
-    let mut s = s.lock().unwrap();
-    s.requests += 1;
-    if s.faulty && s.requests % 20 == 0 {
-        s.faults += 1;
-        return axum::Json(
-            json!({"ActionStatus": "FAIL", "ErrorCode": 50004, "ErrorInfo": "busy"}),
-        );
-    }
-    *s.list_calls.entry(from.clone()).or_default() += 1;
-    let behaviour = s
-        .users
-        .get(&from)
-        .cloned()
-        .unwrap_or(Behaviour::List(Vec::new()));
-    let start = req["StartIndex"].as_u64().unwrap() as usize;
-    axum::Json(match behaviour {
-        Behaviour::List(list) => {
-            // Pinned first, as one page stream; the cursor is the index into it.
-            let mut ordered: Vec<&(u8, String, bool)> = list.iter().filter(|c| c.2).collect();
-            ordered.extend(list.iter().filter(|c| !c.2));
-            let end = (start + PAGE).min(ordered.len());
-            let items: Vec<Value> = ordered[start.min(end)..end]
-                .iter()
-                .map(|(t, peer, pinned)| {
-                    let key = if *t == 1 { "To_Account" } else { "GroupId" };
-                    json!({"Type": t, key: peer, "MsgTime": 1_700_000_000, "TopFlag": u8::from(*pinned),
-                           "StandardMark": "01", "ContactGroupId": [1]})
-                })
-                .collect();
-            let complete = end >= ordered.len();
-            ok(
-                json!({"SessionItem": items, "CompleteFlag": u8::from(complete),
-                      "TimeStamp": 1_700_000_000, "StartIndex": end, "TopTimeStamp": 1_700_000_000,
-                      "TopStartIndex": 0}),
-            )
-        }
-        Behaviour::Missing => {
-            json!({"ActionStatus": "FAIL", "ErrorCode": 50001, "ErrorInfo": "not imported"})
-        }
-        Behaviour::NoCompleteFlag => ok(
-            json!({"SessionItem": [], "TimeStamp": 1, "StartIndex": start + 1,
-                                               "TopTimeStamp": 0, "TopStartIndex": 0}),
-        ),
-        Behaviour::RepeatCursors => {
-            ok(json!({"SessionItem": [], "CompleteFlag": 0, "TimeStamp": 5,
-                                              "StartIndex": 5, "TopTimeStamp": 5, "TopStartIndex": 5}))
-        }
-        Behaviour::FailCodeZero => json!({"ActionStatus": "FAIL", "ErrorCode": 0, "ErrorInfo": ""}),
-        Behaviour::Fatal => {
-            json!({"ActionStatus": "FAIL", "ErrorCode": 70001, "ErrorInfo": "UserSig expired"})
-        }
-    })
-}
-
-async fn delete(State(s): State<Shared>, body: String) -> axum::Json<Value> {
-    let req: Value = serde_json::from_str(&body).unwrap();
-    let from = req["From_Account"].as_str().unwrap().to_owned();
-    let (t, peer) = match req["Type"].as_u64().unwrap() {
-        1 => (1, req["To_Account"].as_str().unwrap().to_owned()),
-        _ => (2, req["ToGroupid"].as_str().unwrap().to_owned()),
-    };
-    let mut s = s.lock().unwrap();
-    s.deletes.push((from.clone(), format!("{t}:{peer}")));
-    if let Some(Behaviour::List(list)) = s.users.get_mut(&from) {
-        list.retain(|c| !(c.0 == t && c.1 == peer));
-    }
-    axum::Json(ok(json!({})))
+    /// These conversations (peer, pinned), each with a new message in the order given, so the
+    /// last ones are on the last page.
+    List(Vec<(FakePeer, bool)>),
+    /// A scripted answer for every call from this user (50001: the user does not exist).
+    Code(i64),
+    /// A scripted get_list misbehaviour.
+    Fault(ListFault),
 }
 
 struct Env {
     dir: tempfile::TempDir,
-    url: String,
-    server: Shared,
+    fake: FakeTim,
     _rt: tokio::runtime::Runtime,
 }
 
 fn env(manifest_absent: &str, users: Vec<(&str, Behaviour)>) -> Env {
+    env_with(manifest_absent, users, FakeConfig::default())
+}
+
+fn env_with(manifest_absent: &str, users: Vec<(&str, Behaviour)>, base: FakeConfig) -> Env {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let server: Shared = Arc::new(Mutex::new(Server {
-        users: users.into_iter().map(|(u, b)| (u.to_owned(), b)).collect(),
-        ..Server::default()
-    }));
-    let app = axum::Router::new()
-        .route("/v4/recentcontact/get_list", post(get_list))
-        .route("/v4/recentcontact/delete", post(delete))
-        .with_state(Arc::clone(&server));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await });
+    let mut config = FakeConfig {
+        secret_key: KEY.into(),
+        page_size: PAGE,
+        users: HashMap::new(),
+        list_faults: HashMap::new(),
+        ..base
+    };
+    let mut lists = Vec::new();
+    for (user, behaviour) in users {
+        match behaviour {
+            Behaviour::List(list) => lists.push((user, list)),
+            Behaviour::Code(code) => {
+                config.users.insert(user.to_owned(), code);
+            }
+            Behaviour::Fault(fault) => {
+                config.list_faults.insert(user.to_owned(), fault);
+            }
+        }
+    }
+    let fake = rt.block_on(FakeTim::start(config)).unwrap();
+    for (user, list) in lists {
+        for (peer, pinned) in list {
+            fake.seed_conversations(user, [peer], pinned);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("timctl.yaml"),
@@ -162,12 +76,7 @@ fn env(manifest_absent: &str, users: Vec<(&str, Behaviour)>) -> Env {
         ),
     )
     .unwrap();
-    Env {
-        dir,
-        url,
-        server,
-        _rt: rt,
-    }
+    Env { dir, fake, _rt: rt }
 }
 
 struct Out {
@@ -182,8 +91,8 @@ impl Env {
             .args(args)
             .current_dir(self.dir.path())
             .env("TIMCTL_STATE", self.state())
-            .env("TIMCTL_ENDPOINT", &self.url)
-            .env("TIMCTL_SECRET_KEY", "refresh-e2e-secret-key")
+            .env("TIMCTL_ENDPOINT", self.fake.url())
+            .env("TIMCTL_SECRET_KEY", KEY)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -192,6 +101,15 @@ impl Env {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Every delete call fake-tim processed, as (from, type:peer), in arrival order.
+    fn deletes(&self) -> Vec<(String, String)> {
+        self.fake
+            .calls()
+            .into_iter()
+            .map(|c| (c.key.from, format!("{}:{}", c.key.kind, c.key.peer)))
+            .collect()
     }
 
     fn state(&self) -> std::path::PathBuf {
@@ -259,8 +177,10 @@ fn ch(from: &str, peer: &str, action: &str, reason: &str) -> (String, String, St
     (from.into(), peer.into(), action.into(), reason.into())
 }
 
-fn others(n: usize) -> Vec<(u8, String, bool)> {
-    (0..n).map(|i| (1, format!("other{i:03}"), false)).collect()
+fn others(n: usize) -> Vec<(FakePeer, bool)> {
+    (0..n)
+        .map(|i| (FakePeer::user(format!("other{i:03}")), false))
+        .collect()
 }
 
 fn exists(p: &Path) -> bool {
@@ -271,10 +191,10 @@ fn exists(p: &Path) -> bool {
 /// one of hers is pinned.
 fn half_present() -> Env {
     let mut alice = others(250);
-    alice.push((1, "bob".into(), false)); // the last page
-    alice.push((2, "pinned-group".into(), true));
+    alice.push((FakePeer::user("bob"), false)); // the newest: the last page
+    alice.push((FakePeer::group("pinned-group"), true));
     let mut carol = others(3);
-    carol.push((1, "erin".into(), false));
+    carol.push((FakePeer::user("erin"), false));
     env(
         "  alice:\n    - user: bob\n    - group: pinned-group\n    - user: nobody\n  carol:\n    - user: dave\n    - user: erin\n",
         vec![
@@ -299,13 +219,15 @@ fn half_present_plans_deletes_and_records_then_apply_settles_it() {
             ch("carol", "user:erin", "delete", "present"),
         ]
     );
-    {
-        let s = e.server.lock().unwrap();
-        assert!(s.deletes.is_empty(), "plan --refresh calls only get_list");
-        // Each user listed once: alice's 252 conversations are three pages, carol's one.
-        assert_eq!(s.list_calls["alice"], 3);
-        assert_eq!(s.list_calls["carol"], 1);
-    }
+    assert_eq!(
+        e.fake.stats_for(FakeEndpoint::Delete).requests,
+        0,
+        "plan --refresh calls only get_list"
+    );
+    // Each user listed once: alice's 252 conversations are three pages, carol's one.
+    let calls = e.fake.get_list_calls();
+    assert_eq!((calls["alice"], e.fake.pages_for("alice")), (3, 3));
+    assert_eq!((calls["carol"], e.fake.pages_for("carol")), (1, 1));
     assert!(!exists(&e.state()), "plan --refresh creates no state");
     let text = e.run(&["plan", "--refresh"]);
     assert!(
@@ -330,7 +252,7 @@ fn half_present_plans_deletes_and_records_then_apply_settles_it() {
         "{}",
         applied.stdout
     );
-    let mut deleted = e.server.lock().unwrap().deletes.clone();
+    let mut deleted = e.deletes();
     deleted.sort();
     assert_eq!(
         deleted,
@@ -356,9 +278,7 @@ fn drift_came_back_is_found_only_with_refresh() {
     let applied = e.run(&["apply", "--refresh", "--auto-approve"]);
     assert_eq!(applied.code, Some(0), "{}", applied.stderr);
     // A new message brings bob back into alice's list.
-    if let Some(Behaviour::List(list)) = e.server.lock().unwrap().users.get_mut("alice") {
-        list.push((1, "bob".into(), false));
-    }
+    e.fake.send_message("alice", FakePeer::user("bob"));
     let plain = e.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(plain.code, Some(0), "{}", plain.stdout);
     assert!(plain.stdout.contains("No changes"), "{}", plain.stdout);
@@ -374,12 +294,11 @@ fn drift_came_back_is_found_only_with_refresh() {
         drift.stdout
     );
 
-    let before = e.server.lock().unwrap().deletes.len();
+    let before = e.deletes().len();
     let applied = e.run(&["apply", "--refresh", "--auto-approve"]);
     assert_eq!(applied.code, Some(0), "{}", applied.stderr);
-    let s = e.server.lock().unwrap();
     assert_eq!(
-        s.deletes[before..],
+        e.deletes()[before..],
         [("alice".to_owned(), "1:bob".to_owned())]
     );
 }
@@ -402,10 +321,10 @@ fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
     let e = env(
         "  ghost:\n    - user: bob\n      clear_roaming: true\n  nocomplete:\n    - user: a\n  looping:\n    - user: b\n  failing:\n    - user: c\n",
         vec![
-            ("ghost", Behaviour::Missing),
-            ("nocomplete", Behaviour::NoCompleteFlag),
-            ("looping", Behaviour::RepeatCursors),
-            ("failing", Behaviour::FailCodeZero),
+            ("ghost", Behaviour::Code(50001)),
+            ("nocomplete", Behaviour::Fault(ListFault::NoCompleteFlag)),
+            ("looping", Behaviour::Fault(ListFault::RepeatCursors)),
+            ("failing", Behaviour::Fault(ListFault::FailWithCodeZero)),
         ],
     );
     let (out, plan) = e.refreshed_plan(&["--refresh-rate", "50"]);
@@ -438,13 +357,16 @@ fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
         "{}",
         out.stderr
     );
-    // The looping server was left after one repeat, not a thousand pages.
-    assert_eq!(e.server.lock().unwrap().list_calls["looping"], 2);
+    // The looping server was left at its first repeat, not after a thousand pages: fake-tim's
+    // RepeatCursors echoes the cursors of every request, the first included, so the first page
+    // already repeats.
+    assert_eq!(e.fake.get_list_calls()["looping"], 1);
 }
 
 #[test]
 fn a_fatal_answer_while_listing_stops_at_once_with_one_message() {
-    let mut users = vec![("fatal", Behaviour::Fatal)];
+    // 70001 (an expired UserSig) answered to get_list: fatal.
+    let mut users = vec![("fatal", Behaviour::Fault(ListFault::Code(70001)))];
     let mut manifest = "  fatal:\n    - user: x\n".to_owned();
     let names: Vec<String> = (0..30).map(|i| format!("z{i:02}")).collect();
     for n in &names {
@@ -465,7 +387,7 @@ fn a_fatal_answer_while_listing_stops_at_once_with_one_message() {
     );
     assert_eq!(out.stderr.matches("70001").count(), 1, "{}", out.stderr);
     // At 2 calls/s, the users queued behind the fatal answer were never called.
-    let called = e.server.lock().unwrap().list_calls.len();
+    let called = e.fake.get_list_calls().len();
     assert!(
         called < 10,
         "{called} users were called after a fatal answer"
@@ -474,27 +396,33 @@ fn a_fatal_answer_while_listing_stops_at_once_with_one_message() {
 
 #[test]
 fn transient_faults_while_listing_give_the_same_plan() {
-    // Many users, so that 5% of the calls is several faults.
+    // fake-tim injects its faults at random, 5% of the calls: with 300 users that is about 15
+    // faults, and fewer than 3 is about one run in 25,000.
+    const USERS: usize = 300;
     let mut manifest = String::new();
     let mut users = Vec::new();
-    for i in 0..60 {
-        manifest.push_str(&format!("  u{i:02}:\n    - user: bob\n"));
+    for i in 0..USERS {
+        manifest.push_str(&format!("  u{i:03}:\n    - user: bob\n"));
         let list = if i % 2 == 0 {
-            vec![(1, "bob".to_owned(), false)]
+            vec![(FakePeer::user("bob"), false)]
         } else {
             others(1)
         };
-        users.push((format!("u{i:02}"), Behaviour::List(list)));
+        users.push((format!("u{i:03}"), Behaviour::List(list)));
     }
-    let build = |faulty: bool| {
-        let e = env(
+    let build = |fault_rate: f64| {
+        env_with(
             &manifest,
             users.iter().map(|(u, b)| (u.as_str(), b.clone())).collect(),
-        );
-        e.server.lock().unwrap().faulty = faulty;
-        e
+            // 50004: a transient failure.
+            FakeConfig {
+                fault_rate,
+                faults: vec![Fault::Code(50004)],
+                ..FakeConfig::default()
+            },
+        )
     };
-    let (calm, faulty) = (build(false), build(true));
+    let (calm, faulty) = (build(0.0), build(0.05));
     let (a, plan_calm) = calm.refreshed_plan(&[]);
     let (b, plan_faulty) = faulty.refreshed_plan(&[]);
     assert_eq!(
@@ -505,6 +433,7 @@ fn transient_faults_while_listing_give_the_same_plan() {
         b.stderr
     );
     assert_eq!(plan_calm, plan_faulty);
-    assert_eq!(plan_calm.len(), 60);
-    assert!(faulty.server.lock().unwrap().faults >= 3);
+    assert_eq!(plan_calm.len(), USERS);
+    assert_eq!(calm.fake.stats_for(FakeEndpoint::GetList).faults, 0);
+    assert!(faulty.fake.stats_for(FakeEndpoint::GetList).faults >= 3);
 }
