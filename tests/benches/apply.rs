@@ -20,35 +20,15 @@
 //! Peak RSS is VmHWM of the child read from /proc every 50 ms until it exits (so it can miss
 //! growth in its last 50 ms).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use timctl_tests::measure::status_kb;
 
-use timctl_tests::{FakeConfig, FakeTim};
+use timctl_tests::{FakeConfig, FakeTim, bench};
 
 const KEY: &str = "bench-apply-key";
 const DOCUMENTED: f64 = 200.0;
-
-fn manifest(dir: &Path, n: usize) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("timctl.yaml");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("manifest"));
-    writeln!(
-        f,
-        "version: 1\napp:\n  sdkappid: 1400000001\n  region: singapore\n  admin: administrator\nabsent:"
-    )
-    .expect("write");
-    let per_user = 1000.min(n);
-    for u in 0..n.div_ceil(per_user) {
-        writeln!(f, "  user{u}:").expect("write");
-        for p in 0..per_user.min(n - u * per_user) {
-            writeln!(f, "    - user: peer{p}").expect("write");
-        }
-    }
-    f.flush().expect("flush");
-    path
-}
 
 struct Measured {
     seconds: f64,
@@ -130,7 +110,7 @@ fn rate_run(rt: &tokio::runtime::Runtime, n: usize) {
         }))
         .expect("fake-tim starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let m = manifest(dir.path(), n);
+    let m = bench::write_manifest(dir.path(), n, 1000);
     let r = measure(apply_cmd(dir.path(), &m, fake.url(), &[]), || {
         fake.stats().requests
     });
@@ -159,7 +139,7 @@ fn memory_run(rt: &tokio::runtime::Runtime, n: usize) {
         }))
         .expect("fake-tim starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let m = manifest(dir.path(), n);
+    let m = bench::write_manifest(dir.path(), n, 1000);
     // What the manifest and the plan alone take: `timctl plan` on the same inputs.
     let mut plan = timctl_tests::timctl();
     plan.arg("plan")
@@ -194,20 +174,8 @@ fn memory_run(rt: &tokio::runtime::Runtime, n: usize) {
 }
 
 fn main() {
-    let env_list = |k: &str, d: &str| -> Vec<usize> {
-        std::env::var(k)
-            .unwrap_or_else(|_| d.to_owned())
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim().parse().expect("a number"))
-            .collect()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let rate_ns = env_list("RATE_N", "10000");
+    let rt = bench::runtime(2);
+    let rate_ns = bench::sizes("RATE_N", "10000");
     if !rate_ns.is_empty() {
         println!(
             "| deletions | latency | rate | apply s (first call to last result) | wall s | deletions/s | ratio to 200/s | max in any 1 s | frequency-limit answers | peak RSS MiB |"
@@ -217,7 +185,7 @@ fn main() {
             rate_run(&rt, n);
         }
     }
-    let mem_ns = env_list("MEM_NS", "100000,1000000");
+    let mem_ns = bench::sizes("MEM_NS", "100000,1000000");
     if !mem_ns.is_empty() {
         println!();
         println!(

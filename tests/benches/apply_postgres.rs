@@ -5,32 +5,13 @@
 //!
 //! `cargo bench -p timctl-tests --bench apply_postgres` (`APPLY_PG_N`, default 10,000).
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use timctl_tests::pg::PgCluster;
-use timctl_tests::{FakeConfig, FakeTim};
+use timctl_tests::{FakeConfig, FakeTim, bench};
 
 const KEY: &str = "bench-apply-pg-key";
-
-fn manifest(dir: &Path, n: usize) -> std::path::PathBuf {
-    use std::io::Write;
-    let path = dir.join("timctl.yaml");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    writeln!(
-        f,
-        "version: 1\napp:\n  sdkappid: 1400000001\n  region: singapore\n  admin: administrator\nabsent:"
-    )
-    .unwrap();
-    for u in 0..n.div_ceil(10) {
-        writeln!(f, "  u{u}:").unwrap();
-        for p in 0..10.min(n - u * 10) {
-            writeln!(f, "    - user: p{p}").unwrap();
-        }
-    }
-    path
-}
 
 fn run(rt: &tokio::runtime::Runtime, n: usize, state: &str, label: &str) {
     let fake = rt
@@ -41,7 +22,7 @@ fn run(rt: &tokio::runtime::Runtime, n: usize, state: &str, label: &str) {
         }))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest(dir.path(), n);
+    let m = bench::write_manifest(dir.path(), n, 10);
     let out = timctl_tests::timctl()
         .arg("apply")
         .arg("-f")
@@ -70,15 +51,8 @@ fn run(rt: &tokio::runtime::Runtime, n: usize, state: &str, label: &str) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("APPLY_PG_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 10_000 } else { 200 });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let n = bench::size("APPLY_PG_N", if full { 10_000 } else { 200 });
+    let rt = bench::runtime(2);
     let cluster = PgCluster::start();
     let db = cluster.database();
     let sqlite_dir = tempfile::tempdir().unwrap();

@@ -29,10 +29,7 @@ const DOCUMENTED: f64 = 200.0;
 /// Conversations in each user's list on the server (`PER_LIST`, default 20): raising it while
 /// the manifest stays the same shows whether memory follows the lists or the manifest.
 fn per_list() -> usize {
-    std::env::var("PER_LIST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    timctl_tests::bench::size("PER_LIST", 20)
 }
 
 /// A manifest of `users` users with one conversation each (`user: target`).
@@ -195,20 +192,8 @@ fn memory_run(rt: &tokio::runtime::Runtime, users: usize) {
 }
 
 fn main() {
-    let env_list = |k: &str, d: &str| -> Vec<usize> {
-        std::env::var(k)
-            .unwrap_or_else(|_| d.to_owned())
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim().parse().expect("a number"))
-            .collect()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let rate = env_list("RATE_USERS", "3000");
+    let rt = timctl_tests::bench::runtime(2);
+    let rate = timctl_tests::bench::sizes("RATE_USERS", "3000");
     if !rate.is_empty() {
         println!(
             "| users | latency | refresh rate | wall s | get_list calls | calls/s | ratio to 200/s | max in any 1 s | frequency-limit answers | each user listed once | peak RSS MiB |"
@@ -218,7 +203,7 @@ fn main() {
             rate_run(&rt, n);
         }
     }
-    let mem = env_list("MEM_USERS", "100000");
+    let mem = timctl_tests::bench::sizes("MEM_USERS", "100000");
     if !mem.is_empty() {
         println!();
         println!(

@@ -17,41 +17,14 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use timctl_core::ledger::{Ledger, SqliteLedger};
-use timctl_tests::{ConversationKey, FakeConfig, FakeTim, Fault};
+use timctl_tests::{ConversationKey, FakeConfig, FakeTim, Fault, bench};
 
 const KEY: &str = "soak-secret-key-0123456789";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn manifest(dir: &Path, n: usize) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("timctl.yaml");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("manifest"));
-    writeln!(
-        f,
-        "version: 1\napp:\n  sdkappid: 1400000001\n  region: singapore\n  admin: administrator\nabsent:"
-    )
-    .expect("write");
-    let per_user = 1000.min(n);
-    for u in 0..n.div_ceil(per_user) {
-        writeln!(f, "  user{u}:").expect("write");
-        for p in 0..per_user.min(n - u * per_user) {
-            writeln!(f, "    - user: peer{p}").expect("write");
-        }
-    }
-    f.flush().expect("flush");
-    path
-}
 
 /// A one-to-one conversation as (From_Account, To_Account): the manifest has no groups, and
 /// `ClearRamble` is not part of which conversation it is.
@@ -129,14 +102,10 @@ fn deletions_per_key(fake: &FakeTim) -> BTreeMap<Key, usize> {
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no arguments.
-    let n = env_usize("SOAK_N", 100_000);
-    let kills = env_usize("SOAK_KILLS", 10);
+    let n = bench::size("SOAK_N", 100_000);
+    let kills = bench::size("SOAK_KILLS", 10);
     let bin = timctl_tests::timctl_bin();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = bench::runtime(1);
     let fake = rt
         .block_on(FakeTim::start(FakeConfig {
             secret_key: KEY.into(),
@@ -152,7 +121,7 @@ fn main() {
         }))
         .expect("fake-tim starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let m = manifest(dir.path(), n);
+    let m = bench::write_manifest(dir.path(), n, 1000);
     let state = dir.path().join("state.db");
     let expected = expected_keys(n);
 

@@ -33,6 +33,7 @@
 //! per user, so that tests can check that a client made exactly one pass over each list. The
 //! lists and their paging are in [`conversations`].
 
+pub mod bench;
 pub mod conversations;
 pub mod measure;
 pub mod pg;
