@@ -125,9 +125,16 @@ fn main() {
     let state = dir.path().join("state.db");
     let expected = expected_keys(n);
 
-    // Ten kill moments, at random points of the progress (by confirmed deletions).
+    // Ten kill moments, at random points of the progress (by confirmed deletions), each leaving
+    // at least 1,000 deletions (5 s at 200/s) to go, so that the run cannot finish in the up to
+    // two seconds between reaching a target and the kill.
+    let margin = (n / 50).max(1000);
+    assert!(
+        n > 2 * margin,
+        "SOAK_N={n} is too small: a kill needs {margin} deletions on either side"
+    );
     let mut targets: Vec<usize> = (0..kills)
-        .map(|_| rand::random_range(n / 50..n - n / 50))
+        .map(|_| rand::random_range(margin..n - margin))
         .collect();
     targets.sort_unstable();
     println!("soak: {n} deletions, {kills} kills at about {targets:?} confirmed");
