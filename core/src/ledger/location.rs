@@ -157,24 +157,25 @@ pub fn open_read(
     })
 }
 
+impl AnyLedger {
+    /// The backend, for reading.
+    fn inner(&self) -> &dyn Ledger {
+        match self {
+            Self::Sqlite(l) => l,
+            Self::Postgres(l) => l,
+        }
+    }
+}
+
 impl Ledger for AnyLedger {
     fn location(&self) -> String {
-        match self {
-            Self::Sqlite(l) => l.location(),
-            Self::Postgres(l) => l.location(),
-        }
+        self.inner().location()
     }
     fn meta(&self) -> Option<&Meta> {
-        match self {
-            Self::Sqlite(l) => l.meta(),
-            Self::Postgres(l) => l.meta(),
-        }
+        self.inner().meta()
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.snapshot(),
-            Self::Postgres(l) => l.snapshot(),
-        }
+        self.inner().snapshot()
     }
 }
 
@@ -240,24 +241,25 @@ pub fn open_writer(
     }
 }
 
+impl AnyWriter {
+    /// The backend, for reading.
+    fn inner(&self) -> &dyn Ledger {
+        match self {
+            Self::Sqlite(l) => l,
+            Self::Postgres(l) => l,
+        }
+    }
+}
+
 impl Ledger for AnyWriter {
     fn location(&self) -> String {
-        match self {
-            Self::Sqlite(l) => l.location(),
-            Self::Postgres(l) => l.location(),
-        }
+        self.inner().location()
     }
     fn meta(&self) -> Option<&Meta> {
-        match self {
-            Self::Sqlite(l) => l.meta(),
-            Self::Postgres(l) => l.meta(),
-        }
+        self.inner().meta()
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.snapshot(),
-            Self::Postgres(l) => l.snapshot(),
-        }
+        self.inner().snapshot()
     }
 }
 

@@ -423,14 +423,9 @@ fn read_entries(
     has_origin: bool,
 ) -> Result<Vec<StateEntry>, PgError> {
     let doing = "reading entries";
-    let count: i64 = client
-        .query_one(
-            "SELECT count(*) FROM timctl.entries WHERE state = $1",
-            &[&state],
-        )
-        .map_err(query_err(location, doing))?
-        .get(0);
-    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    // Not sized from a `count(*)`: that is a second pass over the table, and a count is not
+    // something to allocate by.
+    let mut entries = Vec::new();
     let mut rows = client
         .query_raw(
             if has_origin {
