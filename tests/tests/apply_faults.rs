@@ -62,11 +62,7 @@ fn stopped_by_a_signal_then_resumed(signal: rustix::process::Signal, code: i32) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = Instant::now();
-    while fake.calls().len() < 40 {
-        assert!(waited.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    fake.wait_until("no progress", |f| f.calls().len() >= 40);
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let out: Out = child.wait_with_output().unwrap().into();
     assert_eq!(out.code, Some(code), "{}", out.all());
@@ -108,11 +104,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_state_still_opens() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = Instant::now();
-    while fake.calls().is_empty() {
-        assert!(waited.elapsed() < Duration::from_secs(30), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    fake.wait_until("no progress", |f| !f.calls().is_empty());
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -462,14 +462,7 @@ fn a_second_apply_is_refused_naming_the_holder() {
         .spawn()
         .unwrap();
     // The first holds the lock once it has started calling.
-    let waited = std::time::Instant::now();
-    while fake.stats().requests == 0 {
-        assert!(
-            waited.elapsed().as_secs() < 30,
-            "the first apply never called"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    fake.wait_until("the first apply never called", |f| f.stats().requests > 0);
     let second: Out = env
         .timctl(&["apply", "-f", m, "--auto-approve"])
         .output()

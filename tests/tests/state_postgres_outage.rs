@@ -6,7 +6,7 @@ mod apply_common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apply_common::{Env, Fake, Out, many};
 use timctl_tests::pg::PgCluster;
@@ -25,14 +25,7 @@ fn the_database_stopped_mid_apply_stops_the_calls_and_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while fake.stats().requests < 40 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "apply never called"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    fake.wait_until("apply never called", |f| f.stats().requests >= 40);
     cluster.stop_server();
     let out: Out = child.wait_with_output().unwrap().into();
     assert_eq!(out.code, Some(1), "{}", out.all());

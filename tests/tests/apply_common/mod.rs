@@ -37,6 +37,16 @@ impl Fake {
         let fake = rt.block_on(FakeTim::start(config)).unwrap();
         Fake { fake, _rt: rt }
     }
+
+    /// Waits until `ready` holds of the fake (an apply running in a child has got that far),
+    /// failing the test with `what` after 60 s.
+    pub(crate) fn wait_until(&self, what: &str, ready: impl Fn(&FakeTim) -> bool) {
+        let waited = std::time::Instant::now();
+        while !ready(&self.fake) {
+            assert!(waited.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl std::ops::Deref for Fake {
