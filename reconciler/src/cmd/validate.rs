@@ -25,25 +25,24 @@ pub(crate) enum Format {
 }
 
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
-    let result = manifest::load(&args.manifests.manifests);
-    let summary = result.as_ref().ok().map(|state| {
+    // Validating needs only the counts: the loaded state is summed up and dropped here.
+    let result = manifest::load(&args.manifests.manifests).map(|state| {
         let users: BTreeSet<_> = state.entries.iter().map(|e| &e.key.from).collect();
         (users.len(), state.entries.len(), state.files)
     });
     match args.format {
         Format::Json => {
-            let doc = match (&result, summary) {
-                (Ok(_), Some((users, conversations, files))) => serde_json::json!({
+            let doc = match &result {
+                Ok((users, conversations, files)) => serde_json::json!({
                     "valid": true,
                     "problems": [],
                     "summary": {"users": users, "conversations": conversations, "files": files},
                 }),
-                (Err(errors), _) => serde_json::json!({
+                Err(errors) => serde_json::json!({
                     "valid": false,
                     "problems": errors.problems(),
                     "summary": null,
                 }),
-                (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
             };
             crate::output::to_stdout("the result", |out| writeln!(out, "{doc:#}"))?;
         }
@@ -59,25 +58,27 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         }
         Format::Text => {}
     }
-    match (result, summary) {
-        (Ok(_), Some((users, conversations, files))) => {
+    match result {
+        Ok((users, conversations, files)) => {
             if args.format != Format::Json {
-                println!(
-                    "The manifests are valid: {users} {}, {conversations} {}, {files} {}.",
-                    plural(users, "user", "users"),
-                    plural(conversations, "conversation", "conversations"),
-                    plural(files, "file", "files")
-                );
+                crate::output::to_stdout("the result", |out| {
+                    writeln!(
+                        out,
+                        "The manifests are valid: {users} {}, {conversations} {}, {files} {}.",
+                        plural(users, "user", "users"),
+                        plural(conversations, "conversation", "conversations"),
+                        plural(files, "file", "files")
+                    )
+                })?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        (Err(errors), _) => {
+        Err(errors) => {
             if args.format == Format::Text {
                 print_problems(&errors, "validate");
             }
             Ok(ExitCode::from(1))
         }
-        (Ok(_), None) => unreachable!("a summary exists for every loaded state"),
     }
 }
 
