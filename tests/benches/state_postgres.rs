@@ -46,15 +46,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn writer(location: &StateLocation) -> AnyWriter {
-    ledger::open_writer(
+    ledger::create_or_open_writer(
         location,
         &StateName::default(),
         APP,
         "bench",
         Duration::ZERO,
-        true,
     )
-    .unwrap()
     .unwrap()
 }
 

@@ -50,15 +50,13 @@ impl Backend {
     }
 
     fn writer_named(&self, app: u64, name: &str) -> Result<AnyWriter, LedgerError> {
-        ledger::open_writer(
+        ledger::create_or_open_writer(
             &self.location(),
             &StateName::new(name).unwrap(),
             app,
             "test",
             Duration::ZERO,
-            true,
         )
-        .map(|w| w.expect("create: true always opens"))
     }
 
     fn writer(&self, app: u64) -> Result<AnyWriter, LedgerError> {
@@ -208,13 +206,12 @@ fn no_state_until_the_first_write(b: Backend) {
     assert!(r.entries().unwrap().is_empty());
     assert!(r.runs().unwrap().is_empty());
     // Opening to remove entries creates no state.
-    let none = ledger::open_writer(
+    let none = ledger::open_existing_writer(
         &b.location(),
         &StateName::default(),
         APP,
         "test",
         Duration::ZERO,
-        false,
     )
     .unwrap();
     assert!(none.is_none());

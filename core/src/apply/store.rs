@@ -82,13 +82,12 @@ impl StateStore for LocatedStore {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Option<AnyWriter>, StoreError> {
-        Ok(ledger::open_writer(
+        Ok(ledger::open_existing_writer(
             &self.location,
             &self.name,
             sdkappid,
             operation,
             lock_timeout,
-            false,
         )?)
     }
 
@@ -98,20 +97,12 @@ impl StateStore for LocatedStore {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<AnyWriter, StoreError> {
-        ledger::open_writer(
+        Ok(ledger::create_or_open_writer(
             &self.location,
             &self.name,
             sdkappid,
             operation,
             lock_timeout,
-            true,
-        )?
-        .ok_or_else(|| {
-            StoreError::Ledger(LedgerError::Io {
-                doing: "create the state",
-                path: self.location.to_string().into(),
-                source: std::io::Error::other("the backend created no state"),
-            })
-        })
+        )?)
     }
 }

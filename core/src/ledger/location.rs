@@ -1,13 +1,14 @@
 //! Where the state is, and opening it there: an SQLite file or a PostgreSQL database, chosen by
 //! the `--state` value (`postgres://…`/`postgresql://…` is PostgreSQL, anything else a path).
 //!
-//! The commands see only [`StateLocation`], [`open_read`] and [`open_writer`]; the two backends'
-//! types stay behind [`AnyLedger`] and [`AnyWriter`].
+//! The commands see only [`StateLocation`], [`open_read`], [`create_or_open_writer`] and
+//! [`open_existing_writer`]; the two backends' types stay behind [`AnyLedger`] and
+//! [`AnyWriter`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::postgres::{IfMissing, PgLedger, PgLedgerWriter, PgLocation};
+use super::postgres::{PgLedger, PgLedgerWriter, PgLocation};
 use super::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, SqliteLedger,
     SqliteLedgerWriter, StateEntry, StateLock, Written,
@@ -193,51 +194,51 @@ pub enum AnyWriter {
 }
 
 /// Takes the state's lock for `operation` (waiting up to `lock_timeout`), then opens the state
-/// for writing, creating it bound to `sdkappid` when `create` and there is none. `Ok(None)`
-/// when there is no state and `create` is false. An SQLite state creates its lock file (and
-/// directory); a PostgreSQL one writes nothing to the local disk.
-pub fn open_writer(
+/// for writing, creating it bound to `sdkappid` when there is none. An SQLite state creates its
+/// lock file (and directory); a PostgreSQL one writes nothing to the local disk.
+pub fn create_or_open_writer(
     location: &StateLocation,
     name: &StateName,
     sdkappid: u64,
     operation: &str,
     lock_timeout: Duration,
-    create: bool,
+) -> Result<AnyWriter, LedgerError> {
+    location.check_name(name)?;
+    Ok(match location {
+        StateLocation::Sqlite(path) => {
+            let lock = StateLock::acquire(path, operation, lock_timeout)?;
+            AnyWriter::Sqlite(SqliteLedgerWriter::create_or_open(path, sdkappid, lock)?)
+        }
+        StateLocation::Postgres(pg) => AnyWriter::Postgres(super::postgres::off_runtime(|| {
+            PgLedgerWriter::create_or_open(pg, name.as_str(), sdkappid, operation, lock_timeout)
+        })?),
+    })
+}
+
+/// Takes the state's lock like [`create_or_open_writer`], then opens the state for writing
+/// when there is one; `None`, with the lock released and no state created, when there is none.
+/// A state bound to another app than `sdkappid` is refused.
+pub fn open_existing_writer(
+    location: &StateLocation,
+    name: &StateName,
+    sdkappid: u64,
+    operation: &str,
+    lock_timeout: Duration,
 ) -> Result<Option<AnyWriter>, LedgerError> {
     location.check_name(name)?;
     match location {
         StateLocation::Sqlite(path) => {
             let lock = StateLock::acquire(path, operation, lock_timeout)?;
-            if create {
-                Ok(Some(AnyWriter::Sqlite(SqliteLedgerWriter::create_or_open(
-                    path, sdkappid, lock,
-                )?)))
-            } else {
-                let writer = SqliteLedgerWriter::open_existing(path, lock)?;
-                if let Some(w) = &writer {
-                    w.check_app(sdkappid)?;
-                }
-                Ok(writer.map(AnyWriter::Sqlite))
+            let writer = SqliteLedgerWriter::open_existing(path, lock)?;
+            if let Some(w) = &writer {
+                w.check_app(sdkappid)?;
             }
+            Ok(writer.map(AnyWriter::Sqlite))
         }
-        StateLocation::Postgres(pg) => {
-            let if_missing = if create {
-                IfMissing::Create
-            } else {
-                IfMissing::Nothing
-            };
-            Ok(super::postgres::off_runtime(|| {
-                PgLedgerWriter::open(
-                    pg,
-                    name.as_str(),
-                    sdkappid,
-                    operation,
-                    lock_timeout,
-                    if_missing,
-                )
-            })?
-            .map(AnyWriter::Postgres))
-        }
+        StateLocation::Postgres(pg) => Ok(super::postgres::off_runtime(|| {
+            PgLedgerWriter::open_existing(pg, name.as_str(), sdkappid, operation, lock_timeout)
+        })?
+        .map(AnyWriter::Postgres)),
     }
 }
 

@@ -18,7 +18,8 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use location::{
-    AnyLedger, AnyWriter, LocationError, StateLocation, StateName, open_read, open_writer,
+    AnyLedger, AnyWriter, LocationError, StateLocation, StateName, create_or_open_writer,
+    open_existing_writer, open_read,
 };
 pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use postgres::{PgError, PgLedger, PgLedgerWriter};

@@ -235,7 +235,7 @@ fn rm(
         return Err(missing(&location.to_string()));
     };
     let Some(mut ledger) =
-        ledger::open_writer(&location, &name, sdkappid, "state rm", lock_timeout, false)?
+        ledger::open_existing_writer(&location, &name, sdkappid, "state rm", lock_timeout)?
     else {
         return Err(missing(&location.to_string()));
     };
@@ -276,7 +276,7 @@ fn migrate(
     };
     let operation = "state migrate";
     let Some(source) =
-        ledger::open_writer(&from, &from_name, sdkappid, operation, lock_timeout, false)?
+        ledger::open_existing_writer(&from, &from_name, sdkappid, operation, lock_timeout)?
     else {
         return Err(miette!("there is no state at {from} to migrate"));
     };
@@ -288,12 +288,12 @@ fn migrate(
         )
     };
     if let Some(existing) =
-        ledger::open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout, false)?
+        ledger::open_existing_writer(&dest, &dest_name, sdkappid, operation, lock_timeout)?
     {
         return Err(refuse(&existing));
     }
-    let mut copy = ledger::open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout, true)?
-        .ok_or_else(|| miette!("the state {dest} could not be created"))?;
+    let mut copy =
+        ledger::create_or_open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout)?;
     // Between the two opens another timctl may have written a state there: never overwrite it.
     if copy.state_ref().is_some_and(|s| s.serial != 1) || !copy.entries()?.is_empty() {
         return Err(refuse(&copy));

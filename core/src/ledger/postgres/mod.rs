@@ -28,7 +28,7 @@ mod writer;
 
 pub use config::{PgLocation, SslMode};
 pub use lock::PgLockHolder;
-pub use writer::{IfMissing, PgLedgerWriter};
+pub use writer::PgLedgerWriter;
 
 /// The migrations: `MIGRATIONS[n]` takes schema version `n` to `n + 1`. Never edit one that has
 /// shipped; append. Text columns that sort are `COLLATE "C"` (byte order), the order of

@@ -28,28 +28,55 @@ pub struct PgLedgerWriter {
     holder: PgLockHolder,
 }
 
-/// What to do when the state does not exist yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IfMissing {
-    /// Create it (apply).
-    Create,
-    /// Return `None`, creating nothing (`state rm`).
-    Nothing,
-}
-
 impl PgLedgerWriter {
     /// Takes the lock of the state `name` of `sdkappid` for `operation` (waiting up to
     /// `lock_timeout`), migrates the schema, and opens the state, creating it (a fresh lineage
-    /// at serial 1) when `if_missing` says so. A refusal writes nothing.
-    pub fn open(
+    /// at serial 1) when there is none (apply, the destination of `state migrate`). A refusal
+    /// writes nothing.
+    pub fn create_or_open(
         location: &PgLocation,
         name: &str,
         sdkappid: u64,
         operation: &str,
         lock_timeout: std::time::Duration,
-        if_missing: IfMissing,
+    ) -> Result<Self, PgError> {
+        let (session, holder) =
+            Self::connect_locked(location, name, sdkappid, operation, lock_timeout)?;
+        Self::migrate_and_open(location, name, sdkappid, session, holder)
+    }
+
+    /// Takes the lock like [`create_or_open`](Self::create_or_open), then opens the state only
+    /// when it exists: `None` (the lock released, nothing written, not even the schema) when
+    /// there is none (`state rm`, the source of `state migrate`).
+    pub fn open_existing(
+        location: &PgLocation,
+        name: &str,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: std::time::Duration,
     ) -> Result<Option<Self>, PgError> {
-        let app = sdkappid_sql(sdkappid)?;
+        let (mut session, holder) =
+            Self::connect_locked(location, name, sdkappid, operation, lock_timeout)?;
+        let version = schema_version(&mut session, location)?;
+        if version == 0
+            || read_state_rows(&mut session, location, name, Some(sdkappid), version)?.is_empty()
+        {
+            return Ok(None);
+        }
+        Self::migrate_and_open(location, name, sdkappid, session, holder).map(Some)
+    }
+
+    /// Connects and takes the lock of the state `name` of `sdkappid` for `operation`, waiting up
+    /// to `lock_timeout`. The session holds the lock until it ends.
+    fn connect_locked(
+        location: &PgLocation,
+        name: &str,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: std::time::Duration,
+    ) -> Result<(postgres::Client, PgLockHolder), PgError> {
+        // An SDKAppID PostgreSQL cannot hold is refused before connecting.
+        sdkappid_sql(sdkappid)?;
         let mut session = connect(location)?;
         let holder = lock::acquire(
             &mut session,
@@ -59,15 +86,19 @@ impl PgLedgerWriter {
             operation,
             lock_timeout,
         )?;
-        if if_missing == IfMissing::Nothing {
-            let version = schema_version(&mut session, location)?;
-            if version == 0
-                || read_state_rows(&mut session, location, name, Some(sdkappid), version)?
-                    .is_empty()
-            {
-                return Ok(None);
-            }
-        }
+        Ok((session, holder))
+    }
+
+    /// Under the lock `holder` took in `session`: migrates the schema, records the holder, and
+    /// opens the state, creating it when there is none.
+    fn migrate_and_open(
+        location: &PgLocation,
+        name: &str,
+        sdkappid: u64,
+        mut session: postgres::Client,
+        holder: PgLockHolder,
+    ) -> Result<Self, PgError> {
+        let app = sdkappid_sql(sdkappid)?;
         migrate(&mut session, location)?;
         lock::write_holder(&mut session, location, name, sdkappid, &holder)?;
         let mut rows =
@@ -97,7 +128,7 @@ impl PgLedgerWriter {
                     })?
             }
         };
-        Ok(Some(Self {
+        Ok(Self {
             location: location.clone(),
             name: name.to_owned(),
             session: Session::new(session),
@@ -105,7 +136,7 @@ impl PgLedgerWriter {
             meta,
             run_row: None,
             holder,
-        }))
+        })
     }
 
     /// Who holds the lock: this process.
