@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use timctl_core::ledger::{StateLocation, StateName};
+use timctl_core::ledger::{LocatedStore, StateLocation, StateName};
 
 use crate::cmd;
 
@@ -113,6 +113,14 @@ impl Global {
     /// `--state-name`, checked.
     pub(crate) fn state_name(&self) -> miette::Result<StateName> {
         Ok(StateName::new(&self.state_name)?)
+    }
+
+    /// The state `--state` and `--state-name` name, to lock and write.
+    pub(crate) fn state_store(&self) -> miette::Result<LocatedStore> {
+        Ok(LocatedStore::new(
+            self.state_location()?,
+            self.state_name()?,
+        )?)
     }
 
     /// Whether to colour output on stderr.

@@ -15,7 +15,7 @@ use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{
-    self, AnyWriter, Deleted, Ledger, LedgerWriter, RunInfo, StateLocation, StateName,
+    self, AnyWriter, Deleted, Ledger, LedgerWriter, LocatedStore, RunInfo, StateLocation, StateName,
 };
 use timctl_core::plan::{self, Filter};
 use timctl_tests::pg::PgCluster;
@@ -46,14 +46,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn writer(location: &StateLocation) -> AnyWriter {
-    ledger::create_or_open_writer(
-        location,
-        &StateName::default(),
-        APP,
-        "bench",
-        Duration::ZERO,
-    )
-    .unwrap()
+    LocatedStore::new(location.clone(), StateName::default())
+        .unwrap()
+        .create_or_open_writer(APP, "bench", Duration::ZERO)
+        .unwrap()
 }
 
 /// A fresh state of each backend: an SQLite file in `dir`, a new database of `cluster`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{
-    self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocationError, Origin,
-    PgError, RunInfo, StateLocation, StateName,
+    self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocatedStore,
+    LocationError, Origin, PgError, RunInfo, StateLocation, StateName,
 };
 use timctl_tests::pg::PgCluster;
 
@@ -50,9 +50,7 @@ impl Backend {
     }
 
     fn writer_named(&self, app: u64, name: &str) -> Result<AnyWriter, LedgerError> {
-        ledger::create_or_open_writer(
-            &self.location(),
-            &StateName::new(name).unwrap(),
+        LocatedStore::new(self.location(), StateName::new(name).unwrap())?.create_or_open_writer(
             app,
             "test",
             Duration::ZERO,
@@ -206,14 +204,10 @@ fn no_state_until_the_first_write(b: Backend) {
     assert!(r.entries().unwrap().is_empty());
     assert!(r.runs().unwrap().is_empty());
     // Opening to remove entries creates no state.
-    let none = ledger::open_existing_writer(
-        &b.location(),
-        &StateName::default(),
-        APP,
-        "test",
-        Duration::ZERO,
-    )
-    .unwrap();
+    let none = LocatedStore::new(b.location(), StateName::default())
+        .unwrap()
+        .open_existing_writer(APP, "test", Duration::ZERO)
+        .unwrap();
     assert!(none.is_none());
     assert!(b.reader(Some(APP)).unwrap().meta().is_none());
 }

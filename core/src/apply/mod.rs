@@ -14,9 +14,9 @@
 //!    refused before anything is called; then the [`executor`] carries the plan out under the
 //!    run's one [`Stop`].
 //!
-//! Where the state lives is a [`StateStore`]: the operation never names a backend, and the
-//! lock-and-open step ([`StateStore::open_existing`], [`StateStore::create_or_open`]) is the same for `state rm` and
-//! `state migrate`.
+//! Where the state lives is a [`StateStore`]: the operation never names a backend. The binary
+//! passes a [`LocatedStore`](crate::ledger::LocatedStore), the one lock-and-open path, which
+//! `state rm` and `state migrate` use too.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub use executor::{
     Deleter, Deletion, DeletionOutcome, Event, ExecOptions, Executed, LedgerRecorder,
     MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
 };
-pub use store::{LocatedStore, StateStore, StoreError};
+pub use store::{StateStore, StoreError};
 
 /// What a plan is made from.
 #[derive(Debug)]

@@ -1,10 +1,10 @@
-//! Where the state lives, as the apply operation (and `state rm`, `state migrate`) sees it: a
-//! reader without the lock, and a writer that holds it.
+//! Where the state lives, as the apply operation sees it: a reader without the lock, and a
+//! writer that holds it.
 
 use std::time::Duration;
 
 use crate::ledger::{
-    self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LockError, StateLocation, StateName,
+    self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LocatedStore, LockError,
 };
 
 /// Why the state could not be opened or locked.
@@ -54,24 +54,16 @@ pub trait StateStore {
     ) -> Result<Self::Writer, StoreError>;
 }
 
-/// A state where `--state` says, of either backend: an SQLite file (locked by `<file>.lock`)
-/// or a named state in a PostgreSQL database (locked by a session-level advisory lock).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocatedStore {
-    /// The file or the database.
-    pub location: StateLocation,
-    /// Which of the database's states (an SQLite file holds one, `default`).
-    pub name: StateName,
-}
-
+/// The state where `--state` says, of either backend, locked and opened the way `state rm`
+/// and `state migrate` lock and open it.
 impl StateStore for LocatedStore {
     type Reader = AnyLedger;
     type Writer = AnyWriter;
 
     fn open_read(&self, sdkappid: u64) -> Result<AnyLedger, StoreError> {
         Ok(ledger::open_read(
-            &self.location,
-            &self.name,
+            self.location(),
+            self.name(),
             Some(sdkappid),
         )?)
     }
@@ -82,13 +74,7 @@ impl StateStore for LocatedStore {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<Option<AnyWriter>, StoreError> {
-        Ok(ledger::open_existing_writer(
-            &self.location,
-            &self.name,
-            sdkappid,
-            operation,
-            lock_timeout,
-        )?)
+        Ok(self.open_existing_writer(sdkappid, operation, lock_timeout)?)
     }
 
     fn create_or_open(
@@ -97,12 +83,6 @@ impl StateStore for LocatedStore {
         operation: &str,
         lock_timeout: Duration,
     ) -> Result<AnyWriter, StoreError> {
-        Ok(ledger::create_or_open_writer(
-            &self.location,
-            &self.name,
-            sdkappid,
-            operation,
-            lock_timeout,
-        )?)
+        Ok(self.create_or_open_writer(sdkappid, operation, lock_timeout)?)
     }
 }

@@ -1,8 +1,8 @@
 //! Where the state is, and opening it there: an SQLite file or a PostgreSQL database, chosen by
 //! the `--state` value (`postgres://…`/`postgresql://…` is PostgreSQL, anything else a path).
 //!
-//! The commands see only [`StateLocation`], [`open_read`], [`create_or_open_writer`] and
-//! [`open_existing_writer`]; the two backends' types stay behind [`AnyLedger`] and
+//! The commands see only [`StateLocation`], [`open_read`] and [`LocatedStore`] (the one way to
+//! lock and open a state for writing); the two backends' types stay behind [`AnyLedger`] and
 //! [`AnyWriter`].
 
 use std::path::PathBuf;
@@ -193,52 +193,109 @@ pub enum AnyWriter {
     Postgres(PgLedgerWriter),
 }
 
-/// Takes the state's lock for `operation` (waiting up to `lock_timeout`), then opens the state
-/// for writing, creating it bound to `sdkappid` when there is none. An SQLite state creates its
-/// lock file (and directory); a PostgreSQL one writes nothing to the local disk.
-pub fn create_or_open_writer(
-    location: &StateLocation,
-    name: &StateName,
-    sdkappid: u64,
-    operation: &str,
-    lock_timeout: Duration,
-) -> Result<AnyWriter, LedgerError> {
-    location.check_name(name)?;
-    Ok(match location {
-        StateLocation::Sqlite(path) => {
-            let lock = StateLock::acquire(path, operation, lock_timeout)?;
-            AnyWriter::Sqlite(SqliteLedgerWriter::create_or_open(path, sdkappid, lock)?)
-        }
-        StateLocation::Postgres(pg) => AnyWriter::Postgres(super::postgres::off_runtime(|| {
-            PgLedgerWriter::create_or_open(pg, name.as_str(), sdkappid, operation, lock_timeout)
-        })?),
-    })
+/// A state where `--state` and `--state-name` say: an SQLite file (locked by `<file>.lock`) or a
+/// named state in a PostgreSQL database (locked by a session-level advisory lock).
+///
+/// Every command that writes the state (apply, `state rm`, `state migrate`) locks and opens it
+/// through this one type, so they take the lock, refuse another app's state and create a state
+/// the same way. Its name is checked against its location when it is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocatedStore {
+    location: StateLocation,
+    name: StateName,
 }
 
-/// Takes the state's lock like [`create_or_open_writer`], then opens the state for writing
-/// when there is one; `None`, with the lock released and no state created, when there is none.
-/// A state bound to another app than `sdkappid` is refused.
-pub fn open_existing_writer(
-    location: &StateLocation,
-    name: &StateName,
-    sdkappid: u64,
-    operation: &str,
-    lock_timeout: Duration,
-) -> Result<Option<AnyWriter>, LedgerError> {
-    location.check_name(name)?;
-    match location {
-        StateLocation::Sqlite(path) => {
-            let lock = StateLock::acquire(path, operation, lock_timeout)?;
-            let writer = SqliteLedgerWriter::open_existing(path, lock)?;
-            if let Some(w) = &writer {
-                w.check_app(sdkappid)?;
+impl LocatedStore {
+    /// The state `name` at `location`; refuses a name other than the default for an SQLite
+    /// state.
+    pub fn new(location: StateLocation, name: StateName) -> Result<Self, LocationError> {
+        location.check_name(&name)?;
+        Ok(Self { location, name })
+    }
+
+    /// The file or the database.
+    pub fn location(&self) -> &StateLocation {
+        &self.location
+    }
+
+    /// Which of the database's states (an SQLite file holds one, `default`).
+    pub fn name(&self) -> &StateName {
+        &self.name
+    }
+
+    /// The app whose state this is, for a command not told which: the SDKAppID an SQLite file
+    /// is bound to, or the only app with a state of this name in a PostgreSQL database (an
+    /// error naming them when there are several). `None` when there is no state.
+    pub fn only_app(&self) -> Result<Option<u64>, LedgerError> {
+        Ok(open_read(&self.location, &self.name, None)?
+            .meta()
+            .map(|m| m.sdkappid))
+    }
+
+    /// Takes the state's lock for `operation` (waiting up to `lock_timeout`), then opens the
+    /// state for writing, creating it bound to `sdkappid` when there is none. An SQLite state
+    /// creates its lock file (and directory); a PostgreSQL one writes nothing to the local disk.
+    pub fn create_or_open_writer(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<AnyWriter, LedgerError> {
+        Ok(match &self.location {
+            StateLocation::Sqlite(path) => {
+                let lock = StateLock::acquire(path, operation, lock_timeout)?;
+                AnyWriter::Sqlite(SqliteLedgerWriter::create_or_open(path, sdkappid, lock)?)
             }
-            Ok(writer.map(AnyWriter::Sqlite))
+            StateLocation::Postgres(pg) => {
+                AnyWriter::Postgres(super::postgres::off_runtime(|| {
+                    PgLedgerWriter::create_or_open(
+                        pg,
+                        self.name.as_str(),
+                        sdkappid,
+                        operation,
+                        lock_timeout,
+                    )
+                })?)
+            }
+        })
+    }
+
+    /// Takes the state's lock like [`create_or_open_writer`](Self::create_or_open_writer),
+    /// then opens the state for writing when there is one; `None`, with the lock released and
+    /// no state created, when there is none. A state bound to another app than `sdkappid` is
+    /// refused.
+    pub fn open_existing_writer(
+        &self,
+        sdkappid: u64,
+        operation: &str,
+        lock_timeout: Duration,
+    ) -> Result<Option<AnyWriter>, LedgerError> {
+        match &self.location {
+            StateLocation::Sqlite(path) => {
+                let lock = StateLock::acquire(path, operation, lock_timeout)?;
+                let writer = SqliteLedgerWriter::open_existing(path, lock)?;
+                if let Some(w) = &writer {
+                    w.check_app(sdkappid)?;
+                }
+                Ok(writer.map(AnyWriter::Sqlite))
+            }
+            StateLocation::Postgres(pg) => Ok(super::postgres::off_runtime(|| {
+                PgLedgerWriter::open_existing(
+                    pg,
+                    self.name.as_str(),
+                    sdkappid,
+                    operation,
+                    lock_timeout,
+                )
+            })?
+            .map(AnyWriter::Postgres)),
         }
-        StateLocation::Postgres(pg) => Ok(super::postgres::off_runtime(|| {
-            PgLedgerWriter::open_existing(pg, name.as_str(), sdkappid, operation, lock_timeout)
-        })?
-        .map(AnyWriter::Postgres)),
+    }
+}
+
+impl std::fmt::Display for LocatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.location.fmt(f)
     }
 }
 

@@ -18,8 +18,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use location::{
-    AnyLedger, AnyWriter, LocationError, StateLocation, StateName, create_or_open_writer,
-    open_existing_writer, open_read,
+    AnyLedger, AnyWriter, LocatedStore, LocationError, StateLocation, StateName, open_read,
 };
 pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use postgres::{PgError, PgLedger, PgLedgerWriter};

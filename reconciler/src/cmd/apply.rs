@@ -10,7 +10,7 @@ use std::time::Duration;
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
-    self, Deletion, Event, ExecOptions, LocatedStore, Locking, Prepared, RunSummary, Source,
+    self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source,
 };
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::{Ledger, LedgerWriter};
@@ -90,10 +90,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             }
         }
     };
-    let store = LocatedStore {
-        location: global.state_location()?,
-        name: global.state_name()?,
-    };
+    let store = global.state_store()?;
     let mut prepared = apply::prepare(source, &store)?;
     let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())?;
 

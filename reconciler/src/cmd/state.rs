@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::ids::{ConversationKey, Peer, UserId};
 use timctl_core::ledger::{
-    self, AnyLedger, Ledger, LedgerWriter, PgLedger, Snapshot, StateLocation, StateName,
+    self, AnyLedger, Ledger, LedgerWriter, LocatedStore, Snapshot, StateLocation, StateName,
 };
 
 use crate::args::Global;
@@ -107,30 +107,10 @@ fn asked_app(location: &StateLocation, app: &AppArgs) -> miette::Result<Option<u
 
 /// The app whose state to lock: the one asked for, else the SDKAppID the state is bound to
 /// (SQLite) or the only app with such a state in the database (PostgreSQL). `None`: no state.
-fn app_to_lock(
-    location: &StateLocation,
-    name: &StateName,
-    app: &AppArgs,
-) -> miette::Result<Option<u64>> {
-    if let Some(id) = asked_app(location, app)? {
-        return Ok(Some(id));
-    }
-    match location {
-        StateLocation::Sqlite(path) => Ok(ledger::SqliteLedger::open_read_only(path)?
-            .meta()
-            .map(|m| m.sdkappid)),
-        StateLocation::Postgres(pg) => {
-            let apps = PgLedger::apps(pg, name.as_str())?;
-            match apps.as_slice() {
-                [] => Ok(None),
-                [one] => Ok(Some(*one)),
-                _ => Err(ledger::PgError::WhichApp {
-                    state: pg.to_string(),
-                    apps,
-                }
-                .into()),
-            }
-        }
+fn app_to_lock(store: &LocatedStore, app: &AppArgs) -> miette::Result<Option<u64>> {
+    match asked_app(store.location(), app)? {
+        Some(id) => Ok(Some(id)),
+        None => Ok(store.only_app()?),
     }
 }
 
@@ -229,15 +209,12 @@ fn rm(
         println!("Would remove {from} {peer} from the state (dry run; nothing changed).");
         return Ok(ExitCode::SUCCESS);
     }
-    let (location, name) = (global.state_location()?, global.state_name()?);
-    location.check_name(&name)?;
-    let Some(sdkappid) = app_to_lock(&location, &name, app)? else {
-        return Err(missing(&location.to_string()));
+    let store = global.state_store()?;
+    let Some(sdkappid) = app_to_lock(&store, app)? else {
+        return Err(missing(&store.to_string()));
     };
-    let Some(mut ledger) =
-        ledger::open_existing_writer(&location, &name, sdkappid, "state rm", lock_timeout)?
-    else {
-        return Err(missing(&location.to_string()));
+    let Some(mut ledger) = store.open_existing_writer(sdkappid, "state rm", lock_timeout)? else {
+        return Err(missing(&store.to_string()));
     };
     let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
     if written.affected == 0 {
@@ -257,27 +234,24 @@ fn migrate(
     to_name: Option<&str>,
     lock_timeout: std::time::Duration,
 ) -> miette::Result<ExitCode> {
-    let (from, from_name) = (global.state_location()?, global.state_name()?);
-    from.check_name(&from_name)?;
+    let from = global.state_store()?;
     let dest = StateLocation::parse(to)?;
     let dest_name = match (&dest, to_name) {
         (_, Some(name)) => StateName::new(name)?,
         (StateLocation::Sqlite(_), None) => StateName::default(),
-        (StateLocation::Postgres(_), None) => from_name.clone(),
+        (StateLocation::Postgres(_), None) => from.name().clone(),
     };
-    dest.check_name(&dest_name)?;
-    if from == dest && from_name == dest_name {
+    let dest = LocatedStore::new(dest, dest_name)?;
+    if from == dest {
         return Err(miette!(
             "--to names the state being copied ({from}); give another destination"
         ));
     }
-    let Some(sdkappid) = app_to_lock(&from, &from_name, app)? else {
+    let Some(sdkappid) = app_to_lock(&from, app)? else {
         return Err(miette!("there is no state at {from} to migrate"));
     };
     let operation = "state migrate";
-    let Some(source) =
-        ledger::open_existing_writer(&from, &from_name, sdkappid, operation, lock_timeout)?
-    else {
+    let Some(source) = from.open_existing_writer(sdkappid, operation, lock_timeout)? else {
         return Err(miette!("there is no state at {from} to migrate"));
     };
     let refuse = |dest: &dyn Ledger| {
@@ -287,13 +261,10 @@ fn migrate(
             dest.location()
         )
     };
-    if let Some(existing) =
-        ledger::open_existing_writer(&dest, &dest_name, sdkappid, operation, lock_timeout)?
-    {
+    if let Some(existing) = dest.open_existing_writer(sdkappid, operation, lock_timeout)? {
         return Err(refuse(&existing));
     }
-    let mut copy =
-        ledger::create_or_open_writer(&dest, &dest_name, sdkappid, operation, lock_timeout)?;
+    let mut copy = dest.create_or_open_writer(sdkappid, operation, lock_timeout)?;
     // Between the two opens another timctl may have written a state there: never overwrite it.
     if copy.state_ref().is_some_and(|s| s.serial != 1) || !copy.entries()?.is_empty() {
         return Err(refuse(&copy));
