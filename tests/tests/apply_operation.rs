@@ -9,8 +9,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use apply_common::{APP, Env, Fake, Out, THREE, many};
+use timctl_core::apply::{self, ApplyError, Source};
 use timctl_core::ids::ConversationKey;
-use timctl_core::ledger::{Deleted, LedgerWriter, RunInfo, SqliteLedgerWriter, StateLock};
+use timctl_core::ledger::{
+    Deleted, LedgerWriter, LocatedStore, RunInfo, SqliteLedgerWriter, StateLocation, StateLock,
+    StateName,
+};
+use timctl_core::plan::{self, StalePlan};
 
 /// `cmd` run by bash with every file it writes capped at `bytes` (RLIMIT_FSIZE) and SIGXFSZ
 /// ignored, so that a write past the cap fails as on a full disk, for any user and without
@@ -141,6 +146,41 @@ fn the_state_moving_on_while_waiting_for_the_lock_plans_again_under_it() {
     );
     assert_eq!(fake.calls().len(), 2);
     assert_eq!(env.entries().len(), 3);
+}
+
+/// The library's operation on a real state, because the binary shows a saved plan nothing
+/// before it goes for the lock, so a test cannot tell when to move the state on.
+#[test]
+fn a_saved_plan_the_state_moved_past_before_the_lock_is_refused_under_it() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    drop(other_apply(&env));
+    let plan_file = env.dir.path().join("plan.json");
+    let out = env.plan(&["--out", plan_file.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let store = LocatedStore::new(
+        StateLocation::Sqlite(env.state.clone()),
+        StateName::default(),
+    )
+    .unwrap();
+    let saved = plan::saved::read(&plan_file).unwrap();
+    let prepared = apply::prepare(Source::Saved(saved), &store).unwrap();
+    // Another apply moves the state on after the check without the lock.
+    record_alice_bob(&mut other_apply(&env));
+    let refused = prepared.lock(&store, Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ApplyError::Stale(StalePlan::SerialChanged { then, now })
+                if then.serial == 1 && now.serial == 2
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        env.entries(),
+        [("alice".to_owned(), "user:bob".to_owned(), true)],
+        "only the other apply's write"
+    );
 }
 
 #[test]

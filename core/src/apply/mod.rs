@@ -105,11 +105,25 @@ impl From<LedgerError> for ApplyError {
 #[derive(Debug)]
 pub struct Prepared<W> {
     plan: Plan,
-    /// The manifests, filter and observations, to plan again under the lock; `None` for a
-    /// saved plan.
-    replan: Option<(DesiredState, Filter, Option<Observations>)>,
-    /// The state, locked, when the plan was made again under the lock.
-    held: Option<W>,
+    from: PlannedFrom<W>,
+}
+
+/// What a prepared plan was made from, which decides what happens when the state moved on.
+#[derive(Debug)]
+enum PlannedFrom<W> {
+    /// A saved plan: carried out exactly, or refused as stale; never made again.
+    Saved,
+    /// The manifests: made again under the lock when the state moved on.
+    Manifests {
+        /// The merged manifests.
+        desired: DesiredState,
+        /// `--user`, `--exclude-user`, `--reassert`.
+        filter: Filter,
+        /// What the server's lists held (`--refresh`), reused when planning again.
+        seen: Option<Observations>,
+        /// The state, locked, when the plan was made again under the lock.
+        held: Option<W>,
+    },
 }
 
 /// Makes the plan (or checks a saved one) against the state as it is now, without the lock.
@@ -124,8 +138,7 @@ pub fn prepare<S: StateStore>(
             plan::check_state(plan.state, current.state_ref())?;
             Ok(Prepared {
                 plan,
-                replan: None,
-                held: None,
+                from: PlannedFrom::Saved,
             })
         }
         Source::Manifests {
@@ -137,8 +150,12 @@ pub fn prepare<S: StateStore>(
             let plan = make_plan(&desired, &current, &filter, seen.as_ref())?;
             Ok(Prepared {
                 plan,
-                replan: Some((desired, filter, seen)),
-                held: None,
+                from: PlannedFrom::Manifests {
+                    desired,
+                    filter,
+                    seen,
+                    held: None,
+                },
             })
         }
     }
@@ -163,7 +180,7 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
 
     /// Whether the plan was made from a saved plan file.
     pub fn is_saved(&self) -> bool {
-        self.replan.is_none()
+        matches!(self.from, PlannedFrom::Saved)
     }
 
     /// Takes the state's lock (waiting up to `lock_timeout`) and checks the state again under
@@ -175,7 +192,9 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
         lock_timeout: Duration,
     ) -> Result<Locking<W>, ApplyError> {
         let sdkappid = self.plan.app.sdkappid;
-        if let Some(writer) = self.held.take() {
+        if let PlannedFrom::Manifests { held, .. } = &mut self.from
+            && let Some(writer) = held.take()
+        {
             return Ok(Locking::Ready(self.ready(writer)));
         }
         let writer = match store.open_existing(sdkappid, OPERATION, lock_timeout)? {
@@ -184,37 +203,39 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
                 // No state (any more): refuse a saved plan made against one before creating
                 // anything; otherwise create it empty. Another apply may create and write one
                 // between the two opens: the check below sees it.
-                self.moved_on(None)?;
+                if let PlannedFrom::Saved = self.from {
+                    plan::check_state(self.plan.state, None)?;
+                }
                 store.create_or_open(sdkappid, OPERATION, lock_timeout)?
             }
         };
         writer.check_app(sdkappid)?;
-        if is_current(self.plan.state, writer.state_ref()) {
-            return Ok(Locking::Ready(self.ready(writer)));
+        let now = writer.state_ref();
+        if !is_current(self.plan.state, now) {
+            match self.from {
+                // A saved plan runs only on the state it was made against; `check_state` passes
+                // nothing else, so this refuses it as stale.
+                PlannedFrom::Saved => plan::check_state(self.plan.state, now)?,
+                PlannedFrom::Manifests {
+                    desired,
+                    filter,
+                    seen,
+                    held: _,
+                } => {
+                    let plan = make_plan(&desired, &writer, &filter, seen.as_ref())?;
+                    return Ok(Locking::Replanned(Prepared {
+                        plan,
+                        from: PlannedFrom::Manifests {
+                            desired,
+                            filter,
+                            seen,
+                            held: Some(writer),
+                        },
+                    }));
+                }
+            }
         }
-        self.moved_on(writer.state_ref())?;
-        self.replanned(writer)
-    }
-
-    /// Refuses a saved plan when the state is not the one it was made against.
-    fn moved_on(&self, now: Option<StateRef>) -> Result<(), ApplyError> {
-        if self.replan.is_none() {
-            plan::check_state(self.plan.state, now)?;
-        }
-        Ok(())
-    }
-
-    /// Plans again against the locked state, keeping the lock.
-    fn replanned(self, writer: W) -> Result<Locking<W>, ApplyError> {
-        let (desired, filter, seen) = self
-            .replan
-            .unwrap_or_else(|| unreachable!("a saved plan is refused before replanning"));
-        let plan = make_plan(&desired, &writer, &filter, seen.as_ref())?;
-        Ok(Locking::Replanned(Prepared {
-            plan,
-            replan: Some((desired, filter, seen)),
-            held: Some(writer),
-        }))
+        Ok(Locking::Ready(self.ready(writer)))
     }
 
     fn ready(self, writer: W) -> Locked<W> {
