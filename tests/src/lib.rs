@@ -38,6 +38,7 @@ pub mod conversations;
 pub mod measure;
 pub mod pg;
 pub mod run;
+pub mod state_list;
 mod timctl_bin;
 pub use conversations::{Cursors, FakeConversation, FakePeer};
 pub use run::{assert_success, succeeds};

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use apply_common::{APP, Fake, KEY, Out, conv};
 use serde_json::Value;
 use timctl_tests::FakePeer;
+use timctl_tests::state_list::StateList;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -239,22 +240,15 @@ fn assert_all(results: &[(String, Out)], code: i32, job: &Job) {
 /// each is deleted when the server lists it, or recorded as absent with no call when it does
 /// not: either way the state holds all three, and no call went anywhere else.
 fn three_in_state(fake: &Fake, checkout: &Checkout) {
-    let out: Out = timctl_tests::timctl()
-        .args(["state", "list", "--json"])
-        .env("TIMCTL_STATE", checkout.secrets().state)
-        .output()
-        .unwrap()
-        .into();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
-    let mut got: Vec<(String, String, String)> = doc["entries"]
-        .as_array()
-        .expect("entries")
+    let listed = StateList::read(
+        timctl_tests::timctl()
+            .args(["state", "list", "--json"])
+            .env("TIMCTL_STATE", checkout.secrets().state),
+    );
+    let mut got: Vec<(String, String, String)> = listed
+        .entries
         .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (s("from"), s("type"), s("peer"))
-        })
+        .map(|e| (e.from.clone(), e.kind.clone(), e.peer.clone()))
         .collect();
     got.sort();
     let want = [
@@ -263,7 +257,7 @@ fn three_in_state(fake: &Fake, checkout: &Checkout) {
         ("carol", "user", "dave"),
     ]
     .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
-    assert_eq!(got, want, "{}", out.stdout);
+    assert_eq!(got, want, "{listed:?}");
     let allowed = [
         conv("alice", 1, "bob", false),
         conv("alice", 2, "@TGS#2C5SZEAEF", false),

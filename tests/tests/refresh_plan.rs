@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
+use timctl_tests::state_list::StateList;
 use timctl_tests::{FakeConfig, FakeEndpoint, FakePeer, FakeTim, Fault, ListFault};
 
 /// The page size the lists are paged with: alice's 252 conversations are three pages.
@@ -131,24 +132,13 @@ impl Env {
         (out, changes)
     }
 
+    /// The state's entries, through `state list --json`, as (from, type:peer, origin).
     fn entries(&self) -> Vec<(String, String, String)> {
         let out = self.run(&["state", "list", "--json"]);
-        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
-        doc["entries"]
-            .as_array()
-            .unwrap()
+        StateList::parse(&out.stdout)
+            .entries
             .iter()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap().to_owned(),
-                    format!(
-                        "{}:{}",
-                        e["type"].as_str().unwrap(),
-                        e["peer"].as_str().unwrap()
-                    ),
-                    e["origin"].as_str().unwrap().to_owned(),
-                )
-            })
+            .map(|e| (e.from.clone(), e.conversation(), e.origin.clone()))
             .collect()
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use timctl_tests::state_list::StateList;
 use timctl_tests::{ConversationKey, FakeConfig, FakeTim};
 
 pub(crate) const APP: u64 = 1_400_000_001;
@@ -164,28 +165,11 @@ impl Env {
     /// The state's entries, read through `timctl state list --json`, as (from, type:peer,
     /// clear_roaming), sorted.
     pub(crate) fn entries(&self) -> Vec<(String, String, bool)> {
-        let out: Out = self
-            .timctl(&["state", "list", "--json"])
-            .output()
-            .unwrap()
-            .into();
-        assert_eq!(out.code, Some(0), "{}", out.all());
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        let mut v: Vec<_> = doc["entries"]
-            .as_array()
-            .unwrap()
+        let mut v: Vec<_> = self
+            .state_list()
+            .entries
             .iter()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap().to_owned(),
-                    format!(
-                        "{}:{}",
-                        e["type"].as_str().unwrap(),
-                        e["peer"].as_str().unwrap()
-                    ),
-                    e["clear_roaming"].as_bool().unwrap(),
-                )
-            })
+            .map(|e| (e.from.clone(), e.conversation(), e.clear_roaming))
             .collect();
         v.sort();
         v
@@ -193,13 +177,12 @@ impl Env {
 
     /// The state's (lineage, serial), or `None` when there is none.
     pub(crate) fn state_ref(&self) -> Option<(String, u64)> {
-        let out: Out = self
-            .timctl(&["state", "list", "--json"])
-            .output()
-            .unwrap()
-            .into();
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        Some((doc["lineage"].as_str()?.to_owned(), doc["serial"].as_u64()?))
+        self.state_list().state_ref()
+    }
+
+    /// `timctl state list --json`, decoded.
+    pub(crate) fn state_list(&self) -> StateList {
+        StateList::read(&mut self.timctl(&["state", "list", "--json"]))
     }
 }
 
