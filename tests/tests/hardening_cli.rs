@@ -1,6 +1,7 @@
 //! Issue 11 through the real binary: hostile input files, state paths that are not plain, and a
 //! stdout closed by its reader.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -104,6 +105,49 @@ fn a_file_uri_as_state_path_is_a_plain_file_name() {
         stdout.contains("1 entries") && stdout.contains("alice user:bob"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused_for_reading_too() {
+    // Another user who can write the directory can swap the state for one of theirs: a plan
+    // read from it would show their state (nothing to do, say) as this one's.
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let state = shared.join("state.db");
+    let lock = StateLock::acquire(&state, "test", Duration::ZERO).unwrap();
+    drop(SqliteLedgerWriter::create_or_open(&state, APP, lock).unwrap());
+    let manifest = manifest(dir.path(), 1);
+    let readers: [&[&str]; 3] = [
+        &["state", "list"],
+        &["state", "rm", "user000000", "user:peer000000", "--dry-run"],
+        &["plan", "-f", manifest.to_str().unwrap()],
+    ];
+    let run = |args: &[&str]| {
+        timctl_tests::timctl()
+            .args(args)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in readers {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("refusing the state directory")
+                && stderr.contains("mode 777")
+                && stderr.contains("chmod go-w"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+    // The sticky bit (as on /tmp) makes it safe, for readers as for writers.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = run(readers[0]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 mod copy;
 
 use super::lock::{
-    StateLock, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
+    StateLock, check_dir, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };
 use super::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
@@ -424,6 +424,12 @@ impl SqliteLedger {
         let Some(resolved) = resolve_state_for_read(path)? else {
             return Ok(none());
         };
+        // Refused as a writer refuses it: where another user can swap the state, what a reader
+        // shows is theirs (a plan with no changes, a saved plan that looks current), and a hot
+        // journal there would even have this reader write.
+        if let Some(dir) = resolved.parent() {
+            check_dir(dir)?;
+        }
         match check_file(&resolved)? {
             None => return Ok(none()),
             Some(m) if m.len() == 0 => return Ok(none()),
