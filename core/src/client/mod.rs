@@ -307,16 +307,8 @@ impl Client {
         if self.inner.stop.is_stopped() {
             return false;
         }
-        let slot = limiter.reserve();
-        if !self.sleep_until(slot).await {
+        if limiter.acquire(|t| self.sleep_until(t)).await.is_none() {
             return false;
-        }
-        // The slot's time has come, but this task may have woken late along with others: the
-        // real send times get the last word.
-        while let Some(free_at) = limiter.admit() {
-            if !self.sleep_until(free_at).await {
-                return false;
-            }
         }
         // The last look before the request leaves: nothing is sent after a stop.
         !self.inner.stop.is_stopped()
