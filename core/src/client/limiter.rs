@@ -28,6 +28,8 @@ const WINDOW: Duration = Duration::from_millis(1001);
 
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
+    /// When the limiter was made: send times are logged as offsets from it.
+    origin: Instant,
     interval: Duration,
     window_limit: usize,
     state: Mutex<State>,
@@ -57,6 +59,7 @@ impl RateLimiter {
     pub(crate) fn new(rate: f64) -> Self {
         let window_limit = (rate.ceil() as usize).max(1);
         RateLimiter {
+            origin: Instant::now(),
             interval: Duration::from_secs_f64(1.0 / rate),
             window_limit,
             state: Mutex::new(State {
@@ -133,6 +136,11 @@ impl RateLimiter {
                 }
             }
         }
+    }
+
+    /// `at` as microseconds since the limiter was made: how send times are logged.
+    pub(crate) fn micros_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// A frequency-limit answer: halve the pace for [`SLOW_DOWN_FOR`].
