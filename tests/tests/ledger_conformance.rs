@@ -45,6 +45,15 @@ impl Backend {
         }
     }
 
+    /// The schema version this timctl writes: both backends' second added the entries'
+    /// origin; PostgreSQL's third dropped the entries' foreign keys.
+    fn current_schema(&self) -> u32 {
+        match self {
+            Self::Sqlite(_) => 2,
+            Self::Postgres { .. } => 3,
+        }
+    }
+
     fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres { .. })
     }
@@ -164,9 +173,6 @@ conformance!(
     absences_keep_their_origin,
 );
 
-/// Both backends are at schema 2: the second added the entries' origin.
-const CURRENT_SCHEMA: u32 = 2;
-
 fn absences_keep_their_origin(b: Backend) {
     let mut w = b.writer(APP).unwrap();
     let run = RunInfo::new("d");
@@ -226,7 +232,7 @@ fn create_then_reopen_keeps_lineage(b: Backend) {
     let meta = w.meta().unwrap().clone();
     assert_eq!(meta.sdkappid, APP);
     assert_eq!(meta.state.serial, 1, "creation is the first write");
-    assert_eq!(meta.schema_version, CURRENT_SCHEMA);
+    assert_eq!(meta.schema_version, b.current_schema());
     assert_eq!(meta.created_by, env!("CARGO_PKG_VERSION"));
     drop(w);
     let again = b.writer(APP).unwrap();
@@ -409,7 +415,7 @@ fn a_newer_schema_is_refused_and_left_alone(b: Backend) {
     let err = b.reader(Some(APP)).unwrap_err();
     assert!(newer(&err), "{err:?}");
     // Left untouched: put the version back and everything is there.
-    b.set_schema_version(CURRENT_SCHEMA);
+    b.set_schema_version(b.current_schema());
     assert_eq!(listing(&b.reader(Some(APP)).unwrap()).len(), 1);
 }
 
@@ -419,7 +425,7 @@ fn an_older_schema_is_migrated(b: Backend) {
     assert!(r.meta().is_none(), "version 0 holds no state");
     drop(r);
     let mut w = b.writer(APP).unwrap();
-    assert_eq!(w.meta().unwrap().schema_version, CURRENT_SCHEMA);
+    assert_eq!(w.meta().unwrap().schema_version, b.current_schema());
     w.record_deleted(&RunInfo::new("d"), &[deleted("a", "user:b", false, 1)])
         .unwrap();
     drop(w);
@@ -579,4 +585,68 @@ fn postgres_lock_goes_with_the_session() {
         !message.contains(PgCluster::shared().password()),
         "{message}"
     );
+}
+
+/// A state written by an earlier timctl at PostgreSQL schema 2 (a frozen fixture, with foreign
+/// keys on its entries) is migrated by the first writer, keeping its lineage, serial, runs and
+/// entries; the foreign keys are gone, and recording goes on.
+#[test]
+fn postgres_schema_2_state_is_migrated_keeping_everything() {
+    let b = Backend::postgres();
+    let Backend::Postgres { db } = &b else {
+        unreachable!("made as PostgreSQL")
+    };
+    let mut admin = PgCluster::shared().admin_on(db);
+    admin
+        .batch_execute(&format!(
+            "SET ROLE {}; {}",
+            timctl_tests::pg::ROLE,
+            include_str!("../fixtures/postgres/schema-2.sql")
+        ))
+        .unwrap();
+    let foreign_keys = |admin: &mut ::postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_constraint
+                 WHERE conrelid = 'timctl.entries'::regclass AND contype = 'f'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        foreign_keys(&mut admin),
+        2,
+        "the fixture is schema 2 as shipped"
+    );
+    let before = b.reader(Some(APP)).unwrap();
+    let meta = before.meta().unwrap().clone();
+    assert_eq!((meta.schema_version, meta.state.serial), (2, 7));
+    let entries = before.entries().unwrap();
+    let runs = before.runs().unwrap();
+    drop(before);
+    assert_eq!(entries.len(), 3);
+    assert_eq!(runs.len(), 2);
+
+    let mut w = b.writer(APP).unwrap();
+    assert_eq!(w.meta().unwrap().schema_version, 3);
+    assert_eq!(foreign_keys(&mut admin), 0);
+    w.record_deleted(
+        &RunInfo::new("after"),
+        &[deleted("carol", "group:@TGS#new", false, 1_700_000_300)],
+    )
+    .unwrap();
+    drop(w);
+
+    let after = b.reader(Some(APP)).unwrap();
+    let meta_after = after.meta().unwrap();
+    assert_eq!(meta_after.state.lineage, meta.state.lineage);
+    assert_eq!(meta_after.state.serial, 8, "one write since");
+    let mut kept = after.entries().unwrap();
+    kept.retain(|e| e.key.peer.to_string() != "group:@TGS#new");
+    assert_eq!(
+        kept, entries,
+        "every old entry, its origin and run included"
+    );
+    assert_eq!(after.runs().unwrap()[..2], runs[..]);
 }

@@ -25,7 +25,17 @@ pub struct PgLedgerWriter {
     meta: Meta,
     /// The `runs` row of the last run recorded, so each batch need not look it up.
     run_row: Option<(uuid::Uuid, i64)>,
+    /// The batch statements, prepared on this session at their first use: a batch is then one
+    /// round trip (bind and execute), not a parse and a describe as well.
+    statements: Statements,
     holder: PgLockHolder,
+}
+
+/// The session's prepared batch statements, each `None` until first used.
+#[derive(Debug, Default)]
+struct Statements {
+    record: Option<postgres::Statement>,
+    forget: Option<postgres::Statement>,
 }
 
 /// What to do when the state does not exist yet.
@@ -104,6 +114,7 @@ impl PgLedgerWriter {
             state,
             meta,
             run_row: None,
+            statements: Statements::default(),
             holder,
         }))
     }
@@ -175,21 +186,14 @@ impl PgLedgerWriter {
         Ok(())
     }
 
-    /// The `runs` row of `run`, inserted inside `tx` when it is not there yet; `known` is the
-    /// row this writer already looked up, if it is `run`'s.
+    /// The `runs` row of `run`, inserted when it is not there yet.
     fn run_row(
-        tx: &mut postgres::Transaction<'_>,
+        client: &mut impl postgres::GenericClient,
         location: &PgLocation,
         state: i64,
-        known: Option<(uuid::Uuid, i64)>,
         run: &RunInfo,
     ) -> Result<i64, PgError> {
-        if let Some((id, row)) = known
-            && id == run.run_id
-        {
-            return Ok(row);
-        }
-        Ok(tx
+        Ok(client
             .query_one(
                 "WITH new AS (
                     INSERT INTO timctl.runs (state, run_id, timctl_version, manifest_digest, started_at)
@@ -207,22 +211,43 @@ impl PgLedgerWriter {
             .map_err(query_err(location, "recording the run"))?
             .get(0))
     }
-
-    /// Bumps the serial inside `tx`.
-    fn bump(&self, tx: &mut postgres::Transaction<'_>) -> Result<StateRef, PgError> {
-        let serial: i64 = tx
-            .query_one(
-                "UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial",
-                &[&self.state],
-            )
-            .map_err(query_err(&self.location, "bumping the serial"))?
-            .get(0);
-        Ok(StateRef {
-            lineage: self.meta.state.lineage,
-            serial: serial as u64,
-        })
-    }
 }
+
+/// The columns of `timctl.entries` a batch writes, from `unnest` of one array per column.
+const UPSERT_ENTRIES: &str = "INSERT INTO timctl.entries
+        (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+     SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[],
+                              $6::bigint[], $7::bigint[], $8::text[])
+     ON CONFLICT (state, from_account, kind, peer) DO UPDATE SET
+        clear_roaming = excluded.clear_roaming,
+        deleted_at = excluded.deleted_at,
+        run = excluded.run,
+        origin = excluded.origin";
+
+/// One batch of records as one statement, so one transaction and one round trip: the upsert,
+/// and the serial bump it causes. A data-modifying `WITH` always runs to completion, whether or
+/// not the outer statement reads it.
+fn record_sql() -> String {
+    format!(
+        "WITH written AS ({UPSERT_ENTRIES} RETURNING 1)
+         UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial"
+    )
+}
+
+/// One batch of forgets as one statement: the deletion, and a serial bump only when it removed
+/// something (a write that changes nothing keeps the serial). Returns the rows removed and the
+/// new serial (NULL when nothing was removed).
+const FORGET: &str = "WITH gone AS (
+        DELETE FROM timctl.entries e
+        USING unnest($2::text[], $3::smallint[], $4::text[]) AS f(from_account, kind, peer)
+        WHERE e.state = $1 AND e.from_account = f.from_account AND e.kind = f.kind
+          AND e.peer = f.peer
+        RETURNING 1),
+     bumped AS (
+        UPDATE timctl.states SET serial = serial + 1
+        WHERE id = $1 AND EXISTS (SELECT 1 FROM gone)
+        RETURNING serial)
+     SELECT (SELECT count(*) FROM gone), (SELECT serial FROM bumped)";
 
 /// A batch of entries as columns, for one `INSERT … SELECT FROM unnest(…)`: one statement per
 /// batch, not one per entry.
@@ -262,25 +287,21 @@ impl<'a> Columns<'a> {
         tx: &mut postgres::Transaction<'_>,
         state: i64,
     ) -> Result<u64, postgres::Error> {
-        tx.execute(
-            "INSERT INTO timctl.entries (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
-             SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[], $8::text[])
-             ON CONFLICT (state, from_account, kind, peer) DO UPDATE SET
-                clear_roaming = excluded.clear_roaming,
-                deleted_at = excluded.deleted_at,
-                run = excluded.run,
-                origin = excluded.origin",
-            &[
-                &state,
-                &self.from,
-                &self.kind,
-                &self.peer,
-                &self.clear_roaming,
-                &self.deleted_at,
-                &self.run,
-                &self.origin,
-            ],
-        )
+        tx.execute(UPSERT_ENTRIES, &self.params(&state))
+    }
+
+    /// The statement parameters: the state, then one array per column.
+    fn params<'p>(&'p self, state: &'p i64) -> [&'p (dyn postgres::types::ToSql + Sync); 8] {
+        [
+            state,
+            &self.from,
+            &self.kind,
+            &self.peer,
+            &self.clear_roaming,
+            &self.deleted_at,
+            &self.run,
+            &self.origin,
+        ]
     }
 }
 
@@ -318,17 +339,23 @@ impl PgLedgerWriter {
 }
 
 impl PgLedgerWriter {
-    fn begin_run_blocking(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
-        let location = self.location.clone();
+    /// The `runs` row of `run`: the one this writer last used, or one inserted (or found) now,
+    /// in a statement of its own. A run row without entries is harmless, and apply writes it
+    /// before its first call anyway.
+    fn ensure_run_row(&mut self, run: &RunInfo) -> Result<i64, LedgerError> {
+        if let Some((id, row)) = self.run_row
+            && id == run.run_id
+        {
+            return Ok(row);
+        }
         let session = self.session.get_mut();
-        let mut tx = session
-            .transaction()
-            .map_err(query_err(&location, "starting a write"))?;
-        let row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
-        tx.commit()
-            .map_err(query_err(&location, "recording the run"))?;
+        let row = Self::run_row(session, &self.location, self.state, run)?;
         self.run_row = Some((run.run_id, row));
-        Ok(())
+        Ok(row)
+    }
+
+    fn begin_run_blocking(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        self.ensure_run_row(run).map(drop)
     }
 
     fn record_blocking(
@@ -343,12 +370,7 @@ impl PgLedgerWriter {
                 affected: 0,
             });
         }
-        let location = self.location.clone();
-        let session = self.session.get_mut();
-        let mut tx = session
-            .transaction()
-            .map_err(query_err(&location, "starting a write"))?;
-        let run_row = Self::run_row(&mut tx, &location, self.state, self.run_row, run)?;
+        let run_row = self.ensure_run_row(run)?;
         // One statement cannot update a row twice; should a batch name one conversation twice,
         // its last deletion wins, as it would in two batches.
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
@@ -358,22 +380,25 @@ impl PgLedgerWriter {
                 cols.push(&d.key, d.clear_roaming, d.deleted_at, run_row, origin);
             }
         }
-        cols.upsert(&mut tx, self.state)
-            .map_err(query_err(&location, "recording deletions"))?;
-        let serial: i64 = tx
-            .query_one(
-                "UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial",
-                &[&self.state],
-            )
-            .map_err(query_err(&location, "bumping the serial"))?
+        let location = &self.location;
+        let doing = "recording deletions";
+        let session = self.session.get_mut();
+        let statement = match &self.statements.record {
+            Some(statement) => statement,
+            None => self.statements.record.insert(
+                session
+                    .prepare(&record_sql())
+                    .map_err(query_err(location, doing))?,
+            ),
+        };
+        let serial: i64 = session
+            .query_one(statement, &cols.params(&self.state))
+            .map_err(query_err(location, doing))?
             .get(0);
-        tx.commit()
-            .map_err(query_err(&location, "committing deletions"))?;
         let state = StateRef {
             lineage: self.meta.state.lineage,
             serial: serial as u64,
         };
-        self.run_row = Some((run.run_id, run_row));
         self.meta.state = state;
         Ok(Written {
             state,
@@ -382,41 +407,39 @@ impl PgLedgerWriter {
     }
 
     fn forget_blocking(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
-        let unchanged = Written {
-            state: self.meta.state,
-            affected: 0,
-        };
         if batch.is_empty() {
-            return Ok(unchanged);
+            return Ok(Written {
+                state: self.meta.state,
+                affected: 0,
+            });
         }
-        let location = self.location.clone();
-        let mut session = lock_client(&self.session);
-        let mut tx = session
-            .transaction()
-            .map_err(query_err(&location, "starting a write"))?;
+        let location = &self.location;
+        let doing = "forgetting entries";
         let from: Vec<&str> = batch.iter().map(|k| k.from.as_str()).collect();
         let kind: Vec<i16> = batch.iter().map(|k| kind_code(k.peer.kind())).collect();
         let peer: Vec<&str> = batch.iter().map(|k| k.peer.id()).collect();
-        let affected = tx
-            .execute(
-                "DELETE FROM timctl.entries e
-                 USING unnest($2::text[], $3::smallint[], $4::text[]) AS f(from_account, kind, peer)
-                 WHERE e.state = $1 AND e.from_account = f.from_account AND e.kind = f.kind
-                   AND e.peer = f.peer",
-                &[&self.state, &from, &kind, &peer],
-            )
-            .map_err(query_err(&location, "forgetting entries"))?;
-        if affected == 0 {
-            // Nothing changed, so this was not a write: the serial stays.
-            return Ok(unchanged);
+        let session = self.session.get_mut();
+        let statement = match &self.statements.forget {
+            Some(statement) => statement,
+            None => self.statements.forget.insert(
+                session
+                    .prepare(FORGET)
+                    .map_err(query_err(location, doing))?,
+            ),
+        };
+        let row = session
+            .query_one(statement, &[&self.state, &from, &kind, &peer])
+            .map_err(query_err(location, doing))?;
+        let (affected, serial): (i64, Option<i64>) = (row.get(0), row.get(1));
+        // Nothing removed was not a write: the serial stays.
+        if let Some(serial) = serial {
+            self.meta.state = StateRef {
+                lineage: self.meta.state.lineage,
+                serial: serial as u64,
+            };
         }
-        let state = self.bump(&mut tx)?;
-        tx.commit()
-            .map_err(query_err(&location, "committing forgotten entries"))?;
-        drop(session);
-        self.meta.state = state;
         Ok(Written {
-            state,
+            state: self.meta.state,
             affected: affected as usize,
         })
     }
