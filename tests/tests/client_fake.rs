@@ -1,5 +1,5 @@
 //! The API client against fake-tim over loopback: success, each error class, retries, the
-//! fatal stop, the rate limit, and UserSig renewal.
+//! fatal stop, and UserSig renewal. (The rate limit under load: `client_send_times.rs`.)
 
 use std::time::Duration;
 
@@ -296,42 +296,6 @@ async fn a_fatal_answer_stops_all_in_flight_work() {
     );
     // Without the stop, 500 calls at 197/s would take 2.5 s.
     eprintln!("all 500 calls returned after {:?}", started.elapsed());
-}
-
-#[tokio::test]
-async fn a_thousand_calls_at_the_default_rate_never_trip_the_limit() {
-    let fake = FakeTim::start(fake_config()).await.unwrap();
-    fake.update(|c| c.latency = (Duration::from_millis(20), Duration::from_millis(80)));
-    let client = Client::new(config(&fake)).unwrap();
-    // Up to 64 in flight, as apply runs them.
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-    let tasks: Vec<_> = (0..1000)
-        .map(|i| {
-            let client = client.clone();
-            let sem = sem.clone();
-            tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await.unwrap();
-                call(
-                    &client,
-                    &one_to_one(
-                        &format!("user{}", i % 50),
-                        &format!("peer{i}"),
-                        Some(i % 2 == 0),
-                    ),
-                )
-                .await
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), Outcome::Success(()));
-    }
-    let s = fake.stats();
-    assert_eq!(s.frequency_limited, 0, "{s:?}");
-    assert!(s.max_in_any_second <= 200, "{s:?}");
-    assert_eq!(s.requests, 1000);
-    assert_eq!(fake.deletions().len(), 1000);
-    assert_eq!(client.stats().retries, 0);
 }
 
 #[tokio::test]

@@ -236,3 +236,57 @@ fn the_app_defaults_to_the_manifests() {
         "made for alice, checked for the admin"
     );
 }
+
+/// Runs `timctl usersig --verify -` with `input` written to its stdin from another thread; the
+/// writer's result says whether the command took the whole input.
+fn verify_from_stdin(input: Vec<u8>) -> (std::process::Output, std::io::Result<()>) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = timctl_tests::timctl()
+        .args([
+            "usersig",
+            "--verify",
+            "-",
+            "--sdkappid",
+            "1400000001",
+            "--identifier",
+            "administrator",
+        ])
+        .env("TIMCTL_SECRET_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    (out, writer.join().unwrap())
+}
+
+/// `--verify -` reads the UserSig from stdin, but never more than 64 KiB of it: a larger input
+/// is refused with a clear error before it is read whole.
+#[test]
+fn verify_from_stdin_is_bounded() {
+    let key = SecretKey::new(KEY).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = usersig::make(1400000001, "administrator", &key, now, 3600);
+    let (out, written) = verify_from_stdin(format!("{sig}\n").into_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("valid: "),
+        "{}",
+        text(&out.stdout)
+    );
+    written.unwrap();
+
+    // 16 MiB: far more than the pipe buffers, so the writer only finishes if it is all read.
+    let (out, written) = verify_from_stdin(vec![b'A'; 16 << 20]);
+    fails_saying(&out, "more than 64 KiB");
+    assert!(text(&out.stdout).is_empty());
+    let err = written.expect_err("the command stopped reading at the cap");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+}

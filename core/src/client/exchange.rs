@@ -168,18 +168,15 @@ fn too_large<R>(declared: Option<u64>) -> Answer<R> {
     }
 }
 
-/// A `Retry-After` header in delay-seconds. The HTTP-date form is not used by the API's
-/// gateways and is ignored (the backoff then decides alone).
+/// A `Retry-After` header's delay from now, in either of its forms (see
+/// [`super::retry::retry_after_delay`]); absent, unreadable or garbage is `None`.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
+    let value = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .ok()?;
+    super::retry::retry_after_delay(value, jiff::Timestamp::now())
 }
 
 /// The rustls verdict on the server's certificate, if that is what `e` is (directly or inside

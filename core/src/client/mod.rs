@@ -302,24 +302,15 @@ impl Client {
         }
     }
 
-    /// Waits for a send slot of `limiter`; false when the run was stopped meanwhile.
-    async fn wait_for_slot(&self, limiter: &RateLimiter) -> bool {
+    /// Waits for a send slot of `limiter`: the instant the send was admitted at, or `None`
+    /// when the run was stopped meanwhile.
+    async fn wait_for_slot(&self, limiter: &RateLimiter) -> Option<tokio::time::Instant> {
         if self.inner.stop.is_stopped() {
-            return false;
+            return None;
         }
-        let slot = limiter.reserve();
-        if !self.sleep_until(slot).await {
-            return false;
-        }
-        // The slot's time has come, but this task may have woken late along with others: the
-        // real send times get the last word.
-        while let Some(free_at) = limiter.admit() {
-            if !self.sleep_until(free_at).await {
-                return false;
-            }
-        }
+        let admitted = limiter.acquire(|t| self.sleep_until(t)).await?;
         // The last look before the request leaves: nothing is sent after a stop.
-        !self.inner.stop.is_stopped()
+        (!self.inner.stop.is_stopped()).then_some(admitted)
     }
 
     /// Records the first fatal failure, raises the run's stop signal, and returns it as this
@@ -355,10 +346,18 @@ impl Client {
         let limiter = self.limiter::<E>();
         let mut progress = Progress::default();
         loop {
-            if !self.wait_for_slot(&limiter).await {
+            let Some(admitted) = self.wait_for_slot(&limiter).await else {
                 return Outcome::Stopped;
-            }
+            };
             progress.attempts += 1;
+            // One event per request on the wire, with the time the limiter admitted it: the
+            // rate as the client kept it, apart from the network's jitter on the way.
+            tracing::trace!(
+                endpoint = E::PATH,
+                attempt = progress.attempts,
+                sent_at_us = limiter.micros_since_origin(admitted),
+                "sending"
+            );
             self.inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let (sig, generation) = self.inner.signer.current();
             let answer = self.exchange::<E>(&body, &sig).await;

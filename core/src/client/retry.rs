@@ -38,6 +38,42 @@ impl RetryPolicy {
     }
 }
 
+/// A `Retry-After` header's value as a delay from `now` (RFC 9110 §10.2.3): delay-seconds, or
+/// an HTTP-date in any of the three forms a recipient must accept (IMF-fixdate, the obsolete
+/// RFC 850 and asctime forms). A date already past means no wait; a value that is neither is
+/// `None`, and the backoff decides alone. The caller caps the result like any delay
+/// ([`RetryPolicy::delay`]). `now` is a parameter so that the rule is tested without a clock.
+pub(crate) fn retry_after_delay(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // So many digits that they overflow are still "wait a very long time", capped later.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = http_date(value)?;
+    let wait = now.duration_until(at);
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7): IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, which RFC 2822
+/// parsing covers), RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) or asctime
+/// (`Sun Nov  6 08:49:37 1994`), all in UTC.
+fn http_date(value: &str) -> Option<jiff::Timestamp> {
+    static IMF_FIXDATE: jiff::fmt::rfc2822::DateTimeParser =
+        jiff::fmt::rfc2822::DateTimeParser::new();
+    if let Ok(at) = IMF_FIXDATE.parse_timestamp(value) {
+        return Some(at);
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+        .into_iter()
+        .find_map(|format| {
+            let datetime = jiff::fmt::strtime::parse(format, value)
+                .ok()?
+                .to_datetime()
+                .ok()?;
+            jiff::tz::Offset::UTC.to_timestamp(datetime).ok()
+        })
+}
+
 /// One attempt's answer, before the policy looks at it. Foreign text in it (`info`,
 /// `reason`) has already been scrubbed of secrets.
 #[derive(Debug)]
@@ -305,6 +341,44 @@ mod tests {
             Next::Retry { after, .. } => assert_eq!(after, Duration::from_millis(800)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `Retry-After` in either form: delay-seconds, or an HTTP-date counted from `now` (a date
+    /// past is no wait); anything else is ignored.
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now: jiff::Timestamp = "1994-11-06T08:49:30Z".parse().unwrap();
+        let secs = Duration::from_secs;
+        let cases = [
+            ("120", Some(secs(120))),
+            (" 0 ", Some(secs(0))),
+            ("99999999999999999999999", Some(secs(u64::MAX))),
+            ("Sun, 06 Nov 1994 08:49:37 GMT", Some(secs(7))),
+            ("Sun, 06 Nov 1994 09:49:30 GMT", Some(secs(3600))),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", Some(secs(7))),
+            ("Sun Nov  6 08:49:37 1994", Some(secs(7))),
+            // In the past, or this very second: retry after the backoff alone.
+            ("Sun, 06 Nov 1994 08:49:30 GMT", Some(Duration::ZERO)),
+            ("Sat, 01 Jan 1994 00:00:00 GMT", Some(Duration::ZERO)),
+            // Garbage, a negative or fractional number, an impossible date, a weekday that
+            // does not match: as if absent.
+            ("", None),
+            ("soon", None),
+            ("-5", None),
+            ("1.5", None),
+            ("+5", None),
+            ("Sun, 32 Nov 1994 08:49:37 GMT", None),
+            ("Mon, 06 Nov 1994 08:49:37 GMT", None),
+            ("Sun, 06 Nov 1994 08:49:37 GMT trailing", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(retry_after_delay(value, now), want, "{value:?}");
+        }
+        // A date an hour away is still held to the cap.
+        let far = retry_after_delay("Sun, 06 Nov 1994 09:49:30 GMT", now);
+        assert_eq!(POLICY.delay(1, 0.0, far), POLICY.max_backoff);
+        let near = retry_after_delay("Sun, 06 Nov 1994 08:49:30 GMT", now);
+        assert_eq!(POLICY.delay(1, 0.0, near), Duration::from_millis(100));
     }
 
     #[test]

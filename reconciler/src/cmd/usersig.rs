@@ -29,6 +29,35 @@ pub(crate) struct Args {
     pub(crate) manifests: crate::args::ManifestArgs,
 }
 
+/// The most bytes `--verify -` reads. A UserSig is a few hundred bytes (a deflated JSON
+/// document of six short fields, base64-encoded); anything far larger is not one, and reading it
+/// whole would let a runaway pipe fill memory.
+const MAX_USERSIG_BYTES: u64 = 64 * 1024;
+
+/// Reads a UserSig from `input`: at most [`MAX_USERSIG_BYTES`] + 1 bytes, so that an oversized
+/// input is refused without being held.
+fn read_usersig(input: impl std::io::Read) -> miette::Result<String> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_USERSIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .into_diagnostic()
+        .wrap_err("reading the UserSig from stdin")?;
+    if bytes.len() as u64 > MAX_USERSIG_BYTES {
+        return Err(miette::miette!(
+            help = "pipe the UserSig alone (a few hundred bytes) into `timctl usersig --verify -`",
+            "stdin holds more than {} KiB, too much for a UserSig",
+            MAX_USERSIG_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        miette::miette!(
+            help = "pipe the UserSig alone into `timctl usersig --verify -`",
+            "stdin is not UTF-8 text, so it does not hold a UserSig"
+        )
+    })
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,12 +105,7 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let sig = if sig == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .into_diagnostic()
-            .wrap_err("reading the UserSig from stdin")?;
-        s
+        read_usersig(std::io::stdin().lock())?
     } else {
         sig.clone()
     };
