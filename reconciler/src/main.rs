@@ -13,6 +13,7 @@ mod credentials;
 mod output;
 mod progress;
 
+use crate::output::eprintln_lossy;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
                 Some(errors) if errors.to_string() == report.to_string() => {
                     cmd::validate::print_problems(errors, "load")
                 }
-                _ => eprintln!("{report:?}"),
+                _ => eprintln_lossy!("{report:?}"),
             }
             ExitCode::from(1)
         }

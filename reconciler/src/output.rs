@@ -3,8 +3,31 @@
 //! A closed stdout (`timctl plan | head -1`) is not an error: the reader has what it wanted.
 //! Rust ignores SIGPIPE, so the write fails with `BrokenPipe`; timctl then stops writing and
 //! exits quietly with status 0, as ripgrep does. Any other write error is reported.
+//!
+//! Standard error is written with [`eprintln_lossy!`] and [`eprint_lossy!`], never `eprintln!`,
+//! which panics when stderr is closed (`timctl apply 2>&1 | head`): a lost warning must not
+//! turn a finished, recorded run into exit 101.
 
 use std::io::Write;
+
+/// `eprintln!` without its panic: a line to a closed stderr is lost, and nothing else.
+macro_rules! eprintln_lossy {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use eprintln_lossy;
+
+/// `eprint!` without its panic: text to a closed stderr is lost, and nothing else.
+macro_rules! eprint_lossy {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, $($arg)*).and_then(|()| stderr.flush());
+    }};
+}
+pub(crate) use eprint_lossy;
 
 use miette::{Context, IntoDiagnostic};
 

@@ -176,16 +176,9 @@ fn plan_refresh_into_a_closed_stdout() {
 }
 
 /// `timctl apply -f MANIFEST --auto-approve` prints the plan on stdout before it starts: into a
-/// closed pipe, it stops there, quietly and with exit 0, having changed nothing.
-///
-/// FIXME: exit 0 says the apply succeeded, yet nothing was deleted. With `--auto-approve`
-/// nobody has to read the plan, so the run should go on (as it does when only the summary line
-/// is lost, above), or at least fail with "nothing was changed". The fix belongs in
-/// `reconciler/src/cmd/apply.rs` (`approve`, where the plan's `ClosedStdout` is passed up to
-/// `main`'s quiet exit); this test pins today's behaviour until then. No record is at risk: no
-/// call is made.
+/// closed pipe the plan is lost, and the run goes on (nobody had to read it to approve it).
 #[test]
-fn apply_stops_unrecorded_when_the_plan_meets_a_closed_stdout() {
+fn auto_approved_apply_goes_on_when_the_plan_meets_a_closed_stdout() {
     let fake = Fake::start(|_| {});
     let env = Env::new(&fake, &many(USERS, PER_USER));
     let manifest = env.manifest.to_str().unwrap();
@@ -193,9 +186,83 @@ fn apply_stops_unrecorded_when_the_plan_meets_a_closed_stdout() {
         env.timctl(&["apply", "-f", manifest, "--auto-approve"]),
         Close::AtOnce,
     );
-    exited_without_panicking(&out, "apply -f");
+    exited_without_panicking(&out, "apply -f --auto-approve");
     assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(fake.deletions().is_empty());
+    let deleted = confirmed_deletions_are_recorded(&fake, &env, "apply -f --auto-approve");
+    assert_eq!(deleted, USERS * PER_USER);
+}
+
+/// Without `--auto-approve`, a plan that cannot be shown cannot be approved: apply refuses,
+/// exit 1, saying nothing was changed, and makes no call.
+#[test]
+fn apply_asking_for_approval_refuses_when_the_plan_meets_a_closed_stdout() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(USERS, PER_USER));
+    let manifest = env.manifest.to_str().unwrap();
+    let out = run_into_closed_stdout(env.timctl(&["apply", "-f", manifest]), Close::AtOnce);
+    exited_without_panicking(&out, "apply -f");
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("stdout was closed") && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.all()
+    );
     assert_eq!(fake.stats().requests, 0);
     assert_eq!(env.state_ref(), None, "no state was written");
+}
+
+/// A closed stderr (`timctl apply 2>&1 | head`): the warnings apply prints at the end are lost,
+/// and nothing else; the run is recorded and exits as it would have.
+#[test]
+fn apply_warnings_into_a_closed_stderr() {
+    let fake = Fake::start(|c| {
+        // A user that does not exist: a warning on stderr at the end of the run.
+        c.users.insert("u1".into(), 50001);
+    });
+    let env = Env::new(&fake, &many(USERS, PER_USER));
+    let manifest = env.manifest.to_str().unwrap();
+    let mut child = env
+        .timctl(&["apply", "-f", manifest, "--auto-approve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out: Out = child.wait_with_output().unwrap().into();
+    assert_ne!(out.code, Some(101), "{}", out.all());
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains("Apply complete"), "{}", out.all());
+    confirmed_deletions_are_recorded(&fake, &env, "apply, stderr closed");
+    assert_eq!(
+        env.entries().len(),
+        USERS * PER_USER,
+        "50001 counts as done"
+    );
+}
+
+/// `state rm` and `usersig` print one line on stdout: into a closed pipe it is lost, quietly,
+/// and the state change it reports is made all the same.
+#[test]
+fn one_line_commands_into_a_closed_stdout() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(1, 2));
+    let manifest = env.manifest.to_str().unwrap();
+    let out = env.apply(&[]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+
+    let out = run_into_closed_stdout(
+        env.timctl(&["state", "rm", "u0", "user:p0", "-f", manifest]),
+        Close::AtOnce,
+    );
+    exited_without_panicking(&out, "state rm");
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        env.entries().len(),
+        1,
+        "removed although nobody read the line"
+    );
+
+    let out = run_into_closed_stdout(env.timctl(&["usersig", "-f", manifest]), Close::AtOnce);
+    exited_without_panicking(&out, "usersig");
+    assert_eq!(out.code, Some(0), "{}", out.all());
 }

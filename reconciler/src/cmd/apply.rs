@@ -18,6 +18,7 @@ use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::Global;
+use crate::output::{eprint_lossy, eprintln_lossy};
 use crate::progress::Output;
 
 #[derive(Debug, clap::Args)]
@@ -111,7 +112,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         match prepared.lock(&store, exec.lock_timeout)? {
             Locking::Ready(locked) => break locked,
             Locking::Replanned(again) => {
-                eprintln!(
+                eprintln_lossy!(
                     "The state changed while this apply waited for the lock; it planned again \
                      under the lock:"
                 );
@@ -177,7 +178,7 @@ fn rate(flag: Option<u32>, quiet: bool) -> miette::Result<f64> {
         None => client::default_rate(documented),
     };
     if rate > f64::from(documented) && !quiet {
-        eprintln!(
+        eprintln_lossy!(
             "warning: --rate {rate} is above the documented limit of {documented} calls per second; \
              use it only if Tencent raised your app's quota, or calls will be refused (60007)"
         );
@@ -194,10 +195,23 @@ fn approve<W: LedgerWriter + Send + 'static>(
     let plan = prepared.plan();
     let asking = !prepared.is_saved() && !args.auto_approve;
     if !prepared.is_saved() && !args.exec.json {
-        super::plan::print(plan, super::plan::Format::Text, args.limit)?;
+        match super::plan::print(plan, super::plan::Format::Text, args.limit) {
+            Ok(()) => {}
+            // With --auto-approve nobody has to read the plan: when the reader of stdout has
+            // gone (`| head`), the run goes on, as it does when only its summary is lost.
+            Err(e) if args.auto_approve && crate::output::is_closed_stdout(&e) => {}
+            // Nobody can approve a plan nobody can see.
+            Err(e) if crate::output::is_closed_stdout(&e) => {
+                return Err(miette!(
+                    help = "keep stdout open to be asked, or pass --auto-approve",
+                    "cannot show the plan for approval: stdout was closed; nothing was changed"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     } else if asking && plan.has_changes() {
         // `--json` keeps stdout for events, but nobody is asked to approve what they cannot see.
-        eprint!(
+        eprint_lossy!(
             "{}",
             render::text(plan, (args.limit != 0).then_some(args.limit))
         );
@@ -258,11 +272,15 @@ fn confirm(json: bool) -> miette::Result<()> {
     }
     let question = "\nDo you want to perform these actions?\n  There is no undo. Only 'yes' will be accepted to approve.\n\n  Enter a value: ";
     if json {
-        eprint!("{question}");
+        eprint_lossy!("{question}");
         let _ = std::io::stderr().flush();
     } else {
-        print!("{question}");
-        let _ = std::io::stdout().flush();
+        let mut stdout = std::io::stdout();
+        if let Err(e) = write!(stdout, "{question}").and_then(|()| stdout.flush()) {
+            return Err(miette!(
+                "cannot ask for approval on stdout: {e}; nothing was changed"
+            ));
+        }
     }
     let mut answer = String::new();
     std::io::stdin()
@@ -300,12 +318,12 @@ fn watch_signals(stop: Stop) {
             };
             if !stop.stop(reason) {
                 if reason == StopReason::Interrupted {
-                    eprintln!("Interrupted again: exiting now.");
+                    eprintln_lossy!("Interrupted again: exiting now.");
                     std::process::exit(130);
                 }
                 continue;
             }
-            eprintln!(
+            eprintln_lossy!(
                 "Stopping: no new calls; the calls in flight finish and are recorded. \
                  Press Ctrl-C again to exit at once."
             );
@@ -316,14 +334,14 @@ fn watch_signals(stop: Stop) {
 /// The warnings and the last line.
 fn report(s: &RunSummary, json: bool, quiet: bool) {
     if let Some(message) = &s.stop_message {
-        eprintln!("Error: {message}");
+        eprintln_lossy!("Error: {message}");
     }
     match s.stopped {
-        Some(StopReason::Interrupted | StopReason::Terminated) => eprintln!(
+        Some(StopReason::Interrupted | StopReason::Terminated) => eprintln_lossy!(
             "Stopped before the end: {} deletions were not started; run apply again to finish.",
             s.not_started
         ),
-        Some(_) if s.not_started > 0 => eprintln!(
+        Some(_) if s.not_started > 0 => eprintln_lossy!(
             "{} deletions were not started; fix the problem above and run apply again.",
             s.not_started
         ),
@@ -336,14 +354,14 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
         } else {
             String::new()
         };
-        eprintln!(
+        eprintln_lossy!(
             "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
              Their entries count as done; check the manifest for typos.",
             s.missing_user_count,
             s.missing_users.join(", ")
         );
         if s.missing_in_one_to_one > 0 {
-            eprintln!(
+            eprintln_lossy!(
                 "warning: {} of these were one-to-one conversations, where 50001 may instead \
                  mean that the other participant does not exist (an account deleted after the \
                  conversation began); such a conversation can still be in the user's list: \

@@ -10,6 +10,7 @@ use timctl_core::ledger::Ledger;
 use timctl_core::plan::{self, Filter, Plan, render};
 
 use crate::args::{FilterArgs, Global};
+use crate::output::eprintln_lossy;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -124,7 +125,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     if let Some(out) = &args.out
         && !global.quiet
     {
-        eprintln!(
+        eprintln_lossy!(
             "Saved the plan to {}. `timctl apply {}` carries out exactly this plan.",
             out.display(),
             out.display()

@@ -16,6 +16,7 @@ use timctl_core::plan::refresh::{self, Observations};
 use timctl_core::refresh::{Event, ListOptions};
 
 use crate::args::{Global, RefreshArgs};
+use crate::output::eprintln_lossy;
 
 /// The highest `--refresh-rate` taken, as for `--rate`.
 const MAX_RATE: u32 = 100_000;
@@ -50,7 +51,7 @@ pub(crate) fn observe(
         None => client::default_rate(documented),
     };
     if rate > f64::from(documented) && !global.quiet {
-        eprintln!(
+        eprintln_lossy!(
             "warning: --refresh-rate {rate} is above get_list's documented limit of {documented} \
              calls per second; calls may be refused (60007)"
         );
@@ -114,7 +115,7 @@ fn warn_users(seen: &Observations) {
         } else {
             String::new()
         };
-        eprintln!(
+        eprintln_lossy!(
             "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
              Their entries are recorded as absent; check the manifest for typos.",
             missing.len(),
@@ -122,7 +123,7 @@ fn warn_users(seen: &Observations) {
         );
     }
     for (user, why) in refresh::unreadable_users(seen).into_iter().take(SHOWN) {
-        eprintln!(
+        eprintln_lossy!(
             "warning: the conversation list of {user} could not be read ({why}); its entries are \
              planned as deletes (unverified), none recorded."
         );
@@ -205,7 +206,7 @@ impl Progress {
                 None,
             ) => {
                 let eta = eta_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.0}s"));
-                eprintln!(
+                eprintln_lossy!(
                     "Listing conversation lists: {done}/{total} users, {calls_per_second:.0} calls/s, ETA {eta} ({:.0}s elapsed)",
                     self.started.elapsed().as_secs_f64()
                 );

@@ -206,7 +206,12 @@ fn rm(
         if !found {
             return Err(missing(&ledger.location()));
         }
-        println!("Would remove {from} {peer} from the state (dry run; nothing changed).");
+        crate::output::to_stdout("the result", |out| {
+            writeln!(
+                out,
+                "Would remove {from} {peer} from the state (dry run; nothing changed)."
+            )
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     let store = global.state_store()?;
@@ -220,10 +225,14 @@ fn rm(
     if written.affected == 0 {
         return Err(missing(&ledger.location()));
     }
-    println!(
-        "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
-        written.state.serial
-    );
+    // Removed whether or not anyone reads this line.
+    crate::output::to_stdout("the result", |out| {
+        writeln!(
+            out,
+            "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
+            written.state.serial
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,14 +286,17 @@ fn migrate(
         .snapshot()?
         .ok_or_else(|| miette!("there is no state at {from} to migrate"))?;
     copy.import(&meta, &runs, &entries)?;
-    println!(
-        "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \
-         The source is unchanged; point --state at the copy from now on.",
-        entries.len(),
-        meta.state.lineage,
-        meta.state.serial,
-        source.location(),
-        copy.location()
-    );
+    crate::output::to_stdout("the result", |out| {
+        writeln!(
+            out,
+            "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \
+             The source is unchanged; point --state at the copy from now on.",
+            entries.len(),
+            meta.state.lineage,
+            meta.state.serial,
+            source.location(),
+            copy.location()
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

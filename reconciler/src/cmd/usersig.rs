@@ -9,6 +9,7 @@ use timctl_core::ids::UserId;
 use timctl_core::usersig;
 
 use crate::args::Global;
+use crate::output::eprintln_lossy;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -98,10 +99,8 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         if expire == 0 {
             return Err(miette::miette!("--expire must be at least one second"));
         }
-        println!(
-            "{}",
-            usersig::make(sdkappid, identifier.as_str(), &key, unix_now(), expire)
-        );
+        let sig = usersig::make(sdkappid, identifier.as_str(), &key, unix_now(), expire);
+        crate::output::to_stdout("the UserSig", |out| writeln!(out, "{sig}"))?;
         return Ok(ExitCode::SUCCESS);
     };
     let sig = if sig == "-" {
@@ -115,18 +114,20 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
             let expires_at =
                 jiff::Timestamp::from_second(v.expires_at().min(i64::MAX as u64) as i64)
                     .map_or_else(|_| v.expires_at().to_string(), |t| t.to_string());
-            println!(
-                "valid: UserSig for {} in app {}, expires {expires_at} (in {})",
-                v.identifier,
-                v.sdkappid,
-                humantime::format_duration(std::time::Duration::from_secs(
-                    v.expires_at().saturating_sub(now)
-                )),
-            );
+            let left = humantime::format_duration(std::time::Duration::from_secs(
+                v.expires_at().saturating_sub(now),
+            ));
+            crate::output::to_stdout("the verdict", |out| {
+                writeln!(
+                    out,
+                    "valid: UserSig for {} in app {}, expires {expires_at} (in {left})",
+                    v.identifier, v.sdkappid,
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("invalid: {e}");
+            eprintln_lossy!("invalid: {e}");
             Ok(ExitCode::from(1))
         }
     }
