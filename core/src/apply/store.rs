@@ -3,18 +3,13 @@
 
 use std::time::Duration;
 
-use crate::ledger::{
-    self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LocatedStore, LockError,
-};
+use crate::ledger::{self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LocatedStore};
 
-/// Why the state could not be opened or locked.
+/// Why the state could not be opened or locked (a refused lock is a `LedgerError::Lock` or,
+/// for PostgreSQL, a `LedgerError::Postgres`).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StoreError {
-    /// Another process holds the lock, or the lock file could not be made.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Lock(#[from] LockError),
-    /// The state could not be read or written.
+    /// The state could not be locked, read or written.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ledger(#[from] LedgerError),

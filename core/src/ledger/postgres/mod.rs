@@ -608,19 +608,6 @@ impl PgLedger {
         })
     }
 
-    /// The SDKAppIDs that have a state named `name` in the database.
-    pub fn apps(location: &PgLocation, name: &str) -> Result<Vec<u64>, PgError> {
-        let mut client = connect(location)?;
-        let version = schema_version(&mut client, location)?;
-        if version == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(read_state_rows(&mut client, location, name, None, version)?
-            .into_iter()
-            .map(|(_, m)| m.sdkappid)
-            .collect())
-    }
-
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
