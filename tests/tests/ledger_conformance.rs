@@ -167,7 +167,55 @@ conformance!(
     named_states_are_kept_apart,
     a_state_is_copied_whole,
     absences_keep_their_origin,
+    a_batch_naming_recorded_entries_is_one_write,
 );
+
+/// A batch that mixes new conversations with ones already recorded is written whole, once:
+/// the new added, the old replaced, the serial bumped by one; and the batches after it too.
+/// (The PostgreSQL writer inserts first and, when a batch names a recorded entry, makes it
+/// again as an upsert: nothing of the first attempt may remain.)
+fn a_batch_naming_recorded_entries_is_one_write(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::new("d");
+    let first = w
+        .record_deleted(&run, &[deleted("a", "user:m", false, 1)])
+        .unwrap();
+    let mixed = w
+        .record_deleted(
+            &run,
+            &[
+                deleted("a", "user:b", false, 2),
+                deleted("a", "user:c", false, 3),
+                deleted("a", "user:m", true, 4),
+                deleted("a", "user:z", false, 5),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        mixed.state.serial,
+        first.state.serial + 1,
+        "one batch, one write"
+    );
+    assert_eq!(mixed.affected, 4);
+    let after = w
+        .record_deleted(&run, &[deleted("b", "user:a", false, 6)])
+        .unwrap();
+    assert_eq!(after.state.serial, mixed.state.serial + 1);
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    assert_eq!(r.meta().unwrap().state.serial, after.state.serial);
+    let expected: Vec<(String, String, bool, i64)> = [
+        ("a", "user:b", false, 2),
+        ("a", "user:c", false, 3),
+        ("a", "user:m", true, 4),
+        ("a", "user:z", false, 5),
+        ("b", "user:a", false, 6),
+    ]
+    .into_iter()
+    .map(|(f, p, c, t)| (f.to_owned(), p.to_owned(), c, t))
+    .collect();
+    assert_eq!(listing(&r), expected);
+}
 
 fn absences_keep_their_origin(b: Backend) {
     let mut w = b.writer(APP).unwrap();
