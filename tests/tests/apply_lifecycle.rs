@@ -602,3 +602,43 @@ fn a_run_of_a_few_seconds_reports_progress() {
     assert!(out.stderr.contains("Progress: "), "{}", out.all());
     assert!(out.stderr.contains("/500 done"), "{}", out.all());
 }
+
+/// `-vv` (or `TIMCTL_LOG`) says at the end how long recording took: how many batches and
+/// deletions, and the milliseconds the state's writes took, so an operator can tell whether
+/// the state is what holds a run back (and the PostgreSQL apply benchmark reads it).
+#[test]
+fn apply_says_at_debug_level_how_long_recording_took() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(3, 4));
+    let out: Out = env
+        .timctl(&[
+            "apply",
+            "-f",
+            env.manifest.to_str().unwrap(),
+            "--auto-approve",
+            "-vv",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("recorded confirmed deletions"))
+        .unwrap_or_else(|| panic!("no recording line: {}", out.all()));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("deletions"), 12, "{line}");
+    assert!(field("batches") >= 1, "{line}");
+    // Milliseconds are present and a number; their value is the machine's.
+    field("recording_ms");
+    assert_eq!(env.entries().len(), 12);
+    assert!(!out.all().contains(KEY), "the debug log holds no secret");
+    assert!(!out.all().contains("usersig="), "nor a signed URL: {}", out.all());
+}
