@@ -640,5 +640,9 @@ fn apply_says_at_debug_level_how_long_recording_took() {
     field("recording_ms");
     assert_eq!(env.entries().len(), 12);
     assert!(!out.all().contains(KEY), "the debug log holds no secret");
-    assert!(!out.all().contains("usersig="), "nor a signed URL: {}", out.all());
+    assert!(
+        !out.all().contains("usersig="),
+        "nor a signed URL: {}",
+        out.all()
+    );
 }
