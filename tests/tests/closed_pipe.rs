@@ -18,7 +18,8 @@ const PER_USER: usize = 10;
 /// When the reading end of stdout is closed.
 #[derive(Clone, Copy, Debug)]
 enum Close {
-    /// Before the binary writes anything.
+    /// Before the binary writes anything. (The binary loads manifests and the state before
+    /// its first write, so in practice the pipe is closed by then.)
     AtOnce,
     /// After its first line.
     AfterFirstLine,
@@ -265,4 +266,21 @@ fn one_line_commands_into_a_closed_stdout() {
     let out = run_into_closed_stdout(env.timctl(&["usersig", "-f", manifest]), Close::AtOnce);
     exited_without_panicking(&out, "usersig");
     assert_eq!(out.code, Some(0), "{}", out.all());
+}
+
+/// An apply with nothing to do needs nobody's approval: into a closed stdout it ends as it
+/// would have, exit 0, without a call.
+#[test]
+fn apply_with_nothing_to_do_into_a_closed_stdout() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &many(1, 2));
+    let out = env.apply(&[]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let calls = fake.stats().requests;
+
+    let manifest = env.manifest.to_str().unwrap();
+    let out = run_into_closed_stdout(env.timctl(&["apply", "-f", manifest]), Close::AtOnce);
+    exited_without_panicking(&out, "apply with no changes");
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(fake.stats().requests, calls, "no call");
 }

@@ -168,7 +168,32 @@ conformance!(
     a_state_is_copied_whole,
     absences_keep_their_origin,
     a_batch_naming_recorded_entries_is_one_write,
+    a_first_batch_naming_one_conversation_twice_keeps_the_last,
 );
+
+/// A writer's very first batch naming one conversation twice (the PostgreSQL writer has not
+/// switched to upserts yet) keeps the later deletion, as two batches would, in one write.
+fn a_first_batch_naming_one_conversation_twice_keeps_the_last(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let created = w.meta().unwrap().state.serial;
+    let written = w
+        .record_deleted(
+            &RunInfo::new("d"),
+            &[
+                deleted("a", "user:b", false, 1),
+                deleted("a", "user:c", false, 2),
+                deleted("a", "user:b", true, 3),
+            ],
+        )
+        .unwrap();
+    assert_eq!(written.state.serial, created + 1, "one batch, one write");
+    drop(w);
+    let expected: Vec<(String, String, bool, i64)> = vec![
+        ("a".into(), "user:b".into(), true, 3),
+        ("a".into(), "user:c".into(), false, 2),
+    ];
+    assert_eq!(listing(&b.reader(Some(APP)).unwrap()), expected);
+}
 
 /// A batch that mixes new conversations with ones already recorded is written whole, once:
 /// the new added, the old replaced, the serial bumped by one; and the batches after it too.

@@ -300,10 +300,12 @@ fn spawn_recorder<R: Recorder + 'static>(
             let started = Instant::now();
             let result = recorder.record(batch);
             spent += started.elapsed();
-            batches += 1;
-            recorded += batch.len();
-            if let Err(e) = result {
-                fail(e, failed);
+            match result {
+                Ok(()) => {
+                    batches += 1;
+                    recorded += batch.len();
+                }
+                Err(e) => fail(e, failed),
             }
         };
         loop {

@@ -262,8 +262,9 @@ impl LocatedStore {
 
     /// Takes the state's lock like [`create_or_open_writer`](Self::create_or_open_writer),
     /// then opens the state for writing when there is one; `None`, with the lock released and
-    /// no state created, when there is none. A state bound to another app than `sdkappid` is
-    /// refused.
+    /// no state created, when there is none. An SQLite state bound to another app than
+    /// `sdkappid` is refused; a PostgreSQL database keeps each app's states apart, so another
+    /// app's state there is simply not this one (`None`).
     pub fn open_existing_writer(
         &self,
         sdkappid: u64,

@@ -197,9 +197,12 @@ fn approve<W: LedgerWriter + Send + 'static>(
     if !prepared.is_saved() && !args.exec.json {
         match super::plan::print(plan, super::plan::Format::Text, args.limit) {
             Ok(()) => {}
-            // With --auto-approve nobody has to read the plan: when the reader of stdout has
-            // gone (`| head`), the run goes on, as it does when only its summary is lost.
-            Err(e) if args.auto_approve && crate::output::is_closed_stdout(&e) => {}
+            // With --auto-approve, or with nothing to do, nobody has to read the plan: when the
+            // reader of stdout has gone (`| head`), the run goes on, as it does when only its
+            // summary is lost.
+            Err(e)
+                if (args.auto_approve || !plan.has_changes())
+                    && crate::output::is_closed_stdout(&e) => {}
             // Nobody can approve a plan nobody can see.
             Err(e) if crate::output::is_closed_stdout(&e) => {
                 return Err(miette!(
@@ -273,7 +276,6 @@ fn confirm(json: bool) -> miette::Result<()> {
     let question = "\nDo you want to perform these actions?\n  There is no undo. Only 'yes' will be accepted to approve.\n\n  Enter a value: ";
     if json {
         eprint_lossy!("{question}");
-        let _ = std::io::stderr().flush();
     } else {
         let mut stdout = std::io::stdout();
         if let Err(e) = write!(stdout, "{question}").and_then(|()| stdout.flush()) {

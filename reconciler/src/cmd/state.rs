@@ -226,7 +226,7 @@ fn rm(
         return Err(missing(&ledger.location()));
     }
     // Removed whether or not anyone reads this line.
-    crate::output::to_stdout("the result", |out| {
+    crate::output::to_stdout("the result (the entry was removed)", |out| {
         writeln!(
             out,
             "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
@@ -286,7 +286,7 @@ fn migrate(
         .snapshot()?
         .ok_or_else(|| miette!("there is no state at {from} to migrate"))?;
     copy.import(&meta, &runs, &entries)?;
-    crate::output::to_stdout("the result", |out| {
+    crate::output::to_stdout("the result (the state was copied)", |out| {
         writeln!(
             out,
             "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \

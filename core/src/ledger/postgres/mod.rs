@@ -434,7 +434,8 @@ fn read_entries(
     // The primary key's index already holds the entries in this order. Without a fresh
     // ANALYZE (autovacuum runs it minutes after a big apply, if ever) the planner takes the
     // table for small, and sorts it instead: at 1M entries, an external merge sort on disk that
-    // made a plan twice as slow. Forbidding the sort for this one read keeps the index's order.
+    // made a plan twice as slow. Forbidding sorts for the rest of the caller's transaction
+    // (both callers hold one; `SET LOCAL` does nothing outside one) keeps the index's order.
     client
         .batch_execute("SET LOCAL enable_sort = off")
         .map_err(query_err(location, doing))?;

@@ -42,15 +42,16 @@ struct Statements {
     forget: Option<postgres::Statement>,
 }
 
-/// The prepared statement in `slot`, prepared from `sql` on `session` at its first use.
+/// The prepared statement in `slot`, prepared from `sql()` on `session` at its first use (the
+/// text is only made then).
 fn prepared<'s>(
     slot: &'s mut Option<postgres::Statement>,
     session: &mut postgres::Client,
-    sql: &str,
+    sql: impl FnOnce() -> String,
 ) -> Result<&'s postgres::Statement, postgres::Error> {
     match slot {
         Some(statement) => Ok(statement),
-        None => Ok(slot.insert(session.prepare(sql)?)),
+        None => Ok(slot.insert(session.prepare(&sql())?)),
     }
 }
 
@@ -438,19 +439,17 @@ impl PgLedgerWriter {
         let doing = "recording deletions";
         let session = self.session.get_mut();
         let params = cols.params(&self.state);
-        // A plain insert costs the server about half of what an upsert does (no conflict
-        // check before each row, no confirmation after it), and most batches are new
+        // A plain insert costs the server about two thirds of what an upsert does (no
+        // conflict check before each row, no confirmation after it), and most batches are new
         // deletions. So a batch is inserted first; should one name an entry the state already
         // holds (a re-asserted, returned or clear-roaming deletion), the statement fails whole,
         // with nothing written, and is made again as an upsert, as is every later batch of
         // this writer.
         let mut inserted = None;
         if !self.upserting {
-            let insert = prepared(
-                &mut self.statements.insert,
-                session,
-                &record_sql(INSERT_ENTRIES),
-            )
+            let insert = prepared(&mut self.statements.insert, session, || {
+                record_sql(INSERT_ENTRIES)
+            })
             .map_err(query_err(location, doing))?;
             match session.query_one(insert, &params) {
                 Ok(row) => inserted = Some(row),
@@ -463,11 +462,9 @@ impl PgLedgerWriter {
         let row = match inserted {
             Some(row) => row,
             None => {
-                let upsert = prepared(
-                    &mut self.statements.upsert,
-                    session,
-                    &record_sql(UPSERT_ENTRIES),
-                )
+                let upsert = prepared(&mut self.statements.upsert, session, || {
+                    record_sql(UPSERT_ENTRIES)
+                })
                 .map_err(query_err(location, doing))?;
                 session
                     .query_one(upsert, &params)
@@ -499,14 +496,8 @@ impl PgLedgerWriter {
         let kind: Vec<i16> = batch.iter().map(|k| kind_code(k.peer.kind())).collect();
         let peer: Vec<&str> = batch.iter().map(|k| k.peer.id()).collect();
         let session = self.session.get_mut();
-        let statement = match &self.statements.forget {
-            Some(statement) => statement,
-            None => self.statements.forget.insert(
-                session
-                    .prepare(FORGET)
-                    .map_err(query_err(location, doing))?,
-            ),
-        };
+        let statement = prepared(&mut self.statements.forget, session, || FORGET.to_owned())
+            .map_err(query_err(location, doing))?;
         let row = session
             .query_one(statement, &[&self.state, &from, &kind, &peer])
             .map_err(query_err(location, doing))?;
