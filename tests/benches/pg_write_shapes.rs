@@ -1,0 +1,145 @@
+//! Why the PostgreSQL writer writes a batch the way it does (BENCHMARKS.md): 100 batches of 1000
+//! new entries, each one statement of the writer's shape (the write and the serial bump in one
+//! `WITH`, prepared once), three ways:
+//!
+//! - an upsert with the two foreign keys schema 2 had on entries;
+//! - an upsert without them (schema 3);
+//! - a plain insert without them (what the writer does until a batch names a recorded entry).
+//!
+//! Each in a fresh database of one throwaway cluster (fsync on), the three interleaved, three
+//! rounds; every time, and the medians. The statements are written out here rather than taken
+//! from the writer: this measures shapes, so that a change of shape can be measured first.
+//!
+//! `cargo bench -p timctl-tests --bench pg_write_shapes` (`SHAPES_BATCHES` for another count).
+
+use std::time::{Duration, Instant};
+
+use timctl_core::ledger::{LedgerWriter, LocatedStore, RunInfo, StateLocation, StateName};
+use timctl_tests::bench;
+use timctl_tests::pg::PgCluster;
+
+const APP: u64 = 1_400_000_001;
+const BATCH: usize = 1000;
+
+const INSERT: &str = "INSERT INTO timctl.entries
+        (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+     SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[],
+                              $6::bigint[], $7::bigint[], $8::text[])";
+
+const ON_CONFLICT: &str = "ON CONFLICT (state, from_account, kind, peer) DO UPDATE SET
+        clear_roaming = excluded.clear_roaming, deleted_at = excluded.deleted_at,
+        run = excluded.run, origin = excluded.origin";
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    UpsertWithForeignKeys,
+    Upsert,
+    Insert,
+}
+
+impl Shape {
+    fn sql(self) -> String {
+        let write = match self {
+            Shape::UpsertWithForeignKeys | Shape::Upsert => format!("{INSERT} {ON_CONFLICT}"),
+            Shape::Insert => INSERT.to_owned(),
+        };
+        format!(
+            "WITH written AS ({write} RETURNING 1)
+             UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial"
+        )
+    }
+}
+
+/// Writes `batches` batches of new entries in `shape` into a fresh state of a new database.
+fn write(cluster: &PgCluster, shape: Shape, batches: usize) -> Duration {
+    let url = cluster.url_with_password(&cluster.database());
+    // timctl makes the schema, the state and the run, as apply would.
+    let store = LocatedStore::new(
+        StateLocation::parse(url.as_ref()).unwrap(),
+        StateName::default(),
+    )
+    .unwrap();
+    let mut writer = store
+        .create_or_open_writer(APP, "bench", Duration::ZERO)
+        .unwrap();
+    writer.begin_run(&RunInfo::new("bench")).unwrap();
+    drop(writer);
+
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    if let Shape::UpsertWithForeignKeys = shape {
+        client
+            .batch_execute(
+                "ALTER TABLE timctl.entries
+                   ADD FOREIGN KEY (state) REFERENCES timctl.states (id) ON DELETE CASCADE,
+                   ADD FOREIGN KEY (run) REFERENCES timctl.runs (id) ON DELETE CASCADE",
+            )
+            .unwrap();
+    }
+    let (state, run): (i64, i64) = {
+        let row = client
+            .query_one("SELECT state, id FROM timctl.runs", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let statement = client.prepare(&shape.sql()).unwrap();
+    let started = Instant::now();
+    for b in 0..batches {
+        let keys: Vec<(String, i16, String)> = (b * BATCH..(b + 1) * BATCH)
+            .map(|i| {
+                let from = format!("user{:08}", i / 100);
+                if i.is_multiple_of(5) {
+                    (from, 2, format!("@TGS#{i:012}"))
+                } else {
+                    (from, 1, format!("peer{i:010}"))
+                }
+            })
+            .collect();
+        let from: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let kind: Vec<i16> = keys.iter().map(|k| k.1).collect();
+        let peer: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+        let clear_roaming: Vec<bool> = (0..BATCH).map(|i| i.is_multiple_of(3)).collect();
+        let deleted_at = vec![1_700_000_000_i64; BATCH];
+        let runs = vec![run; BATCH];
+        let origin = vec!["deleted"; BATCH];
+        client
+            .query_one(
+                &statement,
+                &[
+                    &state,
+                    &from,
+                    &kind,
+                    &peer,
+                    &clear_roaming,
+                    &deleted_at,
+                    &runs,
+                    &origin,
+                ],
+            )
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let batches = bench::size("SHAPES_BATCHES", if full { 100 } else { 2 });
+    let rounds = if full { 3 } else { 1 };
+    let cluster = PgCluster::start();
+    let shapes = [Shape::UpsertWithForeignKeys, Shape::Upsert, Shape::Insert];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); shapes.len()];
+    for _ in 0..rounds {
+        for (s, shape) in shapes.iter().enumerate() {
+            times[s].push(write(&cluster, *shape, batches));
+        }
+    }
+    println!("{batches} batches of {BATCH} new entries, one statement each:");
+    for (shape, mut t) in shapes.iter().zip(times) {
+        let all: Vec<String> = t.iter().map(|d| format!("{d:.2?}")).collect();
+        t.sort();
+        println!(
+            "  {shape:?}: median {:.2?} ({})",
+            t[t.len() / 2],
+            all.join(", ")
+        );
+    }
+}
