@@ -34,7 +34,7 @@ pub use executor::{
     Deleter, Deletion, DeletionOutcome, Event, ExecOptions, Executed, LedgerRecorder,
     MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
 };
-pub use store::{StateStore, StoreError};
+pub use store::StateStore;
 
 /// What a plan is made from.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ pub enum ApplyError {
     /// The state could not be opened, locked or read.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] LedgerError),
     /// The plan could not be made.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -93,12 +93,6 @@ pub enum ApplyError {
         /// The whole chain of causes, in one line (`database or disk is full`).
         cause: String,
     },
-}
-
-impl From<LedgerError> for ApplyError {
-    fn from(e: LedgerError) -> Self {
-        ApplyError::Store(StoreError::Ledger(e))
-    }
 }
 
 /// A plan ready to be shown and approved; [`Prepared::lock`] goes ahead with it.

@@ -5,16 +5,6 @@ use std::time::Duration;
 
 use crate::ledger::{self, AnyLedger, AnyWriter, LedgerError, LedgerWriter, LocatedStore};
 
-/// Why the state could not be opened or locked (a refused lock is a `LedgerError::Lock` or,
-/// for PostgreSQL, a `LedgerError::Postgres`).
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum StoreError {
-    /// The state could not be locked, read or written.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Ledger(#[from] LedgerError),
-}
-
 /// A place a state can be: it opens the state for reading (no lock, no credentials) and for
 /// writing (under the state's exclusive lock, which the writer holds while it lives).
 ///
@@ -28,7 +18,7 @@ pub trait StateStore {
 
     /// Opens the state for reading; a missing state reads as "no state". `sdkappid` says which
     /// app's state is wanted (a backend holding several picks by it).
-    fn open_read(&self, sdkappid: u64) -> Result<Self::Reader, StoreError>;
+    fn open_read(&self, sdkappid: u64) -> Result<Self::Reader, LedgerError>;
 
     /// Takes the lock for `operation` (waiting up to `lock_timeout`), then opens the state for
     /// writing; `None`, with the lock released, when there is no state.
@@ -37,7 +27,7 @@ pub trait StateStore {
         sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<Option<Self::Writer>, StoreError>;
+    ) -> Result<Option<Self::Writer>, LedgerError>;
 
     /// Takes the lock, then opens the state for writing, creating it bound to `sdkappid` when
     /// there is none.
@@ -46,7 +36,7 @@ pub trait StateStore {
         sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<Self::Writer, StoreError>;
+    ) -> Result<Self::Writer, LedgerError>;
 }
 
 /// The state where `--state` says, of either backend, locked and opened the way `state rm`
@@ -55,12 +45,8 @@ impl StateStore for LocatedStore {
     type Reader = AnyLedger;
     type Writer = AnyWriter;
 
-    fn open_read(&self, sdkappid: u64) -> Result<AnyLedger, StoreError> {
-        Ok(ledger::open_read(
-            self.location(),
-            self.name(),
-            Some(sdkappid),
-        )?)
+    fn open_read(&self, sdkappid: u64) -> Result<AnyLedger, LedgerError> {
+        ledger::open_read(self.location(), self.name(), Some(sdkappid))
     }
 
     fn open_existing(
@@ -68,8 +54,8 @@ impl StateStore for LocatedStore {
         sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<Option<AnyWriter>, StoreError> {
-        Ok(self.open_existing_writer(sdkappid, operation, lock_timeout)?)
+    ) -> Result<Option<AnyWriter>, LedgerError> {
+        self.open_existing_writer(sdkappid, operation, lock_timeout)
     }
 
     fn create_or_open(
@@ -77,7 +63,7 @@ impl StateStore for LocatedStore {
         sdkappid: u64,
         operation: &str,
         lock_timeout: Duration,
-    ) -> Result<AnyWriter, StoreError> {
-        Ok(self.create_or_open_writer(sdkappid, operation, lock_timeout)?)
+    ) -> Result<AnyWriter, LedgerError> {
+        self.create_or_open_writer(sdkappid, operation, lock_timeout)
     }
 }
