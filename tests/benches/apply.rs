@@ -23,7 +23,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use timctl_tests::measure::status_kb;
+use timctl_tests::measure::{mib, status_kb};
 
 use timctl_tests::{FakeConfig, FakeTim, bench};
 
@@ -97,17 +97,9 @@ fn summary(stdout: &str) -> serde_json::Value {
     v
 }
 
-fn mib(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
 fn rate_run(rt: &tokio::runtime::Runtime, n: usize) {
     let fake = rt
-        .block_on(FakeTim::start(FakeConfig {
-            secret_key: KEY.into(),
-            latency: (Duration::from_millis(20), Duration::from_millis(80)),
-            ..FakeConfig::default()
-        }))
+        .block_on(FakeTim::start(bench::api_pace(KEY)))
         .expect("fake-tim starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let m = bench::write_manifest(dir.path(), n, 1000);

@@ -66,13 +66,7 @@ fn apply(fake: &FakeTim, n: usize, state: &str, extra: &[&str]) -> Applied {
 }
 
 fn run(rt: &tokio::runtime::Runtime, n: usize, state: &str, label: &str) {
-    let fake = rt
-        .block_on(FakeTim::start(FakeConfig {
-            secret_key: KEY.into(),
-            latency: (Duration::from_millis(20), Duration::from_millis(80)),
-            ..FakeConfig::default()
-        }))
-        .unwrap();
+    let fake = rt.block_on(FakeTim::start(bench::api_pace(KEY))).unwrap();
     let elapsed = apply(&fake, n, state, &[]).summary["elapsed_seconds"]
         .as_f64()
         .unwrap();

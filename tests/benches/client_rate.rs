@@ -5,12 +5,12 @@
 //!
 //! `cargo bench -p timctl-tests --bench client_rate` (CALLS=3000 RUNS=3 by default).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use timctl_core::api::{Conversation, RecentContactDelete, RecentContactDeleteRequest};
 use timctl_core::client::{BaseUrl, Client, ClientConfig, Credentials, Outcome};
 use timctl_core::usersig::SecretKey;
-use timctl_tests::{FakeConfig, FakeTim};
+use timctl_tests::FakeTim;
 
 const DOCUMENTED: f64 = 200.0;
 
@@ -22,13 +22,9 @@ struct Run {
 }
 
 async fn run(calls: usize, rate: Option<f64>, concurrency: usize) -> Run {
-    let fake = FakeTim::start(FakeConfig {
-        secret_key: "bench-key".into(),
-        latency: (Duration::from_millis(20), Duration::from_millis(80)),
-        ..FakeConfig::default()
-    })
-    .await
-    .expect("fake-tim starts");
+    let fake = FakeTim::start(timctl_tests::bench::api_pace("bench-key"))
+        .await
+        .expect("fake-tim starts");
     let mut cfg = ClientConfig::new(
         BaseUrl::parse(fake.url()).expect("loopback URL"),
         1400000001,

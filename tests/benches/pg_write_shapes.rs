@@ -6,14 +6,16 @@
 //! - an upsert without them (schema 3);
 //! - a plain insert without them (what the writer does until a batch names a recorded entry).
 //!
-//! Each in a fresh database of one throwaway cluster (fsync on), the three interleaved, three
-//! rounds; every time, and the medians. The statements are written out here rather than taken
+//! The entries are `bench::key`'s, as the state benchmark records. Each shape writes into a
+//! fresh database of one throwaway cluster (fsync on), the three interleaved, three rounds;
+//! every time, and the medians. The statements are written out here rather than taken
 //! from the writer: this measures shapes, so that a change of shape can be measured first.
 //!
 //! `cargo bench -p timctl-tests --bench pg_write_shapes` (`SHAPES_BATCHES` for another count).
 
 use std::time::{Duration, Instant};
 
+use timctl_core::ids::PeerKind;
 use timctl_core::ledger::{LedgerWriter, LocatedStore, RunInfo, StateLocation, StateName};
 use timctl_tests::bench;
 use timctl_tests::pg::PgCluster;
@@ -84,19 +86,16 @@ fn write(cluster: &PgCluster, shape: Shape, batches: usize) -> Duration {
     let statement = client.prepare(&shape.sql()).unwrap();
     let started = Instant::now();
     for b in 0..batches {
-        let keys: Vec<(String, i16, String)> = (b * BATCH..(b + 1) * BATCH)
-            .map(|i| {
-                let from = format!("user{:08}", i / 100);
-                if i.is_multiple_of(5) {
-                    (from, 2, format!("@TGS#{i:012}"))
-                } else {
-                    (from, 1, format!("peer{i:010}"))
-                }
+        let keys: Vec<_> = (b * BATCH..(b + 1) * BATCH).map(bench::key).collect();
+        let from: Vec<&str> = keys.iter().map(|k| k.from.as_str()).collect();
+        let kind: Vec<i16> = keys
+            .iter()
+            .map(|k| match k.peer.kind() {
+                PeerKind::User => 1,
+                PeerKind::Group => 2,
             })
             .collect();
-        let from: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let kind: Vec<i16> = keys.iter().map(|k| k.1).collect();
-        let peer: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+        let peer: Vec<&str> = keys.iter().map(|k| k.peer.id()).collect();
         let clear_roaming: Vec<bool> = (0..BATCH).map(|i| i.is_multiple_of(3)).collect();
         let deleted_at = vec![1_700_000_000_i64; BATCH];
         let runs = vec![run; BATCH];

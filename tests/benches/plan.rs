@@ -13,22 +13,12 @@ use std::time::{Duration, Instant};
 
 use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
-use timctl_core::ids::{ConversationKey, Peer, UserId};
+use timctl_core::ids::{Peer, UserId};
 use timctl_core::ledger::{
     Deleted, Ledger, LedgerWriter, RunInfo, SqliteLedger, SqliteLedgerWriter, StateLock,
 };
 use timctl_core::plan::{self, Filter};
-
-/// Entry `i`: 100 conversations per user, users and groups mixed.
-fn key(i: usize) -> ConversationKey {
-    let from = UserId::new(format!("user{:08}", i / 100)).unwrap();
-    let peer = if i.is_multiple_of(5) {
-        format!("group:@TGS#{i:012}")
-    } else {
-        format!("user:peer{i:010}")
-    };
-    ConversationKey::new(from, peer.parse().unwrap())
-}
+use timctl_tests::bench;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -47,7 +37,7 @@ fn main() {
     let t = Instant::now();
     let mut entries: Vec<DesiredEntry> = (0..n)
         .map(|i| DesiredEntry {
-            key: key(i),
+            key: bench::key(i),
             clear_roaming: i.is_multiple_of(3),
         })
         .collect();
@@ -73,7 +63,7 @@ fn main() {
         let at = jiff::Timestamp::now();
         let batch: Vec<Deleted> = (n / 2..n + n / 2)
             .map(|i| Deleted {
-                key: key(i),
+                key: bench::key(i),
                 clear_roaming: false,
                 deleted_at: at,
             })

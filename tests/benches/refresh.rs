@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use timctl_tests::measure::status_kb;
-use timctl_tests::{FakeConfig, FakeEndpoint, FakePeer, FakeTim};
+use timctl_tests::measure::{mib, status_kb};
+use timctl_tests::{FakeConfig, FakeEndpoint, FakePeer, FakeTim, bench};
 
 const KEY: &str = "bench-refresh-key";
 const DOCUMENTED: f64 = 200.0;
@@ -125,17 +125,9 @@ fn check_plan(stdout: &str, users: usize) {
     assert_eq!(doc["summary"]["record"].as_u64(), Some((users / 2) as u64));
 }
 
-fn mib(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
 fn rate_run(rt: &tokio::runtime::Runtime, users: usize) {
     let fake = rt
-        .block_on(FakeTim::start(FakeConfig {
-            secret_key: KEY.into(),
-            latency: (Duration::from_millis(20), Duration::from_millis(80)),
-            ..FakeConfig::default()
-        }))
+        .block_on(FakeTim::start(bench::api_pace(KEY)))
         .expect("fake-tim starts");
     seed(&fake, users);
     let dir = tempfile::tempdir().expect("temp dir");

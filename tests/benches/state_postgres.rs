@@ -26,19 +26,9 @@ use timctl_tests::pg::PgCluster;
 
 const APP: u64 = 1_400_000_001;
 
-fn key(i: usize) -> ConversationKey {
-    let from = UserId::new(format!("user{:08}", i / 100)).unwrap();
-    let peer = if i.is_multiple_of(5) {
-        format!("group:@TGS#{i:012}")
-    } else {
-        format!("user:peer{i:010}")
-    };
-    ConversationKey::new(from, peer.parse().unwrap())
-}
-
 fn deleted(i: usize) -> Deleted {
     Deleted {
-        key: key(i),
+        key: bench::key(i),
         clear_roaming: i.is_multiple_of(3),
         deleted_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
     }

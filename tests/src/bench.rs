@@ -1,5 +1,5 @@
 //! What the benchmark harnesses share: their sizes from the environment, the runtime that
-//! serves fake-tim, and the manifests they apply.
+//! serves fake-tim and the pace it answers at, and the conversations and manifests they use.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,4 +60,32 @@ pub fn write_manifest(dir: &Path, n: usize, per_user: usize) -> PathBuf {
     }
     f.flush().expect("write manifest");
     path
+}
+
+/// fake-tim at the API's pace: 20–80 ms a call, the documented 200 calls/s enforced, UserSigs
+/// checked against `secret_key`.
+pub fn api_pace(secret_key: &str) -> crate::FakeConfig {
+    crate::FakeConfig {
+        secret_key: secret_key.into(),
+        latency: (
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_millis(80),
+        ),
+        ..crate::FakeConfig::default()
+    }
+}
+
+/// Conversation `i`: `user{i / 100}` (eight digits) with `group:@TGS#{i}` for every fifth `i`,
+/// else with `user:peer{i}`; so 100 a user, users and groups mixed, in byte order of `i`.
+///
+/// # Panics
+/// Never for a `usize`: the IDs are within the API's limits.
+pub fn key(i: usize) -> timctl_core::ids::ConversationKey {
+    let from = timctl_core::ids::UserId::new(format!("user{:08}", i / 100)).expect("a UserID");
+    let peer = if i.is_multiple_of(5) {
+        format!("group:@TGS#{i:012}")
+    } else {
+        format!("user:peer{i:010}")
+    };
+    timctl_core::ids::ConversationKey::new(from, peer.parse().expect("a peer"))
 }

@@ -14,5 +14,10 @@ pub fn status_kb(pid: &str, field: &str) -> Option<u64> {
 
 /// This process's peak resident set (VmHWM) in MiB, NaN where it cannot be read.
 pub fn peak_rss_mib() -> f64 {
-    status_kb("self", "VmHWM:").map_or(f64::NAN, |kb| kb as f64 / 1024.0)
+    status_kb("self", "VmHWM:").map_or(f64::NAN, mib)
+}
+
+/// KiB (as `/proc` counts) in MiB.
+pub fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
 }
