@@ -263,18 +263,28 @@ pub fn make(
     ledger: &dyn Ledger,
     filter: &Filter,
 ) -> Result<Plan, PlanError> {
+    Ok(match snapshot_for(desired, ledger)? {
+        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter),
+        None => diff(desired, None, &[], filter),
+    })
+}
+
+/// The one snapshot a plan of `desired` is diffed against, so that the plan's serial names
+/// exactly those entries. A ledger bound to another app is refused before any entry is read,
+/// and the snapshot's own meta is checked again (another writer may have made the state since
+/// the ledger was opened).
+pub(crate) fn snapshot_for(
+    desired: &DesiredState,
+    ledger: &dyn Ledger,
+) -> Result<Option<crate::ledger::Snapshot>, PlanError> {
     ledger.check_app(desired.app.sdkappid)?;
-    // One snapshot, so that the plan's serial names exactly the entries it was diffed against.
     let snapshot = ledger.snapshot()?;
     crate::ledger::check_app(
         snapshot.as_ref().map(|s| &s.meta),
         &ledger.location(),
         desired.app.sdkappid,
     )?;
-    Ok(match snapshot {
-        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter),
-        None => diff(desired, None, &[], filter),
-    })
+    Ok(snapshot)
 }
 
 /// The diff without refresh, pure (README.md, "timctl plan"):

@@ -115,13 +115,7 @@ pub fn make(
     filter: &Filter,
     seen: &Observations,
 ) -> Result<Plan, PlanError> {
-    let snapshot = ledger.snapshot()?;
-    crate::ledger::check_app(
-        snapshot.as_ref().map(|s| &s.meta),
-        &ledger.location(),
-        desired.app.sdkappid,
-    )?;
-    Ok(match snapshot {
+    Ok(match super::snapshot_for(desired, ledger)? {
         Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter, seen),
         None => diff(desired, None, &[], filter, seen),
     })
