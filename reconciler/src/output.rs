@@ -65,3 +65,25 @@ pub(crate) fn to_stdout(
 pub(crate) fn is_closed_stdout(report: &miette::Report) -> bool {
     report.downcast_ref::<ClosedStdout>().is_some()
 }
+
+/// `shown`, comma-separated, then ` and N more` for the rest of `total`: a list of users in a
+/// warning, kept to one line.
+pub(crate) fn shortened_list(shown: &[impl AsRef<str>], total: usize) -> String {
+    let names: Vec<&str> = shown.iter().map(AsRef::as_ref).collect();
+    match total.saturating_sub(shown.len()) {
+        0 => names.join(", "),
+        more => format!("{} and {more} more", names.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortened_list;
+
+    #[test]
+    fn a_shortened_list_counts_what_it_leaves_out() {
+        assert_eq!(shortened_list(&["a", "b"], 2), "a, b");
+        assert_eq!(shortened_list(&["a", "b"], 5), "a, b and 3 more");
+        assert_eq!(shortened_list(&[String::from("a")], 1), "a");
+    }
+}

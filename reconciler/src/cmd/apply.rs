@@ -350,17 +350,11 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
         _ => {}
     }
     if s.missing_user_count > 0 && !quiet {
-        let more = s.missing_user_count - s.missing_users.len();
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
         eprintln_lossy!(
-            "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
+            "warning: {} users do not exist (50001), so they have no conversations: {}. \
              Their entries count as done; check the manifest for typos.",
             s.missing_user_count,
-            s.missing_users.join(", ")
+            crate::output::shortened_list(&s.missing_users, s.missing_user_count)
         );
         if s.missing_in_one_to_one > 0 {
             eprintln_lossy!(

@@ -108,18 +108,12 @@ fn warn_users(seen: &Observations) {
     const SHOWN: usize = 100;
     let missing = refresh::missing_users(seen);
     if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().take(SHOWN).map(|u| u.as_str()).collect();
-        let more = missing.len().saturating_sub(SHOWN);
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
+        let shown: Vec<&str> = missing.iter().take(SHOWN).map(|u| u.as_str()).collect();
         eprintln_lossy!(
-            "warning: {} users do not exist (50001), so they have no conversations: {}{more}. \
+            "warning: {} users do not exist (50001), so they have no conversations: {}. \
              Their entries are recorded as absent; check the manifest for typos.",
             missing.len(),
-            names.join(", ")
+            crate::output::shortened_list(&shown, missing.len())
         );
     }
     for (user, why) in refresh::unreadable_users(seen).into_iter().take(SHOWN) {
