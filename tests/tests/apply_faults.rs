@@ -55,13 +55,7 @@ fn transient_faults_are_retried_and_nothing_is_deleted_twice() {
 fn stopped_by_a_signal_then_resumed(signal: rustix::process::Signal, code: i32) {
     let fake = Fake::start(|c| c.latency = (Duration::from_millis(20), Duration::from_millis(50)));
     let env = Env::new(&fake, &many(30, 10));
-    let m = env.manifest.to_str().unwrap();
-    let child = env
-        .timctl(&["apply", "-f", m, "--auto-approve", "--rate", "100"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn_apply(&["--rate", "100"]);
     fake.wait_until("no progress", |f| f.calls().len() >= 40);
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
     let out: Out = child.wait_with_output().unwrap().into();
@@ -97,13 +91,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_state_still_opens() {
     // Slow answers, so the first Ctrl-C has calls in flight to wait for.
     let fake = Fake::start(|c| c.latency = (Duration::from_secs(3), Duration::from_secs(3)));
     let env = Env::new(&fake, &many(10, 10));
-    let m = env.manifest.to_str().unwrap();
-    let child = env
-        .timctl(&["apply", "-f", m, "--auto-approve", "--rate", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn_apply(&["--rate", "50"]);
     fake.wait_until("no progress", |f| !f.calls().is_empty());
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();

@@ -221,13 +221,7 @@ fn apply_warnings_into_a_closed_stderr() {
         c.users.insert("u1".into(), 50001);
     });
     let env = Env::new(&fake, &many(USERS, PER_USER));
-    let manifest = env.manifest.to_str().unwrap();
-    let mut child = env
-        .timctl(&["apply", "-f", manifest, "--auto-approve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_apply(&[]);
     drop(child.stderr.take());
     let out: Out = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, Some(101), "{}", out.all());

@@ -5,9 +5,9 @@ mod apply_common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apply_common::{Env, Fake, Out, THREE, many};
+use apply_common::{Env, Fake, Out, THREE, many, wait_for};
 use timctl_tests::pg::PgCluster;
 
 /// An env whose state is a fresh database of the shared cluster, the password in the URL.
@@ -26,14 +26,6 @@ fn assert_no_password(out: &Out, password: &str) {
         "the password leaked:\n{}",
         out.all()
     );
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

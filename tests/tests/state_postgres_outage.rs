@@ -5,7 +5,6 @@
 mod apply_common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use apply_common::{Env, Fake, Out, many};
@@ -18,13 +17,7 @@ fn the_database_stopped_mid_apply_stops_the_calls_and_loses_nothing() {
     let fake = Fake::start(|c| c.latency = (Duration::from_millis(20), Duration::from_millis(20)));
     let mut env = Env::new(&fake, &many(10, 30));
     env.state = PathBuf::from(cluster.url_with_password(&db));
-    let m = env.manifest.to_str().unwrap();
-    let child = env
-        .timctl(&["apply", "-f", m, "--auto-approve", "--rate", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn_apply(&["--rate", "50"]);
     fake.wait_until("apply never called", |f| f.stats().requests >= 40);
     cluster.stop_server();
     let out: Out = child.wait_with_output().unwrap().into();

@@ -42,11 +42,16 @@ impl Fake {
     /// Waits until `ready` holds of the fake (an apply running in a child has got that far),
     /// failing the test with `what` after 60 s.
     pub(crate) fn wait_until(&self, what: &str, ready: impl Fn(&FakeTim) -> bool) {
-        let waited = std::time::Instant::now();
-        while !ready(&self.fake) {
-            assert!(waited.elapsed() < Duration::from_secs(60), "{what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(what, || ready(&self.fake));
+    }
+}
+
+/// Polls `ready` until it holds; a minute without is a failure saying `what`.
+pub(crate) fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let waited = std::time::Instant::now();
+    while !ready() {
+        assert!(waited.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -144,6 +149,19 @@ impl Env {
             .env("COLUMNS", "400")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `timctl apply -f MANIFEST --auto-approve ARGS`, started with stdout and stderr piped,
+    /// for a test to act on while it runs (then `wait_with_output`).
+    pub(crate) fn spawn_apply(&self, args: &[&str]) -> std::process::Child {
+        let manifest = self.manifest.to_str().unwrap();
+        let mut all = vec!["apply", "-f", manifest, "--auto-approve"];
+        all.extend_from_slice(args);
+        self.timctl(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// `timctl apply -f MANIFEST --auto-approve ARGS`, waited for.
