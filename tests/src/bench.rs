@@ -76,7 +76,7 @@ pub fn api_pace(secret_key: &str) -> crate::FakeConfig {
 }
 
 /// Conversation `i`: `user{i / 100}` (eight digits) with `group:@TGS#{i}` for every fifth `i`,
-/// else with `user:peer{i}`; so 100 a user, users and groups mixed, in byte order of `i`.
+/// else with `user:peer{i}`; so 100 a user, users and groups mixed.
 ///
 /// # Panics
 /// Never for a `usize`: the IDs are within the API's limits.
