@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use timctl_core::ledger::{LocatedStore, StateLocation, StateName};
 
 use crate::cmd;
@@ -51,6 +51,60 @@ pub(crate) enum Command {
     Man(cmd::man::Args),
 }
 
+/// The command line as `--help`, the man pages and the completions show it: the clap
+/// definitions plus each command's environment, exit status and examples (`help.rs`).
+pub(crate) fn command() -> clap::Command {
+    crate::help::document(Cli::command())
+}
+
+/// Parses this process's command line. An environment variable set but empty counts as unset
+/// (`TIMCTL_STATE=` means the default state, not "a value is required for --state"), and
+/// `TIMCTL_MANIFEST` is the default of every `-f/--manifest`.
+pub(crate) fn parse() -> Result<Cli, clap::Error> {
+    let env = |name: &std::ffi::OsStr| std::env::var_os(name).filter(|v| !v.is_empty());
+    let manifest = env(crate::help::MANIFEST_VARIABLE.as_ref())
+        // Leaked once per process: clap keeps defaults as `'static`.
+        .map(|v| &*Box::leak(v.into_boxed_os_str()));
+    let cmd = with_environment(command(), &|name| env(name).is_none(), manifest);
+    Cli::from_arg_matches(&cmd.try_get_matches()?)
+}
+
+/// `cmd` with the `env` of each flag whose variable `unset` says is unset removed (clap reads
+/// an empty variable as an empty value), and `manifest`, if any, as every `--manifest`'s
+/// default; recursively.
+fn with_environment(
+    mut cmd: clap::Command,
+    unset: &dyn Fn(&std::ffi::OsStr) -> bool,
+    manifest: Option<&'static std::ffi::OsStr>,
+) -> clap::Command {
+    let ids: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().is_some_and(unset) || a.get_long() == Some("manifest"))
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |arg| {
+            let arg = if arg.get_env().is_some_and(unset) {
+                arg.env(None)
+            } else {
+                arg
+            };
+            match manifest {
+                Some(path) if arg.get_long() == Some("manifest") => arg.default_value(path),
+                _ => arg,
+            }
+        });
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |sub| with_environment(sub, unset, manifest));
+    }
+    cmd
+}
+
 /// Flags every command takes, before or after the command name.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
@@ -93,7 +147,7 @@ pub(crate) struct Global {
     pub(crate) quiet: bool,
 
     /// When to use colour. NO_COLOR in the environment means never.
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    #[arg(long, global = true, value_enum, env = "TIMCTL_COLOR", default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub(crate) color: ColorChoice,
 }
 
@@ -169,7 +223,8 @@ impl Global {
 /// Where the manifests are.
 #[derive(Debug, Args)]
 pub(crate) struct ManifestArgs {
-    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable.
+    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable. Default:
+    /// TIMCTL_MANIFEST when set, else timctl.yaml.
     #[arg(
         short = 'f',
         long = "manifest",
@@ -211,19 +266,24 @@ pub(crate) struct RefreshArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
     /// Refuse, changing nothing, a plan with more than N deletions.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TIMCTL_MAX_DELETES")]
     pub(crate) max_deletes: Option<u64>,
     /// Calls per second; default a little under the documented limit.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TIMCTL_RATE")]
     pub(crate) rate: Option<u32>,
     /// Calls in flight at once; default enough to keep the rate up at 250 ms latency (rate / 4).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TIMCTL_CONCURRENCY")]
     pub(crate) concurrency: Option<usize>,
     /// Retries of a transient failure per call.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TIMCTL_MAX_RETRIES",
+        default_value_t = 5
+    )]
     pub(crate) max_retries: u32,
     /// Wait this long for another timctl's lock on the state (30s, 5m).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_name = "DUR", env = "TIMCTL_LOCK_TIMEOUT", value_parser = parse_duration, default_value = "0s")]
     pub(crate) lock_timeout: Duration,
     /// Print one JSON event per line instead of a progress bar.
     #[arg(long)]

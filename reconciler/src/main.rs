@@ -5,19 +5,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod args;
 mod cmd;
 mod credentials;
+mod help;
 mod output;
 mod progress;
 
 use crate::output::eprintln_lossy;
-use args::{Cli, Command};
+use args::Command;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match args::parse() {
         Ok(cli) => cli,
         Err(err) => {
             // Usage errors exit 1, never clap's 2: under `plan --detailed-exitcode` a 2 means

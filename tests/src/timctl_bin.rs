@@ -57,6 +57,13 @@ pub fn timctl() -> std::process::Command {
     ] {
         cmd.env_remove(var);
     }
+    // Every flag's variable too (TIMCTL_MANIFEST, TIMCTL_MAX_DELETES, ...): a developer's own
+    // settings must not change what a test runs.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("TIMCTL_") {
+            cmd.env_remove(var);
+        }
+    }
     cmd.env("NO_COLOR", "1");
     cmd
 }

@@ -4,14 +4,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::CommandFactory;
 use miette::{Context, IntoDiagnostic};
 
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Install, for example:\n  \
-    bash: timctl completions bash > ~/.local/share/bash-completion/completions/timctl\n  \
-    zsh:  timctl completions zsh > ~/.zfunc/_timctl   (with fpath+=~/.zfunc before compinit)\n  \
-    fish: timctl completions fish > ~/.config/fish/completions/timctl.fish")]
 pub(crate) struct Args {
     /// The shell to complete for.
     #[arg(value_enum)]
@@ -19,7 +14,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: &Args) -> miette::Result<ExitCode> {
-    let mut cmd = crate::args::Cli::command();
+    let mut cmd = crate::args::command();
     // Generated into memory first: clap_complete panics on a write error, and a closed pipe
     // (`timctl completions bash | head`) must be an error, not a panic.
     let mut script = Vec::new();
