@@ -245,6 +245,78 @@ impl Filter {
     pub fn includes(&self, from: &UserId) -> bool {
         (self.users.is_empty() || self.users.contains(from)) && !self.exclude_users.contains(from)
     }
+
+    /// Refuses a `--user` or `--exclude-user` that neither a manifest entry nor the state
+    /// names: a typo would otherwise plan nothing (or everything) and say "No changes". A user
+    /// only the state still names is allowed, to narrow a plan to that user's forgets. The
+    /// first unknown user is named, with the closest known names.
+    pub fn check_users(
+        &self,
+        desired: &DesiredState,
+        recorded: &[StateEntry],
+    ) -> Result<(), UnknownUser> {
+        if self.users.is_empty() && self.exclude_users.is_empty() {
+            return Ok(());
+        }
+        let named: BTreeSet<&UserId> = (desired.entries.iter().map(|e| &e.key.from))
+            .chain(recorded.iter().map(|e| &e.key.from))
+            .collect();
+        let flagged = (self.users.iter().map(|u| ("--user", u)))
+            .chain(self.exclude_users.iter().map(|u| ("--exclude-user", u)));
+        for (flag, user) in flagged {
+            if !named.contains(user) {
+                return Err(UnknownUser {
+                    flag,
+                    user: user.to_string(),
+                    closest: closest_names(user.as_str(), named.iter().map(|u| u.as_str())),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `--user`/`--exclude-user` that no manifest entry names.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{flag} {user:?}: no manifest lists this user under `absent`, and the state has no entry of it"
+)]
+pub struct UnknownUser {
+    /// The flag that named the user.
+    pub flag: &'static str,
+    /// The user as given.
+    pub user: String,
+    /// The manifests' users closest to it, best first (at most three).
+    pub closest: Vec<String>,
+}
+
+impl miette::Diagnostic for UnknownUser {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(if self.closest.is_empty() {
+            format!(
+                "{} takes a From_Account that the manifests list under `absent`; check the \
+                 spelling, or leave the flag out",
+                self.flag
+            )
+        } else {
+            format!("did you mean {}?", self.closest.join(", "))
+        }))
+    }
+}
+
+/// The names of `candidates` closest to `wanted` (a typo's likely intent): similar enough
+/// by Jaro-Winkler, best first, at most three.
+fn closest_names<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut scored: Vec<(f64, &str)> = candidates
+        .map(|c| (strsim::jaro_winkler(wanted, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, c)| c.to_owned())
+        .collect()
 }
 
 /// Why a plan could not be made.
@@ -254,6 +326,10 @@ pub enum PlanError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ledger(#[from] LedgerError),
+    /// A `--user`/`--exclude-user` names no manifest user; nothing was read.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownUser(#[from] UnknownUser),
 }
 
 /// Reads the ledger and diffs the desired state against it: what `plan` and `apply` do.
@@ -264,8 +340,14 @@ pub fn make(
     filter: &Filter,
 ) -> Result<Plan, PlanError> {
     Ok(match snapshot_for(desired, ledger)? {
-        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter),
-        None => diff(desired, None, &[], filter),
+        Some(s) => {
+            filter.check_users(desired, &s.entries)?;
+            diff(desired, Some(s.meta.state), &s.entries, filter)
+        }
+        None => {
+            filter.check_users(desired, &[])?;
+            diff(desired, None, &[], filter)
+        }
     })
 }
 

@@ -116,8 +116,14 @@ pub fn make(
     seen: &Observations,
 ) -> Result<Plan, PlanError> {
     Ok(match super::snapshot_for(desired, ledger)? {
-        Some(s) => diff(desired, Some(s.meta.state), &s.entries, filter, seen),
-        None => diff(desired, None, &[], filter, seen),
+        Some(s) => {
+            filter.check_users(desired, &s.entries)?;
+            diff(desired, Some(s.meta.state), &s.entries, filter, seen)
+        }
+        None => {
+            filter.check_users(desired, &[])?;
+            diff(desired, None, &[], filter, seen)
+        }
     })
 }
 

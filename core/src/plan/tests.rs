@@ -455,3 +455,36 @@ fn version_1_plans_are_still_read() {
     let with_record = v1.replace("\"action\":\"delete\"", "\"action\":\"record\"");
     assert!(saved::from_json(&with_record, std::path::Path::new("v1.json")).is_err());
 }
+
+#[test]
+fn a_user_flag_naming_no_manifest_user_is_refused_with_the_closest_names() {
+    let d = desired(&[
+        ("alice", "user:bob", false),
+        ("alina", "user:bob", false),
+        ("carol", "user:dave", false),
+    ]);
+    let only = |users: &[&str], excluded: &[&str]| Filter {
+        reassert: false,
+        users: users.iter().map(|u| user(u)).collect(),
+        exclude_users: excluded.iter().map(|u| user(u)).collect(),
+    };
+    assert!(only(&["alice"], &["carol"]).check_users(&d, &[]).is_ok());
+    // A user only the state names is known: its entries are the plan's forgets.
+    let s = recorded(&[("zed", "user:gone", false)]);
+    assert!(only(&["zed"], &[]).check_users(&d, &s).is_ok());
+    assert!(only(&["zed"], &[]).check_users(&d, &[]).is_err());
+
+    let err = only(&["alcie"], &[]).check_users(&d, &s).unwrap_err();
+    assert_eq!((err.flag, err.user.as_str()), ("--user", "alcie"));
+    assert_eq!(err.closest, ["alice"]);
+
+    let err = only(&[], &["zed"]).check_users(&d, &[]).unwrap_err();
+    assert_eq!(err.flag, "--exclude-user");
+    assert!(err.closest.is_empty(), "{:?}", err.closest);
+
+    // plan::make refuses it (here with no state at all).
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = crate::ledger::SqliteLedger::open_read_only(&dir.path().join("state.db")).unwrap();
+    let err = make(&d, &ledger, &only(&["alcie"], &[])).unwrap_err();
+    assert!(matches!(err, PlanError::UnknownUser(_)), "{err:?}");
+}

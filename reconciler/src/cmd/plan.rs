@@ -118,6 +118,14 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         plan
     };
     drop(desired);
+    if plan.state.is_none() {
+        // A mistyped --state reads as "no state": say so, or every entry silently plans as new.
+        eprintln_lossy!(
+            "warning: no state at {}: every entry is planned as new (check --state or \
+             TIMCTL_STATE if a state should exist)",
+            global.state_location()?
+        );
+    }
     if let Some(out) = &args.out {
         plan::saved::write(&plan, out)?;
     }
