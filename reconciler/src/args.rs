@@ -180,12 +180,22 @@ impl Global {
     /// Whether to colour output on stderr.
     pub(crate) fn color_stderr(&self) -> bool {
         use std::io::IsTerminal;
+        self.colour_for(std::io::stderr().is_terminal())
+    }
+
+    /// Whether to colour a plan on stdout.
+    pub(crate) fn color_stdout(&self) -> bool {
+        use std::io::IsTerminal;
+        self.colour_for(std::io::stdout().is_terminal())
+    }
+
+    /// `--color`: always, never, or (auto) on a terminal unless `NO_COLOR` says otherwise.
+    fn colour_for(&self, terminal: bool) -> bool {
         match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && std::io::stderr().is_terminal()
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal
             }
         }
     }

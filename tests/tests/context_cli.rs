@@ -75,3 +75,58 @@ fn a_user_flag_naming_nobody_is_an_error_with_the_closest_name() {
     let (stdout, _) = check(&out, 0);
     assert!(stdout.contains("Plan: 1 to delete"), "{stdout}");
 }
+
+#[test]
+fn plan_text_is_coloured_only_when_asked_or_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("timctl.yaml"), MANIFEST).unwrap();
+    // The test harness sets NO_COLOR=1 and stdout is a pipe: `always` still colours.
+    let out = timctl(dir.path(), &["plan", "--color", "always"]);
+    let (stdout, _) = check(&out, 0);
+    assert!(
+        stdout.contains("\u{1b}[31m- delete\u{1b}[0m user:bob"),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("\u{1b}[1malice\u{1b}[0m"), "{stdout:?}");
+    for args in [
+        &["plan"][..],
+        &["plan", "--color", "never"],
+        &["plan", "--color", "always", "--format", "json"],
+        &["plan", "--color", "always", "--format", "markdown"],
+    ] {
+        let out = timctl(dir.path(), args);
+        let (stdout, _) = check(&out, 0);
+        assert!(!stdout.contains('\u{1b}'), "{args:?}: {stdout:?}");
+    }
+    let out = timctl_tests::timctl()
+        .current_dir(dir.path())
+        .args(["plan"])
+        .env("TIMCTL_COLOR", "always")
+        .output()
+        .unwrap();
+    let (stdout, _) = check(&out, 0);
+    assert!(stdout.contains("\u{1b}[31m"), "{stdout:?}");
+}
+
+#[test]
+fn plan_text_is_coloured_on_a_terminal_unless_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("timctl.yaml"), MANIFEST).unwrap();
+    // util-linux's `script` runs the plan on a pseudo-terminal.
+    let on_a_terminal = |no_color: &str| {
+        let out = std::process::Command::new("script")
+            .current_dir(dir.path())
+            .args([
+                "-qec",
+                &format!("{} plan", timctl_tests::timctl_bin().display()),
+                "/dev/null",
+            ])
+            .env_remove("TIMCTL_STATE")
+            .env("NO_COLOR", no_color)
+            .output()
+            .expect("script (util-linux) runs");
+        check(&out, 0).0
+    };
+    assert!(on_a_terminal("").contains("\u{1b}[31m- delete"));
+    assert!(!on_a_terminal("1").contains('\u{1b}'));
+}

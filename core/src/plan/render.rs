@@ -104,9 +104,43 @@ fn rest_sentence(rest: &Rest) -> String {
     )
 }
 
+/// ANSI styles for a terminal, as Terraform colours its plans: deletions red, records green,
+/// forgets yellow, users and the summary bold.
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    const RED: &'static str = "\x1b[31m";
+    const GREEN: &'static str = "\x1b[32m";
+    const YELLOW: &'static str = "\x1b[33m";
+    const BOLD: &'static str = "\x1b[1m";
+    const RESET: &'static str = "\x1b[0m";
+
+    fn paint(&self, style: &str, text: &str) -> String {
+        if self.on {
+            format!("{style}{text}{}", Self::RESET)
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
 /// Writes the text rendering: changes grouped by user, then the summary line. `limit`: at most
 /// that many changes (`None`: all).
 pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+    write_text_styled(plan, limit, false, out)
+}
+
+/// [`write_text`], coloured with ANSI escapes when `colour` (a terminal that wants them: the
+/// binary decides from `--color` and `NO_COLOR`).
+pub fn write_text_styled(
+    plan: &Plan,
+    limit: Option<usize>,
+    colour: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let paint = Paint { on: colour };
     if let Some(line) = refreshed_line(plan) {
         writeln!(out, "{line}")?;
         writeln!(out)?;
@@ -119,7 +153,7 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
     let mut last = None;
     for c in shown {
         if last != Some(&c.key.from) {
-            writeln!(out, "{}", c.key.from)?;
+            writeln!(out, "{}", paint.paint(Paint::BOLD, c.key.from.as_str()))?;
             last = Some(&c.key.from);
         }
         match c.action {
@@ -131,16 +165,23 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
                 .into_iter()
                 .flatten()
                 .collect();
+                let delete = paint.paint(Paint::RED, "- delete");
                 if notes.is_empty() {
-                    writeln!(out, "  - delete {}", c.key.peer)?
+                    writeln!(out, "  {delete} {}", c.key.peer)?
                 } else {
-                    writeln!(out, "  - delete {} ({})", c.key.peer, notes.join("; "))?
+                    writeln!(out, "  {delete} {} ({})", c.key.peer, notes.join("; "))?
                 }
             }
-            Action::Record => writeln!(out, "  + record {} (not on the server)", c.key.peer)?,
+            Action::Record => writeln!(
+                out,
+                "  {} {} (not on the server)",
+                paint.paint(Paint::GREEN, "+ record"),
+                c.key.peer
+            )?,
             Action::Forget => writeln!(
                 out,
-                "  ~ forget {} (no call; no longer in the manifest)",
+                "  {} {} (no call; no longer in the manifest)",
+                paint.paint(Paint::YELLOW, "~ forget"),
                 c.key.peer
             )?,
         }
@@ -149,7 +190,11 @@ pub fn write_text(plan: &Plan, limit: Option<usize>, out: &mut dyn Write) -> io:
         writeln!(out, "  … {}.", rest_sentence(&rest))?;
     }
     writeln!(out)?;
-    writeln!(out, "{}", summary_line(&plan.summary))
+    writeln!(
+        out,
+        "{}",
+        paint.paint(Paint::BOLD, &summary_line(&plan.summary))
+    )
 }
 
 /// The text rendering as a string.

@@ -99,7 +99,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // waited for the lock (the plan is then made again under the lock, which it keeps).
     let mut credentials = None;
     let locked = loop {
-        if !approve(&prepared, args, global.quiet)? {
+        if !approve(&prepared, args, global)? {
             return Ok(ExitCode::SUCCESS);
         }
         // Forgetting needs no call, so a plan without deletions needs no credentials.
@@ -190,12 +190,18 @@ fn rate(flag: Option<u32>, quiet: bool) -> miette::Result<f64> {
 fn approve<W: LedgerWriter + Send + 'static>(
     prepared: &Prepared<W>,
     args: &Args,
-    quiet: bool,
+    global: &Global,
 ) -> miette::Result<bool> {
+    let quiet = global.quiet;
     let plan = prepared.plan();
     let asking = !prepared.is_saved() && !args.auto_approve;
     if !prepared.is_saved() && !args.exec.json {
-        match super::plan::print(plan, super::plan::Format::Text, args.limit) {
+        match super::plan::print(
+            plan,
+            super::plan::Format::Text,
+            args.limit,
+            global.color_stdout(),
+        ) {
             Ok(()) => {}
             // With --auto-approve, or with nothing to do, nobody has to read the plan: when the
             // reader of stdout has gone (`| head`), the run goes on, as it does when only its

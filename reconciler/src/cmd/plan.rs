@@ -64,11 +64,12 @@ pub(crate) fn filter(args: &FilterArgs) -> miette::Result<Filter> {
     })
 }
 
-/// Prints a plan in `format` on stdout.
-pub(crate) fn print(plan: &Plan, format: Format, limit: usize) -> miette::Result<()> {
+/// Prints a plan in `format` on stdout; text is coloured when `colour`
+/// ([`Global::color_stdout`]).
+pub(crate) fn print(plan: &Plan, format: Format, limit: usize, colour: bool) -> miette::Result<()> {
     let limit = (limit != 0).then_some(limit);
     crate::output::to_stdout("the plan", |out| match format {
-        Format::Text => render::write_text(plan, limit, out),
+        Format::Text => render::write_text_styled(plan, limit, colour, out),
         Format::Json => plan::saved::to_writer(plan, out),
         Format::Markdown => render::write_markdown(plan, limit, out),
     })
@@ -129,7 +130,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     if let Some(out) = &args.out {
         plan::saved::write(&plan, out)?;
     }
-    print(&plan, args.format, args.limit)?;
+    print(&plan, args.format, args.limit, global.color_stdout())?;
     if let Some(out) = &args.out
         && !global.quiet
     {

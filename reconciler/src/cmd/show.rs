@@ -16,8 +16,8 @@ pub(crate) struct Args {
     pub(crate) limit: usize,
 }
 
-pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
+pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let plan = timctl_core::plan::saved::read(&args.planfile)?;
-    crate::cmd::plan::print(&plan, args.format, args.limit)?;
+    crate::cmd::plan::print(&plan, args.format, args.limit, global.color_stdout())?;
     Ok(ExitCode::SUCCESS)
 }
