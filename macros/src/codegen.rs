@@ -493,15 +493,51 @@ fn deserialize_object(name: &Ident, items: &[Item]) -> TokenStream {
     }
 }
 
-fn endpoint(e: &Endpoint) -> TokenStream {
-    let name = &e.name;
-    let request = format_ident!("{}Request", name);
-    let response = format_ident!("{}Response", name);
-    let error = format_ident!("{}Error", name);
-    let path = &e.path;
-    let rate = e.calls_per_second;
-    let name_str = name.to_string();
+/// The names one endpoint's generated items share.
+struct Names {
+    endpoint: Ident,
+    request: Ident,
+    response: Ident,
+    error: Ident,
+}
 
+impl Names {
+    fn of(e: &Endpoint) -> Self {
+        let name = &e.name;
+        Names {
+            endpoint: name.clone(),
+            request: format_ident!("{}Request", name),
+            response: format_ident!("{}Response", name),
+            error: format_ident!("{}Error", name),
+        }
+    }
+}
+
+/// Everything one endpoint spec generates: the marker type, the request, the nested types, the
+/// response, the error and the `Endpoint` impl that ties them together.
+fn endpoint(e: &Endpoint) -> TokenStream {
+    let names = Names::of(e);
+    let marker = marker_type(e);
+    let request = request_type(e, &names);
+    let response_doc = doc(&format!(
+        "The response body of [`{}`]. Fields the spec does not list are ignored.\n\nParsing only reads it: [`::timctl_core::api::Endpoint::into_result`] decides whether it is a success.",
+        names.endpoint
+    ));
+    let response = response_object(&names.response, &response_doc, &e.response);
+    let error = error_type(e, &names);
+    let endpoint_impl = endpoint_impl(e, &names);
+    quote! {
+        #marker
+        #request
+        #response
+        #error
+        #endpoint_impl
+    }
+}
+
+/// The endpoint's marker type, documented with its summary, path and rate.
+fn marker_type(e: &Endpoint) -> TokenStream {
+    let (name, path, rate) = (&e.name, &e.path, e.calls_per_second);
     let mut endpoint_doc = e.summary.clone();
     if let Some(d) = &e.description {
         endpoint_doc.push_str("\n\n");
@@ -511,8 +547,18 @@ fn endpoint(e: &Endpoint) -> TokenStream {
         "\n\n`POST https://HOST/{path}`, at most {rate} calls per second."
     ));
     let endpoint_doc = doc(&endpoint_doc);
+    quote! {
+        #endpoint_doc
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct #name;
+    }
+}
 
-    // Request: plain fields become struct fields; a union becomes one field of its enum type.
+/// The request struct (plain fields become struct fields; a union becomes one field of its
+/// enum type), its wire-name constants, the nested types of request and response, and the
+/// hand-ordered `Serialize` that writes keys in the documented order.
+fn request_type(e: &Endpoint, names: &Names) -> TokenStream {
+    let (name, request) = (&names.endpoint, &names.request);
     let mut decls = Vec::new();
     let mut writes = Vec::new();
     for item in &e.request {
@@ -553,33 +599,33 @@ fn endpoint(e: &Endpoint) -> TokenStream {
     let request_doc = format!(
         " The request body of [`{name}`]. Serialises to the documented JSON, keys in the documented order."
     );
-    let request_consts = wire_consts(&request, &e.request);
+    let request_consts = wire_consts(request, &e.request);
+    quote! {
+        #[doc = #request_doc]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct #request {
+            #(#decls,)*
+        }
 
-    // Response.
-    let response_doc = doc(&format!(
-        "The response body of [`{name}`]. Fields the spec does not list are ignored.\n\nParsing only reads it: [`::timctl_core::api::Endpoint::into_result`] decides whether it is a success."
-    ));
-    let response_object = response_object(&response, &response_doc, &e.response);
-    let roles = &e.roles;
-    let code_field = &roles.error_code;
-    let status_field = &roles.action_status;
-    let info = match &roles.error_info {
-        Some(f) => quote! { response.#f.clone().unwrap_or_default() },
-        None => quote! { ::std::string::String::new() },
-    };
-    let (is_ok, status_text) = if roles.action_status_required {
-        (
-            quote! { response.#status_field == "OK" },
-            quote! { response.#status_field.clone() },
-        )
-    } else {
-        (
-            quote! { response.#status_field.as_deref() == ::core::option::Option::Some("OK") },
-            quote! { response.#status_field.clone().unwrap_or_default() },
-        )
-    };
+        #request_consts
 
-    // Errors.
+        #(#nested)*
+
+        impl ::serde::Serialize for #request {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
+                use ::serde::ser::SerializeMap as _;
+                let mut map = serializer.serialize_map(::core::option::Option::None)?;
+                #(#writes)*
+                map.end()
+            }
+        }
+    }
+}
+
+/// The error enum: one variant per code the spec describes, `NotOk` and `Unknown`, with
+/// `ApiError` (code, class, meaning, action, info), `Display` and `Error`.
+fn error_type(e: &Endpoint, names: &Names) -> TokenStream {
+    let (name, error) = (&names.endpoint, &names.error);
     let variants = e.errors.iter().map(|c| {
         let d = doc(&format!("{}: {}\n\n{}", c.code, c.meaning, c.action));
         let v = &c.variant;
@@ -630,31 +676,6 @@ fn endpoint(e: &Endpoint) -> TokenStream {
     );
 
     quote! {
-        #endpoint_doc
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct #name;
-
-        #[doc = #request_doc]
-        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-        pub struct #request {
-            #(#decls,)*
-        }
-
-        #request_consts
-
-        #(#nested)*
-
-        impl ::serde::Serialize for #request {
-            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> ::core::result::Result<S::Ok, S::Error> {
-                use ::serde::ser::SerializeMap as _;
-                let mut map = serializer.serialize_map(::core::option::Option::None)?;
-                #(#writes)*
-                map.end()
-            }
-        }
-
-        #response_object
-
         #[doc = #error_doc]
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum #error {
@@ -733,7 +754,38 @@ fn endpoint(e: &Endpoint) -> TokenStream {
         }
 
         impl ::std::error::Error for #error {}
+    }
+}
 
+/// `impl Endpoint`: the name, path and rate, and `into_result`, which decides success from the
+/// roles the spec gives the response's fields.
+fn endpoint_impl(e: &Endpoint, names: &Names) -> TokenStream {
+    let Names {
+        endpoint: name,
+        request,
+        response,
+        error,
+    } = names;
+    let (path, rate, name_str) = (&e.path, e.calls_per_second, name.to_string());
+    let roles = &e.roles;
+    let code_field = &roles.error_code;
+    let status_field = &roles.action_status;
+    let info = match &roles.error_info {
+        Some(f) => quote! { response.#f.clone().unwrap_or_default() },
+        None => quote! { ::std::string::String::new() },
+    };
+    let (is_ok, status_text) = if roles.action_status_required {
+        (
+            quote! { response.#status_field == "OK" },
+            quote! { response.#status_field.clone() },
+        )
+    } else {
+        (
+            quote! { response.#status_field.as_deref() == ::core::option::Option::Some("OK") },
+            quote! { response.#status_field.clone().unwrap_or_default() },
+        )
+    };
+    quote! {
         impl ::timctl_core::api::Endpoint for #name {
             const NAME: &'static str = #name_str;
             const PATH: &'static str = #path;
