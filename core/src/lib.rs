@@ -7,10 +7,17 @@
 //!   `api-spec/` by `timctl_macros::api!`. The spec is the single source of truth for the wire.
 //! - [`ids`]: UserIDs, group IDs and peers, validated once where they enter.
 //! - [`usersig`]: TLSSigAPIv2 UserSigs, made and verified.
-//! - [`client`]: the only code that talks HTTP: signing, regions, rate limit, retries.
-//! - [`manifest`]: reads and validates YAML manifests into a [`desired::DesiredState`].
-//! - [`ledger`]: the state: what has been deleted, in SQLite, behind a small trait.
-//! - [`plan`]: the pure diff of desired state against the ledger.
+//! - [`client`]: the only code that talks HTTP: signing, regions, rate limits, retries, and
+//!   one user's whole conversation list (`get_list`, paged).
+//! - [`input`]: the one way files from outside are read: regular files only, size-capped.
+//! - [`manifest`]: reads and validates YAML manifests into a [`desired::DesiredState`]
+//!   ([`desired`]: the plain data every later step works on).
+//! - [`ledger`]: the state: what has been deleted, in SQLite or PostgreSQL, behind the
+//!   `Ledger`/`LedgerWriter` traits, with its lock.
+//! - [`refresh`]: the listing phase of `--refresh`: each planned user's list, through a
+//!   `Lister` (the client).
+//! - [`plan`]: the pure diff of desired state against the ledger (and, with refresh, the
+//!   server's lists), its renderings and its saved form.
 //! - [`apply`]: carries a plan out through the client and records it in the ledger; the
 //!   client is its `Deleter` through `apply_client`.
 //! - [`stop`]: the one stop signal of a run, obeyed by the client and the executor.
