@@ -21,6 +21,8 @@
 //! - [`apply`]: carries a plan out through the client and records it in the ledger; the
 //!   client is its `Deleter` through `apply_client`.
 //! - [`stop`]: the one stop signal of a run, obeyed by the client and the executor.
+//! - [`callback`]: Tencent's message callbacks for the reconciler (`serve`): authentication,
+//!   the fields that name a conversation, and which forbidden conversations a message concerns.
 
 // The generated code names this crate by its external name, so that the same macro output also
 // works in integration tests and other crates.
@@ -29,6 +31,7 @@ extern crate self as timctl_core;
 pub mod api;
 pub mod apply;
 mod apply_client;
+pub mod callback;
 pub mod client;
 pub mod desired;
 pub mod ids;
