@@ -1153,7 +1153,7 @@ fn upgrade_from_fixture(b: &Backend) {
     );
     drop(before);
 
-    let mut w = b.writer(APP).unwrap();
+    let w = b.writer(APP).unwrap();
     assert_eq!(w.meta().unwrap().schema_version, b.current_schema());
     drop(w);
     let upgraded = b.reader(Some(APP)).unwrap();

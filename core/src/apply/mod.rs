@@ -503,7 +503,10 @@ mod tests {
             (key("d", "user:a"), Reason::New),
         ];
         let mut reasons = Reasons::default();
-        assert!(planned.is_sorted_by(|a, b| a.0 < b.0), "in the plan's order");
+        assert!(
+            planned.is_sorted_by(|a, b| a.0 < b.0),
+            "in the plan's order"
+        );
         for (k, r) in &planned {
             reasons.push(k, *r);
         }

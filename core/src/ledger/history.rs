@@ -185,7 +185,7 @@ pub fn write_event_json(event: &Event, out: &mut dyn std::io::Write) -> std::io:
     if let Some(latency) = event.latency_ms {
         line.insert("latency_ms".into(), latency.into());
     }
-    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
 
@@ -231,7 +231,7 @@ pub fn write_run_json(run: &RunInfo, out: &mut dyn std::io::Write) -> std::io::R
         "ended_at": run.ended_at.map(millis),
         "counts": run.counts,
     });
-    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
 

@@ -555,6 +555,6 @@ pub fn write_list_json(
             st.end()
         }
     }
-    serde_json::to_writer(&mut *out, &Doc(meta, entries)).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, &Doc(meta, entries)).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
