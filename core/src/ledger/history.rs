@@ -169,22 +169,37 @@ pub fn parse_run_id(text: &str) -> Result<uuid::Uuid, String> {
 /// `reason`, `from`, `type`, `peer`, `clear_roaming`, `run`, and, for an enforced deletion,
 /// `trigger` and `latency_ms` (else absent).
 pub fn write_event_json(event: &Event, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut line = serde_json::Map::new();
-    line.insert("format_version".into(), FORMAT_VERSION.into());
-    line.insert("at".into(), millis(event.at).into());
-    line.insert("action".into(), event.action.as_str().into());
-    line.insert("reason".into(), event.reason.as_str().into());
-    line.insert("from".into(), event.key.from.as_str().into());
-    line.insert("type".into(), event.key.peer.kind().as_str().into());
-    line.insert("peer".into(), event.key.peer.id().into());
-    line.insert("clear_roaming".into(), event.clear_roaming.into());
-    line.insert("run".into(), event.run_id.to_string().into());
-    if let Some(trigger) = &event.trigger {
-        line.insert("trigger".into(), trigger.clone());
+    /// The line, its fields in the documented order.
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        format_version: u32,
+        at: String,
+        action: &'static str,
+        reason: &'static str,
+        from: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        peer: &'a str,
+        clear_roaming: bool,
+        run: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trigger: Option<&'a serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<u64>,
     }
-    if let Some(latency) = event.latency_ms {
-        line.insert("latency_ms".into(), latency.into());
-    }
+    let line = Line {
+        format_version: FORMAT_VERSION,
+        at: millis(event.at),
+        action: event.action.as_str(),
+        reason: event.reason.as_str(),
+        from: event.key.from.as_str(),
+        kind: event.key.peer.kind().as_str(),
+        peer: event.key.peer.id(),
+        clear_roaming: event.clear_roaming,
+        run: event.run_id.to_string(),
+        trigger: event.trigger.as_ref(),
+        latency_ms: event.latency_ms,
+    };
     serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
@@ -217,20 +232,36 @@ pub fn write_event_row(event: &Event, out: &mut dyn std::io::Write) -> std::io::
 /// `timctl_version`, `commit`, `manifest_digest`, `host`, `os_user`, `ci_job_url`,
 /// `started_at`, `ended_at`, `counts` (unknowns as `null`).
 pub fn write_run_json(run: &RunInfo, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let line = serde_json::json!({
-        "format_version": FORMAT_VERSION,
-        "run": run.run_id.to_string(),
-        "command": run.command.as_str(),
-        "timctl_version": run.timctl_version,
-        "commit": run.origin.commit,
-        "manifest_digest": run.manifest_digest,
-        "host": run.origin.host,
-        "os_user": run.origin.os_user,
-        "ci_job_url": run.origin.ci_job_url,
-        "started_at": millis(run.started_at),
-        "ended_at": run.ended_at.map(millis),
-        "counts": run.counts,
-    });
+    /// The line, its fields in the documented order.
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        format_version: u32,
+        run: String,
+        command: &'static str,
+        timctl_version: &'a str,
+        commit: Option<&'a str>,
+        manifest_digest: &'a str,
+        host: Option<&'a str>,
+        os_user: Option<&'a str>,
+        ci_job_url: Option<&'a str>,
+        started_at: String,
+        ended_at: Option<String>,
+        counts: Option<&'a std::collections::BTreeMap<String, u64>>,
+    }
+    let line = Line {
+        format_version: FORMAT_VERSION,
+        run: run.run_id.to_string(),
+        command: run.command.as_str(),
+        timctl_version: &run.timctl_version,
+        commit: run.origin.commit.as_deref(),
+        manifest_digest: &run.manifest_digest,
+        host: run.origin.host.as_deref(),
+        os_user: run.origin.os_user.as_deref(),
+        ci_job_url: run.origin.ci_job_url.as_deref(),
+        started_at: millis(run.started_at),
+        ended_at: run.ended_at.map(millis),
+        counts: run.counts.as_ref(),
+    };
     serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
@@ -294,6 +325,31 @@ mod tests {
         );
         let err = parse_when("last tuesday", now).unwrap_err();
         assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn an_event_line_has_its_fields_in_the_documented_order() {
+        let event = Event {
+            at: jiff::Timestamp::from_millisecond(1_700_000_000_120).unwrap(),
+            action: EventAction::Deleted,
+            reason: EventReason::Plan(Reason::CameBack),
+            key: ConversationKey::new(
+                UserId::new("alice").unwrap(),
+                "group:@TGS#1".parse().unwrap(),
+            ),
+            clear_roaming: true,
+            run_id: uuid::Uuid::nil(),
+            trigger: None,
+            latency_ms: None,
+        };
+        let mut out = Vec::new();
+        write_event_json(&event, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"format_version\":1,\"at\":\"2023-11-14T22:13:20.120Z\",\"action\":\"deleted\",\
+             \"reason\":\"came_back\",\"from\":\"alice\",\"type\":\"group\",\"peer\":\"@TGS#1\",\
+             \"clear_roaming\":true,\"run\":\"00000000-0000-0000-0000-000000000000\"}\n"
+        );
     }
 
     #[test]
