@@ -27,9 +27,6 @@ use timctl_tests::{FakeConfig, FakeTim, bench};
 
 const KEY: &str = "bench-history-key";
 const APP: u64 = 1_400_000_001;
-/// Users and peers of the generated history.
-const USERS: usize = 100_000;
-const PEERS: usize = 997;
 
 /// The time `timctl` at `bin` spent recording an apply of `n` deletions against `fake`.
 fn recording(bin: &Path, fake: &FakeTim, n: usize, state: &str) -> Duration {
@@ -138,6 +135,8 @@ fn new_state(state: &str) {
     w.begin_run(&RunInfo::new("bench")).unwrap();
 }
 
+/// The generated events' columns from `i`: 100,000 users (`user0`…), 997 peers (`peer0`…),
+/// one event every 10 ms.
 const EVENT_VALUES: &str = "1700000000000 + i * 10, 'deleted', 'new',
     'user' || (i % 100000), 1, 'peer' || (i % 997), 0";
 
