@@ -591,8 +591,19 @@ fn a_version_1_ledger_reads_as_deletions_and_migrates_on_write() {
     drop(w);
     // Take the file back to schema version 1, as the first release wrote it.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("ALTER TABLE entries DROP COLUMN origin; PRAGMA user_version = 1;")
-        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE entries DROP COLUMN origin;
+         DROP TABLE events;
+         ALTER TABLE runs DROP COLUMN command;
+         ALTER TABLE runs DROP COLUMN commit_id;
+         ALTER TABLE runs DROP COLUMN host;
+         ALTER TABLE runs DROP COLUMN os_user;
+         ALTER TABLE runs DROP COLUMN ci_job_url;
+         ALTER TABLE runs DROP COLUMN ended_at;
+         ALTER TABLE runs DROP COLUMN counts;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(conn);
 
     let r = SqliteLedger::open_read_only(&path).unwrap();

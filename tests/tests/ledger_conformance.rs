@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use timctl_core::ids::{ConversationKey, UserId};
+use timctl_core::ledger::history::{Event, EventReason, HistoryQuery};
 use timctl_core::ledger::{
     self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocatedStore,
-    LocationError, Origin, PgError, RunInfo, StateLocation, StateName,
+    LocationError, Origin, PgError, RunCommand, RunInfo, RunOrigin, StateLocation, StateName,
+    migrate,
 };
+use timctl_core::plan::Reason;
 use timctl_tests::pg::PgCluster;
 
 const APP: u64 = 1_400_000_001;
@@ -46,12 +49,17 @@ impl Backend {
     }
 
     /// The schema version this timctl writes: both backends' second added the entries'
-    /// origin; PostgreSQL's third dropped the entries' foreign keys.
+    /// origin; PostgreSQL's third dropped the entries' foreign keys; the next (SQLite's third,
+    /// PostgreSQL's fourth) added the history.
     fn current_schema(&self) -> u32 {
         match self {
-            Self::Sqlite(_) => 2,
-            Self::Postgres { .. } => 3,
+            Self::Sqlite(_) => 3,
+            Self::Postgres { .. } => 4,
         }
+    }
+
+    fn store(&self) -> LocatedStore {
+        LocatedStore::new(self.location(), StateName::default()).unwrap()
     }
 
     fn is_postgres(&self) -> bool {
@@ -166,6 +174,11 @@ conformance!(
     a_second_writer_is_refused_naming_the_holder,
     named_states_are_kept_apart,
     a_state_is_copied_whole,
+    a_redeletion_recorded_the_same_way_changes_history_only,
+    history_filters_narrow_and_order_newest_first,
+    a_long_history_streams_whole_in_order,
+    prune_removes_exactly_the_older_events_and_records_itself,
+    runs_keep_their_origin_and_end,
     absences_keep_their_origin,
     a_batch_naming_recorded_entries_is_one_write,
     a_first_batch_naming_one_conversation_twice_keeps_the_last,
@@ -564,17 +577,422 @@ fn a_state_is_copied_whole(b: Backend) {
     .unwrap();
     w.record_absent(&run, &[deleted("e", "user:f", false, 7)])
         .unwrap();
+    // A re-deletion: history only.
+    w.record_deleted(&run, &[deleted("a", "user:b", true, 8)])
+        .unwrap();
+    w.forget(&[key("c", "group:d")]).unwrap();
     let meta = w.meta().unwrap().clone();
     let (runs, entries) = (w.runs().unwrap(), w.entries().unwrap());
     drop(w);
-    let mut copy = b.writer(APP).unwrap();
-    copy.import(&meta, &runs, &entries).unwrap();
-    drop(copy);
+    let events = all_events(&source.reader(Some(APP)).unwrap());
+    assert_eq!(events.len(), 5);
+    let migrate_run = RunInfo::start(RunCommand::StateMigrate, "", RunOrigin::default());
+    let copied = migrate::migrate(
+        &source.store(),
+        &b.store(),
+        APP,
+        Duration::ZERO,
+        migrate_run.clone(),
+    )
+    .unwrap();
+    assert_eq!((copied.entries, copied.runs, copied.events), (2, 1, 5));
     let r = b.reader(Some(APP)).unwrap();
     assert_eq!(r.meta().unwrap().state, meta.state);
     assert_eq!(r.meta().unwrap().created_at, meta.created_at);
-    assert_eq!(r.runs().unwrap(), runs);
+    let copied_runs = r.runs().unwrap();
+    assert_eq!(
+        copied_runs[..1],
+        runs[..],
+        "the source's runs, then the migrate's"
+    );
+    assert_eq!(copied_runs[1].run_id, migrate_run.run_id);
+    assert_eq!(copied_runs[1].command, RunCommand::StateMigrate);
+    assert_eq!(
+        copied_runs[1].counts.as_ref().unwrap()["events"],
+        5,
+        "the migrate's run counts what it copied"
+    );
     assert_eq!(r.entries().unwrap(), entries);
+    assert_eq!(all_events(&r), events, "the history, in its order");
+    // Again: the destination holds it now, and nothing more is written.
+    let again = migrate::migrate(
+        &source.store(),
+        &b.store(),
+        APP,
+        Duration::ZERO,
+        RunInfo::start(RunCommand::StateMigrate, "", RunOrigin::default()),
+    );
+    assert!(
+        matches!(again, Err(migrate::MigrateError::DestinationHolds { .. })),
+        "{again:?}"
+    );
+    assert_eq!(b.reader(Some(APP)).unwrap().runs().unwrap().len(), 2);
+}
+
+/// Every event of `ledger`, newest first.
+fn all_events(ledger: &AnyLedger) -> Vec<Event> {
+    events_where(ledger, &HistoryQuery::default())
+}
+
+/// The events `query` selects, newest first.
+fn events_where(ledger: &AnyLedger, query: &HistoryQuery) -> Vec<Event> {
+    let mut events = Vec::new();
+    ledger
+        .history(query, &mut |e| {
+            events.push(e.clone());
+            Ok(())
+        })
+        .unwrap();
+    events
+}
+
+/// (action, reason, from, peer) of each event, oldest first.
+fn story(ledger: &AnyLedger, query: &HistoryQuery) -> Vec<(String, String, String, String)> {
+    let mut events = events_where(ledger, query);
+    events.reverse();
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str().to_owned(),
+                e.reason.as_str().to_owned(),
+                e.key.from.to_string(),
+                e.key.peer.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn s4(a: &str, r: &str, f: &str, p: &str) -> (String, String, String, String) {
+    (a.into(), r.into(), f.into(), p.into())
+}
+
+/// The serial counts changes to the entries: a conversation deleted again the same way (it
+/// came back) appends history and leaves the entry and the serial as they were, so a saved
+/// plan stays valid; clear_roaming false → true, origin absent → deleted, a new entry and a
+/// forget still change them. On PostgreSQL the re-deletion comes in a batch after the first
+/// insert, the one that meets the unique violation and turns into the upsert.
+fn a_redeletion_recorded_the_same_way_changes_history_only(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::new("d");
+    let first = w
+        .record_deleted(
+            &run,
+            &[
+                deleted("a", "user:b", false, 10),
+                deleted("a", "user:c", false, 10),
+            ],
+        )
+        .unwrap();
+    assert_eq!(first.affected, 2);
+    let entries = w.entries().unwrap();
+    let again = w
+        .record(
+            &run,
+            Origin::Deleted,
+            &[deleted("a", "user:b", false, 20)],
+            &|_| EventReason::Plan(Reason::CameBack),
+        )
+        .unwrap();
+    assert_eq!(again.affected, 0);
+    assert_eq!(again.state, first.state, "the serial did not move");
+    assert_eq!(
+        w.entries().unwrap(),
+        entries,
+        "the entries are as they were"
+    );
+    // Twice more in one batch with an entry that did change: that one bumps.
+    let changed = w
+        .record(
+            &run,
+            Origin::Deleted,
+            &[
+                deleted("a", "user:b", false, 30),
+                deleted("a", "user:c", true, 30),
+            ],
+            &|k| {
+                EventReason::Plan(if k.peer.to_string() == "user:c" {
+                    Reason::ClearRoaming
+                } else {
+                    Reason::CameBack
+                })
+            },
+        )
+        .unwrap();
+    assert_eq!(changed.affected, 1);
+    assert_eq!(changed.state.serial, first.state.serial + 1);
+    // Absent, then deleted: the origin changes.
+    w.record_absent(&run, &[deleted("a", "user:d", false, 40)])
+        .unwrap();
+    let before = w.state_ref().unwrap().serial;
+    let origin_changed = w
+        .record_deleted(&run, &[deleted("a", "user:d", false, 50)])
+        .unwrap();
+    assert_eq!(origin_changed.state.serial, before + 1);
+    w.forget(&[key("a", "user:c")]).unwrap();
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    assert_eq!(
+        story(&r, &HistoryQuery::default()),
+        [
+            s4("deleted", "new", "a", "user:b"),
+            s4("deleted", "new", "a", "user:c"),
+            s4("deleted", "came_back", "a", "user:b"),
+            s4("deleted", "came_back", "a", "user:b"),
+            s4("deleted", "clear_roaming", "a", "user:c"),
+            s4("recorded", "absent", "a", "user:d"),
+            s4("deleted", "new", "a", "user:d"),
+            s4("forgotten", "not_in_manifest", "a", "user:c"),
+        ]
+    );
+    let b_entry = r
+        .entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.key == key("a", "user:b"))
+        .unwrap();
+    assert_eq!(
+        b_entry.deleted_at.as_second(),
+        10,
+        "the entry keeps its first deletion; the history has the others"
+    );
+    let forgotten = &all_events(&r)[0];
+    assert!(forgotten.clear_roaming, "a forget says what the entry said");
+    assert_eq!(forgotten.run_id, run.run_id);
+}
+
+/// The filters narrow as documented, newest first, with the limit; events carry their run
+/// and the millisecond of the change.
+fn history_filters_narrow_and_order_newest_first(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let first = RunInfo::new("d1");
+    let second = RunInfo::new("d2");
+    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap();
+    let d = |from: &str, peer: &str, ms: i64| Deleted {
+        key: key(from, peer),
+        clear_roaming: false,
+        deleted_at: at(ms),
+    };
+    w.record_deleted(
+        &first,
+        &[
+            d("alice", "user:bob", 1_000),
+            d("alice", "group:@TGS#g", 2_000),
+        ],
+    )
+    .unwrap();
+    w.record_deleted(&first, &[d("carol", "user:bob", 3_000)])
+        .unwrap();
+    w.record(
+        &second,
+        Origin::Deleted,
+        &[d("alice", "user:bob", 4_500)],
+        &|_| EventReason::Plan(Reason::CameBack),
+    )
+    .unwrap();
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    let keys = |q: HistoryQuery| -> Vec<(String, i64)> {
+        events_where(&r, &q)
+            .iter()
+            .map(|e| {
+                (
+                    format!("{} {}", e.key.from, e.key.peer),
+                    e.at.as_millisecond(),
+                )
+            })
+            .collect()
+    };
+    let k = |s: &str, ms: i64| (s.to_owned(), ms);
+    assert_eq!(
+        keys(HistoryQuery::default()),
+        [
+            k("alice user:bob", 4_500),
+            k("carol user:bob", 3_000),
+            k("alice group:@TGS#g", 2_000),
+            k("alice user:bob", 1_000)
+        ]
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            user: Some(UserId::new("alice").unwrap()),
+            ..Default::default()
+        }),
+        [
+            k("alice user:bob", 4_500),
+            k("alice group:@TGS#g", 2_000),
+            k("alice user:bob", 1_000)
+        ]
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            peer: Some("user:bob".parse().unwrap()),
+            ..Default::default()
+        }),
+        [
+            k("alice user:bob", 4_500),
+            k("carol user:bob", 3_000),
+            k("alice user:bob", 1_000)
+        ]
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            user: Some(UserId::new("alice").unwrap()),
+            peer: Some("user:bob".parse().unwrap()),
+            since: Some(at(1_500)),
+            ..Default::default()
+        }),
+        [k("alice user:bob", 4_500)]
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            since: Some(at(2_000)),
+            until: Some(at(4_500)),
+            ..Default::default()
+        }),
+        [k("carol user:bob", 3_000), k("alice group:@TGS#g", 2_000)],
+        "since is inclusive, until exclusive"
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            run: Some(second.run_id),
+            ..Default::default()
+        }),
+        [k("alice user:bob", 4_500)]
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            run: Some(uuid::Uuid::new_v4()),
+            ..Default::default()
+        }),
+        []
+    );
+    assert_eq!(
+        keys(HistoryQuery {
+            limit: Some(2),
+            ..Default::default()
+        }),
+        [k("alice user:bob", 4_500), k("carol user:bob", 3_000)]
+    );
+    let mut runs = Vec::new();
+    r.runs_newest_first(None, &mut |run| {
+        runs.push(run.run_id);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(runs, [second.run_id, first.run_id]);
+}
+
+/// A history longer than a page streams whole and in order (the SQLite reader pages).
+fn a_long_history_streams_whole_in_order(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::new("d");
+    let batch: Vec<Deleted> = (0..2_500)
+        .map(|i| Deleted {
+            key: key(&format!("u{i:05}"), "user:p"),
+            clear_roaming: false,
+            // Ties in time are ordered by insertion.
+            deleted_at: jiff::Timestamp::from_millisecond(1_000 + (i / 3) as i64).unwrap(),
+        })
+        .collect();
+    w.record_deleted(&run, &batch).unwrap();
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    let mut events = all_events(&r);
+    assert_eq!(events.len(), 2_500);
+    events.reverse();
+    let froms: Vec<String> = events.iter().map(|e| e.key.from.to_string()).collect();
+    let expected: Vec<String> = (0..2_500).map(|i| format!("u{i:05}")).collect();
+    assert_eq!(froms, expected);
+    let limited = events_where(
+        &r,
+        &HistoryQuery {
+            limit: Some(1_234),
+            ..Default::default()
+        },
+    );
+    assert_eq!(limited.len(), 1_234);
+}
+
+/// `state prune-history` removes exactly the events before the cutoff, in one transaction
+/// that records its own run, without the writer lock (a writer holds it meanwhile).
+fn prune_removes_exactly_the_older_events_and_records_itself(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::new("d");
+    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap();
+    for (i, ms) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        w.record_deleted(
+            &run,
+            &[Deleted {
+                key: key("a", &format!("user:p{i}")),
+                clear_roaming: false,
+                deleted_at: at(ms),
+            }],
+        )
+        .unwrap();
+    }
+    let serial = w.state_ref().unwrap().serial;
+    let name = StateName::default();
+    let mut dry = RunInfo::start(RunCommand::StatePruneHistory, "", RunOrigin::default());
+    let counted =
+        ledger::prune_history(&b.location(), &name, Some(APP), at(3_000), true, &mut dry).unwrap();
+    assert_eq!(counted, Some(2));
+    assert_eq!(
+        all_events(&b.reader(Some(APP)).unwrap()).len(),
+        3,
+        "a dry run"
+    );
+    // With the writer still holding the lock.
+    let mut prune = RunInfo::start(RunCommand::StatePruneHistory, "", RunOrigin::default());
+    let pruned = ledger::prune_history(
+        &b.location(),
+        &name,
+        Some(APP),
+        at(3_000),
+        false,
+        &mut prune,
+    )
+    .unwrap();
+    assert_eq!(pruned, Some(2));
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    let left = all_events(&r);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].at, at(3_000));
+    assert_eq!(r.meta().unwrap().state.serial, serial, "entries untouched");
+    assert_eq!(r.entries().unwrap().len(), 3);
+    let runs = r.runs().unwrap();
+    let last = runs.last().unwrap();
+    assert_eq!(last.run_id, prune.run_id);
+    assert_eq!(last.command, RunCommand::StatePruneHistory);
+    assert_eq!(last.counts.as_ref().unwrap()["pruned"], 2);
+    assert!(last.ended_at.is_some());
+    assert_eq!(runs.len(), 2, "the dry run wrote nothing");
+}
+
+/// Runs keep who ran them, where, and how they ended.
+fn runs_keep_their_origin_and_end(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let origin = RunOrigin {
+        commit: Some("0123abcd".into()),
+        host: Some("runner-7".into()),
+        os_user: Some("ci".into()),
+        ci_job_url: Some("https://github.com/o/r/actions/runs/42".into()),
+    };
+    let mut run = RunInfo::start(RunCommand::Apply, "digest", origin.clone());
+    w.begin_run(&run).unwrap();
+    run.end([("deleted", 3), ("failed", 0)]);
+    w.end_run(&run).unwrap();
+    drop(w);
+    let runs = b.reader(Some(APP)).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].origin, origin);
+    assert_eq!(runs[0].command, RunCommand::Apply);
+    assert_eq!(runs[0].counts, run.counts);
+    assert_eq!(
+        runs[0].ended_at.unwrap().as_millisecond(),
+        run.ended_at.unwrap().as_millisecond()
+    );
 }
 
 /// PostgreSQL reads are one REPEATABLE READ transaction: a reader keeps its snapshot while a
@@ -693,7 +1111,7 @@ fn postgres_schema_2_state_is_migrated_keeping_everything() {
     assert_eq!(runs.len(), 2);
 
     let mut w = b.writer(APP).unwrap();
-    assert_eq!(w.meta().unwrap().schema_version, 3);
+    assert_eq!(w.meta().unwrap().schema_version, b.current_schema());
     assert_eq!(foreign_keys(&mut admin), 0);
     w.record_deleted(
         &RunInfo::new("after"),
@@ -713,4 +1131,93 @@ fn postgres_schema_2_state_is_migrated_keeping_everything() {
         "every old entry, its origin and run included"
     );
     assert_eq!(after.runs().unwrap()[..2], runs[..]);
+}
+
+/// A state of the schema before the history (a frozen fixture of each backend) upgrades on
+/// its first write with its entries, runs, lineage and serial intact and an empty history,
+/// which starts with that write.
+fn upgrade_from_fixture(b: &Backend) {
+    let before = b.reader(Some(APP)).unwrap();
+    let meta = before.meta().unwrap().clone();
+    assert_eq!(meta.schema_version, b.current_schema() - 1);
+    let entries = before.entries().unwrap();
+    let runs = before.runs().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(
+        runs.iter()
+            .all(|r| r.command == RunCommand::Apply && r.ended_at.is_none())
+    );
+    assert!(
+        all_events(&before).is_empty(),
+        "an older schema reads as no history"
+    );
+    drop(before);
+
+    let w = b.writer(APP).unwrap();
+    assert_eq!(w.meta().unwrap().schema_version, b.current_schema());
+    drop(w);
+    let upgraded = b.reader(Some(APP)).unwrap();
+    assert_eq!(
+        upgraded.meta().unwrap().state,
+        meta.state,
+        "an upgrade is no write"
+    );
+    assert_eq!(upgraded.entries().unwrap(), entries);
+    assert_eq!(upgraded.runs().unwrap(), runs);
+    assert!(all_events(&upgraded).is_empty());
+    drop(upgraded);
+
+    let mut w = b.writer(APP).unwrap();
+    // A conversation the fixture records the same way, deleted again: history only.
+    let again = entries[0].clone();
+    let written = w
+        .record_deleted(
+            &RunInfo::new("after"),
+            &[Deleted {
+                key: again.key.clone(),
+                clear_roaming: again.clear_roaming,
+                deleted_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            }],
+        )
+        .unwrap();
+    assert_eq!(written.state, meta.state);
+    drop(w);
+    let after = b.reader(Some(APP)).unwrap();
+    assert_eq!(after.entries().unwrap(), entries);
+    let events = all_events(&after);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].key, again.key);
+}
+
+#[test]
+fn postgres_schema_3_state_upgrades_with_entries_intact_and_empty_history() {
+    let b = Backend::postgres();
+    let Backend::Postgres { db } = &b else {
+        unreachable!("made as PostgreSQL")
+    };
+    PgCluster::shared()
+        .admin_on(db)
+        .batch_execute(&format!(
+            "SET ROLE {}; {}",
+            timctl_tests::pg::ROLE,
+            include_str!("../fixtures/postgres/schema-3.sql")
+        ))
+        .unwrap();
+    upgrade_from_fixture(&b);
+}
+
+#[test]
+fn sqlite_schema_2_state_upgrades_with_entries_intact_and_empty_history() {
+    let b = Backend::sqlite();
+    let Backend::Sqlite(dir) = &b else {
+        unreachable!("made as SQLite")
+    };
+    let path = dir.path().join(".timctl/state.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        include_bytes!("../fixtures/sqlite/schema-2.db").as_slice(),
+    )
+    .unwrap();
+    upgrade_from_fixture(&b);
 }

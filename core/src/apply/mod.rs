@@ -22,9 +22,13 @@ use std::time::Duration;
 
 use crate::desired::DesiredState;
 use crate::ids::ConversationKey;
-use crate::ledger::{Deleted, Ledger, LedgerError, LedgerWriter, RunInfo, StateRef};
+use crate::ledger::history::{EventAction, EventReason};
+use crate::ledger::{
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
+    Snapshot, StateRef, Written,
+};
 use crate::plan::refresh::Observations;
-use crate::plan::{self, Action, Filter, Plan, PlanError, StalePlan};
+use crate::plan::{self, Action, Filter, Plan, PlanError, Reason, StalePlan};
 use crate::stop::Stop;
 
 pub mod executor;
@@ -233,7 +237,11 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
     }
 
     fn ready(self, writer: W) -> Locked<W> {
-        let run = RunInfo::new(self.plan.manifest_digest.clone());
+        let run = RunInfo::start(
+            RunCommand::Apply,
+            self.plan.manifest_digest.clone(),
+            RunOrigin::default(),
+        );
         Locked {
             plan: self.plan,
             writer,
@@ -273,6 +281,17 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
         &self.plan
     }
 
+    /// Says where and by whom the run runs (host, OS user, commit, CI job), for the history.
+    pub fn ran_from(mut self, origin: RunOrigin) -> Self {
+        self.run.origin = origin;
+        self
+    }
+
+    /// The run's ID, as the history will name it.
+    pub fn run_id(&self) -> uuid::Uuid {
+        self.run.run_id
+    }
+
     /// Writes the run's row, then carries the plan out through `deleter`, stopping when `stop`
     /// is raised (by a signal, or by the executor itself). `deleter` must obey the same `stop`.
     pub async fn run<D: Deleter>(
@@ -290,7 +309,7 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
                 cause: error_chain(&e),
             });
         }
-        let (deletions, records, forgets) = split(self.plan);
+        let (deletions, records, forgets, reasons) = split(self.plan);
         // Records need no call: they are written first, in one transaction, so that a run
         // stopped later still keeps what the refresh saw.
         if let Err(e) = self.writer.record_absent(&self.run, &records) {
@@ -310,7 +329,10 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
         }
         drop(records);
         let recorder = LedgerRecorder {
-            writer: self.writer,
+            writer: WithReasons {
+                writer: self.writer,
+                reasons,
+            },
             run: self.run,
         };
         // The executor's summary counts the records written before it ran.
@@ -332,26 +354,50 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
         )
         .await;
         executed.summary.recorded = recorded;
+        // The run's end and counts, for `state runs`. A state that fails here has recorded
+        // every deletion already; the run's row simply stays without an end, as a killed
+        // run's does.
+        let LedgerRecorder {
+            mut writer,
+            mut run,
+        } = executed.recorder;
+        let s = &executed.summary;
+        run.end([
+            ("deleted", s.deleted as u64),
+            ("recorded", s.recorded as u64),
+            ("forgotten", s.forgotten as u64),
+            ("failed", s.failed as u64),
+            ("not_started", s.not_started as u64),
+        ]);
+        if executed.record_error.is_none()
+            && let Err(e) = writer.writer.end_run(&run)
+        {
+            tracing::warn!("the run's end could not be recorded: {}", error_chain(&e));
+        }
         Ok(Applied {
             summary: executed.summary,
         })
     }
 }
 
-/// The plan's deletions, records (stamped with when the plan read the server) and forgets, for
-/// the executor. Takes the plan so that its changes are moved, not copied: at a million entries
-/// a copy is a hundred megabytes.
-fn split(plan: Plan) -> (Vec<Deletion>, Vec<Deleted>, Vec<ConversationKey>) {
+/// The plan's deletions, records (stamped with when the plan read the server), forgets and the
+/// deletions' reasons, for the executor. Takes the plan so that its changes are moved, not
+/// copied: at a million entries a copy is a hundred megabytes.
+fn split(plan: Plan) -> (Vec<Deletion>, Vec<Deleted>, Vec<ConversationKey>, Reasons) {
     let seen_at = plan.refreshed_at.unwrap_or_else(jiff::Timestamp::now);
     let mut deletions = Vec::with_capacity(plan.summary.delete as usize);
     let mut records = Vec::with_capacity(plan.summary.record as usize);
     let mut forgets = Vec::with_capacity(plan.summary.forget as usize);
+    let mut reasons = Reasons::default();
     for c in plan.changes {
         match c.action {
-            Action::Delete => deletions.push(Deletion {
-                key: c.key,
-                clear_roaming: c.clear_roaming,
-            }),
+            Action::Delete => {
+                reasons.push(&c.key, c.reason);
+                deletions.push(Deletion {
+                    key: c.key,
+                    clear_roaming: c.clear_roaming,
+                });
+            }
             Action::Record => records.push(Deleted {
                 key: c.key,
                 clear_roaming: c.clear_roaming,
@@ -360,5 +406,113 @@ fn split(plan: Plan) -> (Vec<Deletion>, Vec<Deleted>, Vec<ConversationKey>) {
             Action::Forget => forgets.push(c.key),
         }
     }
-    (deletions, records, forgets)
+    (deletions, records, forgets, reasons)
+}
+
+/// The plan's reason for each deletion, kept as runs: the first key of each run of deletions
+/// (in the plan's key order) that share a reason. A plan's reasons come in long runs (all
+/// `new`, or one user's `came_back`s), so this holds a few keys where a map would hold every
+/// one of them again.
+#[derive(Debug, Default)]
+struct Reasons {
+    runs: Vec<(ConversationKey, Reason)>,
+}
+
+impl Reasons {
+    /// Adds the next deletion, in key order.
+    fn push(&mut self, key: &ConversationKey, reason: Reason) {
+        if self.runs.last().is_none_or(|(_, r)| *r != reason) {
+            self.runs.push((key.clone(), reason));
+        }
+    }
+
+    /// The reason of the planned deletion `key`.
+    fn of(&self, key: &ConversationKey) -> Reason {
+        let after = self.runs.partition_point(|(first, _)| first <= key);
+        after.checked_sub(1).map_or(Reason::New, |i| self.runs[i].1)
+    }
+}
+
+/// The locked writer, recording each confirmed deletion with its plan's reason: the executor
+/// hands over deletions, the history wants to know why.
+struct WithReasons<W> {
+    writer: W,
+    reasons: Reasons,
+}
+
+impl<W: Ledger> Ledger for WithReasons<W> {
+    fn location(&self) -> String {
+        self.writer.location()
+    }
+    fn meta(&self) -> Option<&Meta> {
+        self.writer.meta()
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
+        self.writer.snapshot()
+    }
+}
+
+impl<W: LedgerWriter> LedgerWriter for WithReasons<W> {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        self.writer.begin_run(run)
+    }
+    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        self.writer.end_run(run)
+    }
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[Deleted],
+        reason: &dyn Fn(&ConversationKey) -> EventReason,
+    ) -> Result<Written, LedgerError> {
+        self.writer.record(run, origin, batch, reason)
+    }
+    fn remove(
+        &mut self,
+        action: EventAction,
+        reason: EventReason,
+        batch: &[ConversationKey],
+    ) -> Result<Written, LedgerError> {
+        self.writer.remove(action, reason, batch)
+    }
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        let reasons = &self.reasons;
+        self.writer.record(run, Origin::Deleted, batch, &|key| {
+            EventReason::Plan(reasons.of(key))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(from: &str, peer: &str) -> ConversationKey {
+        ConversationKey::new(from.parse().unwrap(), peer.parse().unwrap())
+    }
+
+    #[test]
+    fn each_deletion_gets_its_plans_reason_back() {
+        let planned = [
+            (key("a", "user:b"), Reason::New),
+            (key("a", "user:c"), Reason::New),
+            (key("b", "user:a"), Reason::CameBack),
+            (key("b", "group:@TGS#g"), Reason::CameBack),
+            (key("c", "user:a"), Reason::ClearRoaming),
+            (key("d", "user:a"), Reason::New),
+        ];
+        let mut reasons = Reasons::default();
+        assert!(
+            planned.is_sorted_by(|a, b| a.0 < b.0),
+            "in the plan's order"
+        );
+        for (k, r) in &planned {
+            reasons.push(k, *r);
+        }
+        assert_eq!(reasons.runs.len(), 4, "one key per run of equal reasons");
+        for (k, r) in &planned {
+            assert_eq!(reasons.of(k), *r, "{k}");
+        }
+    }
 }

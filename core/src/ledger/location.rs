@@ -8,10 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::history::{Event, EventAction, EventReason, HistoryError, HistoryQuery};
 use super::postgres::{PgLedger, PgLedgerWriter, PgLocation};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, RunInfo, Snapshot, SqliteLedger,
-    SqliteLedgerWriter, StateEntry, StateLock, Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, SqliteLedger,
+    SqliteLedgerWriter, StateLock, Written,
 };
 use crate::ids::ConversationKey;
 
@@ -329,39 +330,89 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.begin_run(run),
         }
     }
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
         match self {
-            Self::Sqlite(w) => w.record_deleted(run, batch),
-            Self::Postgres(w) => w.record_deleted(run, batch),
+            Self::Sqlite(w) => w.end_run(run),
+            Self::Postgres(w) => w.end_run(run),
         }
     }
-    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[Deleted],
+        reason: &dyn Fn(&ConversationKey) -> EventReason,
+    ) -> Result<Written, LedgerError> {
         match self {
-            Self::Sqlite(w) => w.record_absent(run, batch),
-            Self::Postgres(w) => w.record_absent(run, batch),
+            Self::Sqlite(w) => w.record(run, origin, batch, reason),
+            Self::Postgres(w) => w.record(run, origin, batch, reason),
         }
     }
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+    fn remove(
+        &mut self,
+        action: EventAction,
+        reason: EventReason,
+        batch: &[ConversationKey],
+    ) -> Result<Written, LedgerError> {
         match self {
-            Self::Sqlite(w) => w.forget(batch),
-            Self::Postgres(w) => w.forget(batch),
+            Self::Sqlite(w) => w.remove(action, reason, batch),
+            Self::Postgres(w) => w.remove(action, reason, batch),
         }
     }
 }
 
-impl AnyWriter {
-    /// Writes a whole state copied from another ledger (`state migrate`) into this one, which
-    /// this writer created and nobody has written yet: lineage, serial, runs and entries, in
-    /// one transaction.
-    pub fn import(
-        &mut self,
-        meta: &Meta,
-        runs: &[RunInfo],
-        entries: &[StateEntry],
-    ) -> Result<(), LedgerError> {
+impl AnyLedger {
+    /// Streams the events `query` selects, newest first, to `each`, from one consistent view
+    /// of the history (see `sqlite/history.rs` and `postgres/history.rs` for how), without the
+    /// lock.
+    pub fn history(
+        &self,
+        query: &HistoryQuery,
+        each: &mut dyn FnMut(&Event) -> std::io::Result<()>,
+    ) -> Result<(), HistoryError> {
         match self {
-            Self::Sqlite(w) => w.import(meta, runs, entries),
-            Self::Postgres(w) => Ok(w.import(meta, runs, entries)?),
+            Self::Sqlite(l) => l.history(query, each),
+            Self::Postgres(l) => l.history(query, each),
         }
+    }
+
+    /// Streams the runs, newest first, at most `limit` (`None`: all), to `each`.
+    pub fn runs_newest_first(
+        &self,
+        limit: Option<u64>,
+        each: &mut dyn FnMut(&RunInfo) -> std::io::Result<()>,
+    ) -> Result<(), HistoryError> {
+        match self {
+            Self::Sqlite(l) => l.runs_newest_first(limit, each),
+            Self::Postgres(l) => l.runs_newest_first(limit, each),
+        }
+    }
+}
+
+/// Deletes the history's events older than `before` (`state prune-history`), in one short
+/// transaction and without the writer lock, so it runs beside an apply or serve; `run` (its
+/// command `state prune-history`) is recorded in the same transaction with its count
+/// `pruned`. With `dry_run`, counts and writes nothing. `None` when there is no state; `Some(0)`
+/// with nothing written for a state from before the history (its first writer upgrades it).
+pub fn prune_history(
+    location: &StateLocation,
+    name: &StateName,
+    sdkappid: Option<u64>,
+    before: jiff::Timestamp,
+    dry_run: bool,
+    run: &mut RunInfo,
+) -> Result<Option<u64>, LedgerError> {
+    location.check_name(name)?;
+    match location {
+        StateLocation::Sqlite(path) => {
+            if let Some(app) = sdkappid {
+                // An SQLite file is bound to one app: never prune another's.
+                SqliteLedger::open_read_only(path)?.check_app(app)?;
+            }
+            super::sqlite::prune_history(path, before, dry_run, run)
+        }
+        StateLocation::Postgres(pg) => Ok(super::postgres::off_runtime(|| {
+            super::postgres::prune_history(pg, name.as_str(), sdkappid, before, dry_run, run)
+        })?),
     }
 }

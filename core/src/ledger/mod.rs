@@ -12,13 +12,16 @@ use std::path::PathBuf;
 
 use crate::ids::ConversationKey;
 
+pub mod history;
 pub mod location;
 pub mod lock;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
 pub use location::{
     AnyLedger, AnyWriter, LocatedStore, LocationError, StateLocation, StateName, open_read,
+    prune_history,
 };
 pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use postgres::{PgError, PgLedger, PgLedgerWriter};
@@ -88,7 +91,8 @@ pub struct StateEntry {
     /// Whether the last deletion also cleared roaming messages (for an observed absence: what
     /// the manifest asked then).
     pub clear_roaming: bool,
-    /// When the last deletion was confirmed (or the absence observed), to the second.
+    /// When the entry was last changed: the first deletion of a conversation the state records
+    /// the same way since (or the absence observed), to the second.
     pub deleted_at: jiff::Timestamp,
     /// The run that recorded it (see [`Ledger::runs`]).
     pub run_id: uuid::Uuid,
@@ -107,28 +111,152 @@ pub struct Deleted {
     pub deleted_at: jiff::Timestamp,
 }
 
-/// The run that records deletions: for the audit trail.
+/// Which command a run was (`state runs` shows it exactly so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunCommand {
+    /// `timctl apply`.
+    Apply,
+    /// `timctl serve` (a run per manifest generation it adopts).
+    Serve,
+    /// `timctl state rm`.
+    StateRm,
+    /// `timctl state migrate`.
+    StateMigrate,
+    /// `timctl state prune-history`.
+    StatePruneHistory,
+}
+
+impl RunCommand {
+    /// Every command, for parsing.
+    pub const ALL: [RunCommand; 5] = [
+        RunCommand::Apply,
+        RunCommand::Serve,
+        RunCommand::StateRm,
+        RunCommand::StateMigrate,
+        RunCommand::StatePruneHistory,
+    ];
+
+    /// `apply`, `serve`, `state rm`, `state migrate` or `state prune-history`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunCommand::Apply => "apply",
+            RunCommand::Serve => "serve",
+            RunCommand::StateRm => "state rm",
+            RunCommand::StateMigrate => "state migrate",
+            RunCommand::StatePruneHistory => "state prune-history",
+        }
+    }
+
+    /// The command spelled `s`, if any.
+    pub fn parse(s: &str) -> Option<RunCommand> {
+        RunCommand::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Where a run ran and who ran it: plain data the binary gathers (it alone reads the
+/// environment), for the audit trail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOrigin {
+    /// The git commit timctl was built from, when known.
+    pub commit: Option<String>,
+    /// The host's name.
+    pub host: Option<String>,
+    /// The operating system user.
+    pub os_user: Option<String>,
+    /// The CI job's URL (see [`RunOrigin::ci_job_url`]).
+    pub ci_job_url: Option<String>,
+}
+
+impl RunOrigin {
+    /// The CI job's URL from the CI's environment, read through `var` (a variable set but
+    /// empty counts as unset): GitHub Actions (`GITHUB_ACTIONS=true`):
+    /// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`; GitLab CI
+    /// (`GITLAB_CI=true`): `$CI_JOB_URL`. `None` elsewhere, or when a variable is missing.
+    pub fn ci_job_url(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        if get("GITHUB_ACTIONS").as_deref() == Some("true") {
+            let server = get("GITHUB_SERVER_URL")?;
+            let repository = get("GITHUB_REPOSITORY")?;
+            let run = get("GITHUB_RUN_ID")?;
+            return Some(format!(
+                "{}/{repository}/actions/runs/{run}",
+                server.trim_end_matches('/')
+            ));
+        }
+        if get("GITLAB_CI").as_deref() == Some("true") {
+            return get("CI_JOB_URL");
+        }
+        None
+    }
+}
+
+/// A run of the audit trail: which command, which timctl, where and by whom, when, and what
+/// it counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunInfo {
-    /// A fresh UUID per apply.
+    /// A fresh UUID per run.
     pub run_id: uuid::Uuid,
+    /// Which command.
+    pub command: RunCommand,
     /// `env!("CARGO_PKG_VERSION")` of the binary.
     pub timctl_version: String,
-    /// The digest of the manifests (or the saved plan's) the run carried out.
+    /// The digest of the manifests (or the saved plan's) the run carried out; empty for a
+    /// command that reads no manifest.
     pub manifest_digest: String,
+    /// Where and by whom.
+    pub origin: RunOrigin,
     /// When the run started.
     pub started_at: jiff::Timestamp,
+    /// When it ended; `None` while it runs, or when it was killed.
+    pub ended_at: Option<jiff::Timestamp>,
+    /// What it did, by name (`deleted`, `recorded`, `forgotten`, `failed`, `removed`, …);
+    /// `None` until it ended.
+    pub counts: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl RunInfo {
-    /// A new run of this timctl version for this manifest digest, starting now.
+    /// A new `apply` run of this timctl version for this manifest digest, starting now, with no
+    /// origin (see [`RunInfo::start`]).
     pub fn new(manifest_digest: impl Into<String>) -> Self {
+        Self::start(RunCommand::Apply, manifest_digest, RunOrigin::default())
+    }
+
+    /// A new run of `command` of this timctl version, starting now.
+    pub fn start(
+        command: RunCommand,
+        manifest_digest: impl Into<String>,
+        origin: RunOrigin,
+    ) -> Self {
         Self {
             run_id: uuid::Uuid::new_v4(),
+            command,
             timctl_version: env!("CARGO_PKG_VERSION").to_owned(),
             manifest_digest: manifest_digest.into(),
+            origin,
             started_at: jiff::Timestamp::now(),
+            ended_at: None,
+            counts: None,
         }
+    }
+
+    /// Marks the run ended now with `counts`.
+    pub fn end(&mut self, counts: impl IntoIterator<Item = (&'static str, u64)>) {
+        self.ended_at = Some(jiff::Timestamp::now());
+        self.counts = Some(counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    }
+
+    /// The counts as stored: a JSON object, or `None`.
+    pub(crate) fn counts_json(&self) -> Option<String> {
+        self.counts
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_else(|_| "{}".to_owned()))
+    }
+
+    /// Reads stored counts; anything but a JSON object of counts reads as none.
+    pub(crate) fn counts_from_json(
+        text: Option<&str>,
+    ) -> Option<std::collections::BTreeMap<String, u64>> {
+        text.and_then(|t| serde_json::from_str(t).ok())
     }
 }
 
@@ -206,24 +334,65 @@ pub fn check_app(meta: Option<&Meta>, location: &str, sdkappid: u64) -> Result<(
 
 /// Write access to a ledger; holding one means holding the exclusive lock.
 ///
-/// Each call is one transaction: it commits entirely (and bumps the serial once) or not at all.
-/// A process killed at any moment leaves every committed batch in place.
+/// Each call is one transaction: it commits entirely (and bumps the serial once, when the
+/// entries changed) or not at all, with the history events describing it. A process killed at
+/// any moment leaves every committed batch in place.
 pub trait LedgerWriter: Ledger {
     /// Writes `run`'s row of the audit trail now, in a transaction of its own, so that a state
     /// that cannot be written (full disk, read-only) is found before anything is called. The
     /// serial stays: the entries did not change. Writing the same run again writes nothing.
+    /// Later [`LedgerWriter::forget`]s are attributed to this run.
     fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
-    /// Records confirmed deletions (insert, or replace the earlier record of the same
-    /// conversation), attributed to `run`. An empty batch writes nothing.
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
+    /// Writes `run`'s end and counts ([`RunInfo::end`]) into its row.
+    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
+    /// Records conversations with `origin`, attributed to `run`, each with the history event
+    /// `reason(key)` says (action `deleted` for [`Origin::Deleted`], `recorded` for
+    /// [`Origin::Absent`]; at the batch item's `deleted_at`). An entry is inserted, or
+    /// replaced when it says something else (its `clear_roaming` or origin); one the state
+    /// already records the same way is left as it was, and only the event is appended. The
+    /// serial is bumped only when an entry changed. An empty batch writes nothing.
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[Deleted],
+        reason: &dyn Fn(&ConversationKey) -> history::EventReason,
+    ) -> Result<Written, LedgerError>;
+    /// Drops entries from the state (no call is made), each with an event of `action` and
+    /// `reason`, attributed to the run last begun or recorded (an error when there is none).
+    /// Entries not in the state are skipped; `affected` says how many were there. An empty
+    /// batch, or one that removes nothing, writes nothing.
+    fn remove(
+        &mut self,
+        action: history::EventAction,
+        reason: history::EventReason,
+        batch: &[ConversationKey],
+    ) -> Result<Written, LedgerError>;
+
+    /// Records confirmed deletions (reason `new`; apply passes the plan's reasons through
+    /// [`LedgerWriter::record`]).
+    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, Origin::Deleted, batch, &|_| {
+            history::EventReason::Plan(crate::plan::Reason::New)
+        })
+    }
     /// Records conversations a refresh saw absent from their user's list (no call was made):
-    /// as [`LedgerWriter::record_deleted`], with origin [`Origin::Absent`]; `deleted_at` is
-    /// when the absence was observed.
-    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError>;
-    /// Drops entries from the state (no call is made). Entries not in the state are skipped;
-    /// `affected` says how many were there. An empty batch, or one that removes nothing,
-    /// writes nothing.
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError>;
+    /// origin [`Origin::Absent`], reason `absent`; `deleted_at` is when the absence was
+    /// observed.
+    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
+        self.record(run, Origin::Absent, batch, &|_| {
+            history::EventReason::Plan(crate::plan::Reason::Absent)
+        })
+    }
+    /// Forgets entries no longer in the manifest (action `forgotten`, reason
+    /// `not_in_manifest`), as [`LedgerWriter::remove`] says.
+    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+        self.remove(
+            history::EventAction::Forgotten,
+            history::EventReason::Plan(crate::plan::Reason::NotInManifest),
+            batch,
+        )
+    }
 }
 
 /// Why the ledger could not be read or written.
@@ -327,6 +496,13 @@ pub enum LedgerError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Location(#[from] LocationError),
+    /// A forget or removal came before any run was begun on this writer.
+    #[error("the state {location} was asked to remove entries outside of any run")]
+    #[diagnostic(code(timctl::state::no_run))]
+    NoRun {
+        /// The state.
+        location: String,
+    },
     /// A writer was asked to open a ledger with a lock taken for another path.
     #[error("the lock held is for {locked}, not for the state {path}")]
     #[diagnostic(code(timctl::state::wrong_lock))]
@@ -379,6 +555,6 @@ pub fn write_list_json(
             st.end()
         }
     }
-    serde_json::to_writer(&mut *out, &Doc(meta, entries)).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, &Doc(meta, entries)).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }

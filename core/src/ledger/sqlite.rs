@@ -17,14 +17,18 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-mod copy;
+pub(crate) mod copy;
+mod history;
 
+pub(crate) use history::prune as prune_history;
+
+use super::history::{EventAction, EventReason};
 use super::lock::{
     StateLock, check_dir, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateEntry,
-    StateRef, Written,
+    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
+    Snapshot, StateEntry, StateRef, Written,
 };
 use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
@@ -63,7 +67,37 @@ const MIGRATIONS: &[&str] = &[
     // from deletions. Every entry before this was a deletion.
     "ALTER TABLE entries ADD COLUMN origin TEXT NOT NULL DEFAULT 'deleted'
         CHECK (origin IN ('deleted', 'absent'));",
+    // 2 -> 3: the history. Runs say which command ran, where and by whom, when it ended and
+    // what it counted (every run before this was an apply); `events` is the append-only log
+    // of every change to the entries, indexed for the per-user, per-peer and per-time
+    // questions (the rowid, last in every index, orders ties).
+    "ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'apply';
+    ALTER TABLE runs ADD COLUMN commit_id TEXT;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN os_user TEXT;
+    ALTER TABLE runs ADD COLUMN ci_job_url TEXT;
+    ALTER TABLE runs ADD COLUMN ended_at INTEGER;
+    ALTER TABLE runs ADD COLUMN counts TEXT;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('deleted', 'recorded', 'forgotten', 'removed')),
+        reason TEXT NOT NULL,
+        from_account TEXT NOT NULL,
+        kind INTEGER NOT NULL CHECK (kind IN (1, 2)),
+        peer TEXT NOT NULL,
+        clear_roaming INTEGER NOT NULL CHECK (clear_roaming IN (0, 1)),
+        run INTEGER NOT NULL,
+        trigger_json TEXT,
+        latency_ms INTEGER
+    ) STRICT;
+    CREATE INDEX events_at ON events (at);
+    CREATE INDEX events_from ON events (from_account, at);
+    CREATE INDEX events_peer ON events (kind, peer, at);",
 ];
+
+/// The first schema version with the history (`events`, and the runs' new columns).
+pub(crate) const HISTORY_SCHEMA: u32 = 3;
 
 /// The schema version this timctl writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -105,11 +139,15 @@ fn is_not_a_database(err: &rusqlite::Error) -> bool {
 /// SQLite's own indexes and statistics. Anything else (a trigger, a view, another table) was
 /// not made by timctl and could act on every read or write, so the file is refused.
 fn expected_object(kind: &str, name: &str, table: &str) -> bool {
-    const TABLES: [&str; 3] = ["meta", "runs", "entries"];
+    const TABLES: [&str; 4] = ["meta", "runs", "entries", "events"];
+    const INDEXES: [&str; 3] = ["events_at", "events_from", "events_peer"];
     match kind {
         "table" => TABLES.contains(&name) || name.starts_with("sqlite_stat"),
         // Autoindexes back UNIQUE and PRIMARY KEY constraints; they hold no SQL.
-        "index" => name.starts_with("sqlite_autoindex_") && TABLES.contains(&table),
+        "index" => {
+            (name.starts_with("sqlite_autoindex_") && TABLES.contains(&table))
+                || (INDEXES.contains(&name) && table == "events")
+        }
         _ => false,
     }
 }
@@ -262,42 +300,91 @@ fn read_meta(
     }))
 }
 
-fn read_runs(conn: &Connection, path: &Path) -> Result<Vec<(i64, RunInfo)>, LedgerError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, run_id, timctl_version, manifest_digest, started_at FROM runs ORDER BY id",
-        )
-        .map_err(sqlite_err(path, "reading runs"))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
+/// The columns of a run, as [`run_from_row`] reads them; a ledger from before the history
+/// reads as applies with nothing more known.
+fn run_columns(schema_version: u32) -> &'static str {
+    if schema_version >= HISTORY_SCHEMA {
+        "id, run_id, timctl_version, manifest_digest, started_at, command, commit_id, host,
+         os_user, ci_job_url, ended_at, counts"
+    } else {
+        "id, run_id, timctl_version, manifest_digest, started_at, 'apply', NULL, NULL, NULL,
+         NULL, NULL, NULL"
+    }
+}
+
+/// One row of [`run_columns`].
+fn run_from_row(r: &rusqlite::Row<'_>, path: &Path) -> Result<(i64, RunInfo), LedgerError> {
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
+        Ok((
+            (
                 r.get::<_, i64>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
-            ))
-        })
-        .map_err(sqlite_err(path, "reading runs"))?;
-    let mut runs = Vec::new();
-    for row in rows {
-        let (id, run_id, timctl_version, manifest_digest, started_at) =
-            row.map_err(sqlite_err(path, "reading runs"))?;
-        let corrupt = |what: String| LedgerError::Corrupt {
-            path: path.to_owned(),
-            what,
-        };
-        runs.push((
-            id,
-            RunInfo {
-                run_id: uuid::Uuid::from_slice(&run_id)
-                    .map_err(|_| corrupt(format!("run {id} has an ID that is not a UUID")))?,
-                timctl_version,
-                manifest_digest,
-                started_at: jiff::Timestamp::from_second(started_at)
-                    .map_err(|_| corrupt(format!("run {id} started at {started_at}")))?,
+                r.get::<_, String>(5)?,
+            ),
+            (
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ),
+        ))
+    };
+    let (
+        (id, run_id, timctl_version, manifest_digest, started_at, command),
+        (commit, host, os_user, ci_job_url, ended_at, counts),
+    ) = read(r).map_err(sqlite_err(path, "reading runs"))?;
+    let corrupt = |what: String| LedgerError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    Ok((
+        id,
+        RunInfo {
+            run_id: uuid::Uuid::from_slice(&run_id)
+                .map_err(|_| corrupt(format!("run {id} has an ID that is not a UUID")))?,
+            command: RunCommand::parse(&command)
+                .ok_or_else(|| corrupt(format!("run {id} has the command {command:?}")))?,
+            timctl_version,
+            manifest_digest,
+            origin: RunOrigin {
+                commit,
+                host,
+                os_user,
+                ci_job_url,
             },
-        ));
+            started_at: jiff::Timestamp::from_second(started_at)
+                .map_err(|_| corrupt(format!("run {id} started at {started_at}")))?,
+            ended_at: ended_at
+                .map(|ms| {
+                    jiff::Timestamp::from_millisecond(ms)
+                        .map_err(|_| corrupt(format!("run {id} ended at {ms}")))
+                })
+                .transpose()?,
+            counts: RunInfo::counts_from_json(counts.as_deref()),
+        },
+    ))
+}
+
+fn read_runs(
+    conn: &Connection,
+    path: &Path,
+    schema_version: u32,
+) -> Result<Vec<(i64, RunInfo)>, LedgerError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {} FROM runs ORDER BY id",
+            run_columns(schema_version)
+        ))
+        .map_err(sqlite_err(path, "reading runs"))?;
+    let mut rows = stmt.query([]).map_err(sqlite_err(path, "reading runs"))?;
+    let mut runs = Vec::new();
+    while let Some(r) = rows.next().map_err(sqlite_err(path, "reading runs"))? {
+        runs.push(run_from_row(r, path)?);
     }
     Ok(runs)
 }
@@ -394,7 +481,7 @@ fn read_snapshot(
     let Some(meta) = read_meta(&tx, path, schema_version)? else {
         return Ok(None);
     };
-    let runs = read_runs(&tx, path)?;
+    let runs = read_runs(&tx, path, schema_version)?;
     let entries = read_entries(&tx, path, &runs, schema_version)?;
     drop(tx);
     Ok(Some(Snapshot {
@@ -680,17 +767,7 @@ impl SqliteLedgerWriter {
         {
             return Ok(row);
         }
-        tx.execute(
-            "INSERT OR IGNORE INTO runs (run_id, timctl_version, manifest_digest, started_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                run.run_id.as_bytes().as_slice(),
-                run.timctl_version,
-                run.manifest_digest,
-                run.started_at.as_second()
-            ],
-        )
-        .map_err(sqlite_err(path, "recording the run"))?;
+        insert_run(tx, path, run, "INSERT OR IGNORE")?;
         tx.query_row(
             "SELECT id FROM runs WHERE run_id = ?1",
             [run.run_id.as_bytes().as_slice()],
@@ -698,6 +775,72 @@ impl SqliteLedgerWriter {
         )
         .map_err(sqlite_err(path, "recording the run"))
     }
+}
+
+/// Inserts `run`'s row (`verb`: `INSERT` or `INSERT OR IGNORE`); its row ID.
+pub(crate) fn insert_run(
+    conn: &Connection,
+    path: &Path,
+    run: &RunInfo,
+    verb: &str,
+) -> Result<i64, LedgerError> {
+    conn.prepare_cached(&format!(
+        "{verb} INTO runs (run_id, timctl_version, manifest_digest, started_at, command,
+           commit_id, host, os_user, ci_job_url, ended_at, counts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            run.run_id.as_bytes().as_slice(),
+            run.timctl_version,
+            run.manifest_digest,
+            run.started_at.as_second(),
+            run.command.as_str(),
+            run.origin.commit,
+            run.origin.host,
+            run.origin.os_user,
+            run.origin.ci_job_url,
+            run.ended_at.map(|t| t.as_millisecond()),
+            run.counts_json(),
+        ])
+    })
+    .map_err(sqlite_err(path, "recording the run"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Appends one event (inside the caller's transaction).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one column each; a struct for one call site would only rename them"
+)]
+fn append_event(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    at: jiff::Timestamp,
+    action: EventAction,
+    reason: EventReason,
+    key: &ConversationKey,
+    clear_roaming: bool,
+    run_row: i64,
+) -> Result<(), LedgerError> {
+    tx.prepare_cached(
+        "INSERT INTO events (at, action, reason, from_account, kind, peer, clear_roaming, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            at.as_millisecond(),
+            action.as_str(),
+            reason.as_str(),
+            key.from.as_str(),
+            kind_code(key.peer.kind()),
+            key.peer.id(),
+            clear_roaming,
+            run_row
+        ])
+    })
+    .map_err(sqlite_err(path, "appending to the history"))?;
+    Ok(())
 }
 
 impl LedgerWriter for SqliteLedgerWriter {
@@ -714,26 +857,26 @@ impl LedgerWriter for SqliteLedgerWriter {
         Ok(())
     }
 
-    fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
-        self.record(run, batch, Origin::Deleted)
+    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET ended_at = ?2, counts = ?3 WHERE run_id = ?1",
+                params![
+                    run.run_id.as_bytes().as_slice(),
+                    run.ended_at.map(|t| t.as_millisecond()),
+                    run.counts_json()
+                ],
+            )
+            .map_err(sqlite_err(&self.path, "recording the run's end"))?;
+        Ok(())
     }
 
-    fn record_absent(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
-        self.record(run, batch, Origin::Absent)
-    }
-
-    fn forget(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
-        self.forget_entries(batch)
-    }
-}
-
-impl SqliteLedgerWriter {
-    /// Records a batch in one transaction, each entry with `origin`.
     fn record(
         &mut self,
         run: &RunInfo,
-        batch: &[Deleted],
         origin: Origin,
+        batch: &[Deleted],
+        reason: &dyn Fn(&ConversationKey) -> EventReason,
     ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -741,15 +884,22 @@ impl SqliteLedgerWriter {
                 affected: 0,
             });
         }
+        let action = match origin {
+            Origin::Deleted => EventAction::Deleted,
+            Origin::Absent => EventAction::Recorded,
+        };
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sqlite_err(&path, "starting a write"))?;
         let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
-        {
-            // The last record wins: its clear_roaming, time, run and origin replace the older ones.
-            let mut stmt = tx
+        let mut affected = 0;
+        for d in batch {
+            // Inserted, or replaced when it says something else; an entry recorded the same
+            // way stays as it was (its first deletion's time and run), so the serial stays
+            // and no saved plan goes stale. `changes` is 0 when the update's WHERE refused.
+            affected += tx
                 .prepare_cached(
                     "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -757,35 +907,51 @@ impl SqliteLedgerWriter {
                         clear_roaming = excluded.clear_roaming,
                         deleted_at = excluded.deleted_at,
                         run = excluded.run,
-                        origin = excluded.origin",
+                        origin = excluded.origin
+                     WHERE entries.clear_roaming != excluded.clear_roaming
+                        OR entries.origin != excluded.origin",
                 )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        d.key.from.as_str(),
+                        kind_code(d.key.peer.kind()),
+                        d.key.peer.id(),
+                        d.clear_roaming,
+                        d.deleted_at.as_second(),
+                        run_row,
+                        origin.as_str()
+                    ])
+                })
                 .map_err(sqlite_err(&path, "recording deletions"))?;
-            for d in batch {
-                stmt.execute(params![
-                    d.key.from.as_str(),
-                    kind_code(d.key.peer.kind()),
-                    d.key.peer.id(),
-                    d.clear_roaming,
-                    d.deleted_at.as_second(),
-                    run_row,
-                    origin.as_str()
-                ])
-                .map_err(sqlite_err(&path, "recording deletions"))?;
-            }
+            append_event(
+                &tx,
+                &path,
+                d.deleted_at,
+                action,
+                reason(&d.key),
+                &d.key,
+                d.clear_roaming,
+                run_row,
+            )?;
         }
-        let state = Self::bump(&tx, &path, self.meta.state.lineage)?;
+        let state = if affected > 0 {
+            Self::bump(&tx, &path, self.meta.state.lineage)?
+        } else {
+            self.meta.state
+        };
         tx.commit()
             .map_err(sqlite_err(&path, "committing deletions"))?;
         self.run_row = Some((run.run_id, run_row));
         self.meta.state = state;
-        Ok(Written {
-            state,
-            affected: batch.len(),
-        })
+        Ok(Written { state, affected })
     }
 
-    /// Drops entries, as [`LedgerWriter::forget`] says.
-    fn forget_entries(&mut self, batch: &[ConversationKey]) -> Result<Written, LedgerError> {
+    fn remove(
+        &mut self,
+        action: EventAction,
+        reason: EventReason,
+        batch: &[ConversationKey],
+    ) -> Result<Written, LedgerError> {
         let unchanged = Written {
             state: self.meta.state,
             affected: 0,
@@ -793,22 +959,35 @@ impl SqliteLedgerWriter {
         if batch.is_empty() {
             return Ok(unchanged);
         }
+        let Some((_, run_row)) = self.run_row else {
+            return Err(LedgerError::NoRun {
+                location: self.location(),
+            });
+        };
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sqlite_err(&path, "starting a write"))?;
+        let now = jiff::Timestamp::now();
         let mut affected = 0;
-        {
-            let mut stmt = tx
+        for key in batch {
+            let removed: Option<bool> = tx
                 .prepare_cached(
-                    "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3",
+                    "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3
+                     RETURNING clear_roaming",
                 )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![key.from.as_str(), kind_code(key.peer.kind()), key.peer.id()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
                 .map_err(sqlite_err(&path, "forgetting entries"))?;
-            for ConversationKey { from, peer } in batch {
-                affected += stmt
-                    .execute(params![from.as_str(), kind_code(peer.kind()), peer.id()])
-                    .map_err(sqlite_err(&path, "forgetting entries"))?;
+            if let Some(clear_roaming) = removed {
+                affected += 1;
+                append_event(&tx, &path, now, action, reason, key, clear_roaming, run_row)?;
             }
         }
         if affected == 0 {

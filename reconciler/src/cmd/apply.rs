@@ -110,7 +110,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             confirm(args.exec.json)?;
         }
         match prepared.lock(&store, exec.lock_timeout)? {
-            Locking::Ready(locked) => break locked,
+            Locking::Ready(locked) => break locked.ran_from(crate::cmd::state::run_origin()),
             Locking::Replanned(again) => {
                 eprintln_lossy!(
                     "The state changed while this apply waited for the lock; it planned again \

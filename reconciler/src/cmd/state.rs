@@ -1,5 +1,6 @@
-//! `timctl state list|rm|migrate`: read the state (no lock), remove entries from it (under the
-//! lock), and copy it to another backend (under both locks).
+//! `timctl state list|rm|migrate|history|runs|prune-history`: read the state and its history
+//! (no lock), remove entries from it (under the lock), copy it to another backend (under both
+//! locks), and prune old history (no writer lock). The logic is `timctl_core::ledger`'s.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,8 +8,11 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::ids::{ConversationKey, Peer, UserId};
+use timctl_core::ledger::history::{self, EventAction, EventReason, HistoryError, HistoryQuery};
+use timctl_core::ledger::migrate::{self, MigrateError};
 use timctl_core::ledger::{
-    self, AnyLedger, Ledger, LedgerWriter, LocatedStore, Snapshot, StateLocation, StateName,
+    self, AnyLedger, Ledger, LedgerWriter, LocatedStore, RunCommand, RunInfo, RunOrigin, Snapshot,
+    StateLocation, StateName,
 };
 
 use crate::args::Global;
@@ -51,8 +55,8 @@ pub(crate) enum Args {
         #[command(flatten)]
         app: AppArgs,
     },
-    /// Copy the state (entries, lineage, serial, runs) to another backend, SQLite or
-    /// PostgreSQL; refuses when the destination already holds that state.
+    /// Copy the state (entries, lineage, serial, runs, history) to another backend, SQLite or
+    /// PostgreSQL, all or nothing; refuses when the destination already holds that state.
     Migrate {
         /// The destination: an SQLite file or a postgres:// URL.
         #[arg(long, value_name = "PATH|URL")]
@@ -66,6 +70,90 @@ pub(crate) enum Args {
         #[command(flatten)]
         app: AppArgs,
     },
+    /// What happened to the state's entries, when, and by which run; newest first.
+    History {
+        /// Only this From_Account's conversations.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        /// Only conversations with this peer: user:ID or group:ID.
+        #[arg(long, value_name = "user:ID|group:ID")]
+        peer: Option<String>,
+        /// Only events at or after WHEN: an RFC 3339 time, or a duration back from now (7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only events before WHEN: an RFC 3339 time, or a duration back from now (7d).
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Only this run's events (see `timctl state runs`).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// At most N events; 0 for all.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u64,
+        /// Print JSON Lines, one event per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// The runs that wrote the state (which command, version, commit, host, user, CI job,
+    /// start, end, counts); newest first.
+    Runs {
+        /// At most N runs; 0 for all.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u64,
+        /// Print JSON Lines, one run per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// Delete the history's events older than WHEN, in one short transaction without the
+    /// writer lock (it runs beside an apply); recorded as a run.
+    PruneHistory {
+        /// Delete events before WHEN: an RFC 3339 time, or a duration back from now (90d).
+        #[arg(long, value_name = "WHEN")]
+        before: String,
+        /// Say how many events would go, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+}
+
+/// Where and by whom this run runs, for the history: the commit timctl was built from, the
+/// host, the OS user and the CI job's URL (GitHub Actions, GitLab CI). Only the binary reads
+/// the environment.
+pub(crate) fn run_origin() -> RunOrigin {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // `TIMCTL_LONG_VERSION` reads `0.1.0 (commit 0123abcd…, 2026-01-31)`, or `commit unknown`.
+    let long = env!("TIMCTL_LONG_VERSION");
+    let commit = long
+        .split_once("(commit ")
+        .map(|(_, rest)| {
+            rest.split([',', ')'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .filter(|c| !c.is_empty() && !c.starts_with("unknown"));
+    RunOrigin {
+        commit,
+        host: Some(gethostname()).filter(|h| !h.is_empty()),
+        os_user: var("USER")
+            .or_else(|| var("LOGNAME"))
+            .or_else(|| var("USERNAME")),
+        ci_job_url: RunOrigin::ci_job_url(var),
+    }
+}
+
+/// The host's name, as the kernel has it.
+fn gethostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
@@ -84,7 +172,168 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             lock_timeout,
             app,
         } => migrate(global, app, to, to_state_name.as_deref(), *lock_timeout),
+        Args::History {
+            user,
+            peer,
+            since,
+            until,
+            run,
+            limit,
+            json,
+            app,
+        } => {
+            let now = jiff::Timestamp::now();
+            let when = |flag: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(|t| history::parse_when(t, now).map_err(|why| miette!("{flag}: {why}")))
+                    .transpose()
+            };
+            let query = HistoryQuery {
+                user: user
+                    .as_deref()
+                    .map(|u| {
+                        UserId::new(u)
+                            .into_diagnostic()
+                            .wrap_err_with(|| format!("--user {u:?} is not a valid UserID"))
+                    })
+                    .transpose()?,
+                peer: peer
+                    .as_deref()
+                    .map(|p| {
+                        p.parse::<Peer>()
+                            .into_diagnostic()
+                            .wrap_err("--peer must be user:ID or group:ID")
+                    })
+                    .transpose()?,
+                since: when("--since", since)?,
+                until: when("--until", until)?,
+                run: run
+                    .as_deref()
+                    .map(|r| history::parse_run_id(r).map_err(|why| miette!("--run: {why}")))
+                    .transpose()?,
+                limit: (*limit > 0).then_some(*limit),
+            };
+            show_history(global, app, &query, *json)
+        }
+        Args::Runs { limit, json, app } => {
+            show_runs(global, app, (*limit > 0).then_some(*limit), *json)
+        }
+        Args::PruneHistory {
+            before,
+            dry_run,
+            app,
+        } => {
+            let before = history::parse_when(before, jiff::Timestamp::now())
+                .map_err(|why| miette!("--before: {why}"))?;
+            prune(global, app, before, *dry_run)
+        }
     }
+}
+
+/// A history or run listing read to its end, or stopped by a closed stdout (a quiet exit 0).
+fn streamed(result: Result<(), HistoryError>) -> miette::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(HistoryError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(crate::output::ClosedStdout.into())
+        }
+        Err(HistoryError::Write(e)) => Err(e)
+            .into_diagnostic()
+            .wrap_err("cannot write the history to stdout"),
+        Err(HistoryError::Ledger(e)) => Err(e.into()),
+    }
+}
+
+fn show_history(
+    global: &Global,
+    app: &AppArgs,
+    query: &HistoryQuery,
+    json: bool,
+) -> miette::Result<ExitCode> {
+    let ledger = open(global, app)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut header = !json;
+    let result = ledger.history(query, &mut |event| {
+        if std::mem::take(&mut header) {
+            history::write_event_header(&mut out)?;
+        }
+        if json {
+            history::write_event_json(event, &mut out)
+        } else {
+            history::write_event_row(event, &mut out)
+        }
+    });
+    streamed(result.and_then(|()| {
+        if header {
+            // Nothing matched: say so in the table's place (JSON Lines stay empty).
+            writeln!(out, "No events.").map_err(HistoryError::Write)?;
+        }
+        out.flush().map_err(HistoryError::Write)
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_runs(
+    global: &Global,
+    app: &AppArgs,
+    limit: Option<u64>,
+    json: bool,
+) -> miette::Result<ExitCode> {
+    let ledger = open(global, app)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut header = !json;
+    let result = ledger.runs_newest_first(limit, &mut |run| {
+        if std::mem::take(&mut header) {
+            history::write_run_header(&mut out)?;
+        }
+        if json {
+            history::write_run_json(run, &mut out)
+        } else {
+            history::write_run_row(run, &mut out)
+        }
+    });
+    streamed(result.and_then(|()| {
+        if header {
+            writeln!(out, "No runs.").map_err(HistoryError::Write)?;
+        }
+        out.flush().map_err(HistoryError::Write)
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(
+    global: &Global,
+    app: &AppArgs,
+    before: jiff::Timestamp,
+    dry_run: bool,
+) -> miette::Result<ExitCode> {
+    let (location, name) = (global.state_location()?, global.state_name()?);
+    let sdkappid = asked_app(&location, app)?;
+    let mut run = RunInfo::start(RunCommand::StatePruneHistory, "", run_origin());
+    let pruned = ledger::prune_history(&location, &name, sdkappid, before, dry_run, &mut run)?;
+    let Some(pruned) = pruned else {
+        return Err(miette!(
+            "there is no state at {location}; nothing was pruned"
+        ));
+    };
+    let at = history::millis(before);
+    crate::output::to_stdout("the result", |out| {
+        if dry_run {
+            writeln!(
+                out,
+                "Would delete {pruned} events before {at} (dry run; nothing changed)."
+            )
+        } else {
+            writeln!(
+                out,
+                "Deleted {pruned} events before {at} (run {}).",
+                run.run_id
+            )
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The app asked for: `--sdkappid`, else the manifest's (`-f`, or `./timctl.yaml` when it
@@ -221,7 +470,16 @@ fn rm(
     let Some(mut ledger) = store.open_existing_writer(sdkappid, "state rm", lock_timeout)? else {
         return Err(missing(&store.to_string()));
     };
-    let written = ledger.forget(&[ConversationKey::new(from.clone(), peer.clone())])?;
+    let key = ConversationKey::new(from.clone(), peer.clone());
+    if !ledger.entries()?.iter().any(|e| e.key == key) {
+        // Checked before the run is written, so a refusal writes nothing.
+        return Err(missing(&ledger.location()));
+    }
+    let mut run = RunInfo::start(RunCommand::StateRm, "", run_origin());
+    ledger.begin_run(&run)?;
+    let written = ledger.remove(EventAction::Removed, EventReason::Requested, &[key])?;
+    run.end([("removed", written.affected as u64)]);
+    ledger.end_run(&run)?;
     if written.affected == 0 {
         return Err(missing(&ledger.location()));
     }
@@ -259,43 +517,25 @@ fn migrate(
     let Some(sdkappid) = app_to_lock(&from, app)? else {
         return Err(miette!("there is no state at {from} to migrate"));
     };
-    let operation = "state migrate";
-    let Some(source) = from.open_existing_writer(sdkappid, operation, lock_timeout)? else {
-        return Err(miette!("there is no state at {from} to migrate"));
+    let run = RunInfo::start(RunCommand::StateMigrate, "", run_origin());
+    let copied = match migrate::migrate(&from, &dest, sdkappid, lock_timeout, run) {
+        Ok(copied) => copied,
+        // A state error renders with its own code and help.
+        Err(MigrateError::Ledger(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
     };
-    let refuse = |dest: &dyn Ledger| {
-        miette!(
-            help = "migrate to another destination, or remove that state first",
-            "the destination {} already holds a state of SDKAppID {sdkappid}; nothing was copied",
-            dest.location()
-        )
-    };
-    if let Some(existing) = dest.open_existing_writer(sdkappid, operation, lock_timeout)? {
-        return Err(refuse(&existing));
-    }
-    let mut copy = dest.create_or_open_writer(sdkappid, operation, lock_timeout)?;
-    // Between the two opens another timctl may have written a state there: never overwrite it.
-    if copy.state_ref().is_some_and(|s| s.serial != 1) || !copy.entries()?.is_empty() {
-        return Err(refuse(&copy));
-    }
-    let Snapshot {
-        meta,
-        runs,
-        entries,
-    } = source
-        .snapshot()?
-        .ok_or_else(|| miette!("there is no state at {from} to migrate"))?;
-    copy.import(&meta, &runs, &entries)?;
     crate::output::to_stdout("the result (the state was copied)", |out| {
         writeln!(
             out,
-            "Copied the state of SDKAppID {sdkappid} ({} entries, lineage {}, serial {}) from {} to {}. \
+            "Copied the state of SDKAppID {sdkappid} ({} entries, {} runs, {} events; lineage {}, serial {}) from {} to {}. \
              The source is unchanged; point --state at the copy from now on.",
-            entries.len(),
-            meta.state.lineage,
-            meta.state.serial,
-            source.location(),
-            copy.location()
+            copied.entries,
+            copied.runs,
+            copied.events,
+            copied.meta.state.lineage,
+            copied.meta.state.serial,
+            copied.from,
+            copied.to
         )
     })?;
     Ok(ExitCode::SUCCESS)

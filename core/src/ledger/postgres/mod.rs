@@ -19,16 +19,19 @@ use std::sync::{Mutex, MutexGuard};
 
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::{Ledger, Meta, RunInfo, Snapshot, StateEntry, StateRef};
+use super::{Ledger, Meta, RunCommand, RunInfo, RunOrigin, Snapshot, StateEntry, StateRef};
 use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
 pub mod config;
+mod history;
 pub mod lock;
 mod writer;
 
 pub use config::{PgLocation, SslMode};
 pub use lock::PgLockHolder;
 pub use writer::PgLedgerWriter;
+
+pub(crate) use history::prune as prune_history;
 
 /// The migrations: `MIGRATIONS[n]` takes schema version `n` to `n + 1`. Never edit one that has
 /// shipped; append. Text columns that sort are `COLLATE "C"` (byte order), the order of
@@ -91,7 +94,40 @@ const MIGRATIONS: &[&str] = &[
     r#"ALTER TABLE timctl.entries
         DROP CONSTRAINT entries_state_fkey,
         DROP CONSTRAINT entries_run_fkey;"#,
+    // 3 -> 4: the history. Runs say which command ran, where and by whom, when it ended and
+    // what it counted (every run before this was an apply); `events` is the append-only log
+    // of every change to the entries, indexed for the per-user, per-peer and per-time
+    // questions in the order they are shown (time, then insertion). No foreign keys, as for
+    // entries: the writer inserts a run before any event names it, and nothing deletes runs.
+    r#"ALTER TABLE timctl.runs
+        ADD COLUMN command text NOT NULL DEFAULT 'apply',
+        ADD COLUMN commit_id text,
+        ADD COLUMN host text,
+        ADD COLUMN os_user text,
+        ADD COLUMN ci_job_url text,
+        ADD COLUMN ended_at bigint,
+        ADD COLUMN counts jsonb;
+    CREATE TABLE timctl.events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        state bigint NOT NULL,
+        at bigint NOT NULL,
+        action text NOT NULL CHECK (action IN ('deleted', 'recorded', 'forgotten', 'removed')),
+        reason text NOT NULL,
+        from_account text COLLATE "C" NOT NULL,
+        kind smallint NOT NULL CHECK (kind IN (1, 2)),
+        peer text COLLATE "C" NOT NULL,
+        clear_roaming boolean NOT NULL,
+        run bigint NOT NULL,
+        trigger_json jsonb,
+        latency_ms bigint
+    );
+    CREATE INDEX events_state_at ON timctl.events (state, at, id);
+    CREATE INDEX events_state_from ON timctl.events (state, from_account, at, id);
+    CREATE INDEX events_state_peer ON timctl.events (state, kind, peer, at, id);"#,
 ];
+
+/// The first schema version with the history (`events`, and the runs' new columns).
+pub(crate) const HISTORY_SCHEMA: u32 = 4;
 
 /// The schema version this timctl writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -368,37 +404,69 @@ fn read_state_rows(
         .collect()
 }
 
+/// The columns of a run, as [`run_from_row`] reads them; a schema from before the history
+/// reads as applies with nothing more known.
+fn run_columns(schema_version: u32) -> &'static str {
+    if schema_version >= HISTORY_SCHEMA {
+        "id, run_id, timctl_version, manifest_digest, started_at, command, commit_id, host,
+         os_user, ci_job_url, ended_at, counts::text"
+    } else {
+        "id, run_id, timctl_version, manifest_digest, started_at, 'apply', NULL::text,
+         NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::text"
+    }
+}
+
+/// One row of [`run_columns`].
+fn run_from_row(r: &postgres::Row, location: &PgLocation) -> Result<(i64, RunInfo), PgError> {
+    let corrupt = |what: String| PgError::Corrupt {
+        state: location.to_string(),
+        what,
+    };
+    let (id, started_at, command): (i64, i64, &str) = (r.get(0), r.get(4), r.get(5));
+    let ended_at: Option<i64> = r.get(10);
+    Ok((
+        id,
+        RunInfo {
+            run_id: r.get(1),
+            command: RunCommand::parse(command)
+                .ok_or_else(|| corrupt(format!("run {id} has the command {command:?}")))?,
+            timctl_version: r.get(2),
+            manifest_digest: r.get(3),
+            origin: RunOrigin {
+                commit: r.get(6),
+                host: r.get(7),
+                os_user: r.get(8),
+                ci_job_url: r.get(9),
+            },
+            started_at: jiff::Timestamp::from_second(started_at)
+                .map_err(|_| corrupt(format!("a run started at {started_at}")))?,
+            ended_at: ended_at
+                .map(|ms| {
+                    jiff::Timestamp::from_millisecond(ms)
+                        .map_err(|_| corrupt(format!("a run ended at {ms}")))
+                })
+                .transpose()?,
+            counts: RunInfo::counts_from_json(r.get(11)),
+        },
+    ))
+}
+
 fn read_runs(
     client: &mut impl postgres::GenericClient,
     location: &PgLocation,
     state: i64,
+    schema_version: u32,
 ) -> Result<Vec<(i64, RunInfo)>, PgError> {
     let rows = client
         .query(
-            "SELECT id, run_id, timctl_version, manifest_digest, started_at FROM timctl.runs
-             WHERE state = $1 ORDER BY id",
+            &format!(
+                "SELECT {} FROM timctl.runs WHERE state = $1 ORDER BY id",
+                run_columns(schema_version)
+            ),
             &[&state],
         )
         .map_err(query_err(location, "reading runs"))?;
-    rows.iter()
-        .map(|r| {
-            let started_at: i64 = r.get(4);
-            Ok((
-                r.get(0),
-                RunInfo {
-                    run_id: r.get(1),
-                    timctl_version: r.get(2),
-                    manifest_digest: r.get(3),
-                    started_at: jiff::Timestamp::from_second(started_at).map_err(|_| {
-                        PgError::Corrupt {
-                            state: location.to_string(),
-                            what: format!("a run started at {started_at}"),
-                        }
-                    })?,
-                },
-            ))
-        })
-        .collect()
+    rows.iter().map(|r| run_from_row(r, location)).collect()
 }
 
 /// Meta, runs and entries of `state`, read through `client` (inside one transaction).
@@ -408,7 +476,7 @@ fn read_snapshot(
     state: i64,
     meta: Meta,
 ) -> Result<Snapshot, PgError> {
-    let runs = read_runs(client, location, state)?;
+    let runs = read_runs(client, location, state, meta.schema_version)?;
     // Runs are few; mapping their IDs in memory is cheaper than a join per entry.
     let by_id: HashMap<i64, uuid::Uuid> = runs.iter().map(|(id, r)| (*id, r.run_id)).collect();
     // Schema 1 had no origin column: everything in it was deleted by timctl.
