@@ -353,16 +353,19 @@ fn spawn_recorder<R: Recorder + 'static>(
     (tx, handle)
 }
 
-/// Watches the most recent results for one item failure that keeps repeating.
-struct FailurePattern {
-    window: VecDeque<Option<Option<i64>>>,
-    counts: HashMap<Option<i64>, usize>,
+/// Watches the most recent results for one failure that keeps repeating: an item failure's
+/// code for the executor, a kind of unreadable list for the listing phase
+/// ([`crate::refresh::observe`]).
+pub(crate) struct FailurePattern<K> {
+    window: VecDeque<Option<K>>,
+    counts: HashMap<K, usize>,
     size: usize,
     threshold: usize,
 }
 
-impl FailurePattern {
-    fn new(size: usize, threshold: usize) -> Self {
+impl<K: Clone + Eq + std::hash::Hash> FailurePattern<K> {
+    /// Watches the last `size` results for `threshold` of them failing the same way.
+    pub(crate) fn new(size: usize, threshold: usize) -> Self {
         FailurePattern {
             window: VecDeque::new(),
             counts: HashMap::new(),
@@ -371,9 +374,9 @@ impl FailurePattern {
         }
     }
 
-    /// Adds a result (`Some(code)` for an item failure) and returns the repeating failure's
-    /// code and count when it crosses the threshold.
-    fn push(&mut self, failure: Option<Option<i64>>) -> Option<(Option<i64>, usize)> {
+    /// Adds a result (`Some(kind)` for a failure) and returns the repeating failure's kind and
+    /// count when it crosses the threshold.
+    pub(crate) fn push(&mut self, failure: Option<K>) -> Option<(K, usize)> {
         if self.size == 0 {
             return None;
         }
@@ -383,11 +386,11 @@ impl FailurePattern {
         {
             *n -= 1;
         }
-        self.window.push_back(failure);
-        let code = failure?;
-        let n = self.counts.entry(code).or_default();
+        self.window.push_back(failure.clone());
+        let kind = failure?;
+        let n = self.counts.entry(kind.clone()).or_default();
         *n += 1;
-        (*n >= self.threshold).then_some((code, *n))
+        (*n >= self.threshold).then_some((kind, *n))
     }
 }
 
@@ -435,7 +438,8 @@ where
     }
 
     let started = Instant::now();
-    let mut pattern = FailurePattern::new(opts.failure_window, opts.failure_threshold);
+    let mut pattern: FailurePattern<Option<i64>> =
+        FailurePattern::new(opts.failure_window, opts.failure_threshold);
     // Every distinct user that does not exist; only the first few are named in the summary.
     let mut missing: BTreeSet<UserId> = BTreeSet::new();
     let mut stop_message: Option<String> = None;

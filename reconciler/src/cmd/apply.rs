@@ -51,10 +51,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let exec = &args.exec;
     let rate = rate(exec.rate, global.quiet)?;
     // Enough calls in flight to keep the rate up at 250 ms latency.
-    let concurrency = exec
-        .concurrency
-        .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
-        .max(1);
+    let concurrency = match exec.concurrency {
+        Some(0) => return Err(miette!("--concurrency must be at least 1 call in flight")),
+        Some(n) => n,
+        None => ((rate / 4.0).ceil() as usize).max(1),
+    };
     let source = match &args.planfile {
         Some(path) => Source::Saved(plan::saved::read(path)?),
         None => {
@@ -77,6 +78,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 Some(super::refresh::observe(
                     global,
                     &args.refresh,
+                    exec.max_retries,
                     &desired,
                     &filter,
                     report,
