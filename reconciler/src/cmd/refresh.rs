@@ -171,7 +171,14 @@ fn watch_signals(stop: Stop) {
                 } => StopReason::Terminated,
             };
             if !stop.stop(reason) {
-                eprintln_lossy!("Signalled again: exiting now.");
+                eprintln_lossy!(
+                    "{} again: exiting now.",
+                    if reason == StopReason::Terminated {
+                        "Terminated"
+                    } else {
+                        "Interrupted"
+                    }
+                );
                 std::process::exit(signal_exit_code(reason));
             }
             eprintln_lossy!(
