@@ -145,8 +145,16 @@ impl Global {
             (false, 2) => "debug",
             (false, _) => "trace",
         };
+        // The platform verifier logs every certificate it refuses, once per connection: a
+        // line per call in flight before timctl's one message naming the cause and
+        // SSL_CERT_FILE. Its lines are kept for -vv and TIMCTL_LOG.
+        let directives = if self.verbose < 2 {
+            format!("{level},rustls_platform_verifier=off")
+        } else {
+            level.to_owned()
+        };
         let filter = tracing_subscriber::EnvFilter::try_from_env("TIMCTL_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
