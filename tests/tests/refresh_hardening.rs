@@ -300,3 +300,39 @@ fn the_drift_alarm_fails_when_it_could_not_look() {
     let out = e.run(&["plan", "--refresh", "--drift-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Issue 18.9: while a long list pages, the progress line counts its pages as they come (not
+/// "0 calls/s" until the user is done) and does not guess an ETA from the users done.
+#[test]
+fn listing_progress_counts_pages_as_they_come() {
+    use std::io::BufRead;
+    let e = env(
+        &["quick", "endless"],
+        &[("endless", ListFault::NeverComplete)],
+        &[("quick", 3)],
+    );
+    let mut child = e.spawn(&["plan", "--refresh", "--refresh-rate", "40"]);
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = None;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Listing conversation lists: 1/2 users") {
+            seen = Some(line);
+            break;
+        }
+    }
+    signal(&child, "-TERM");
+    let _ = child.wait();
+    let line = seen.expect("a progress line while the endless list pages");
+    assert!(line.contains("1 list still paging"), "{line}");
+    assert!(!line.contains("ETA"), "{line}");
+    let rate: f64 = line
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" calls/s"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no calls/s in {line}"));
+    assert!(
+        rate >= 5.0,
+        "the pages of the list still paging count: {line}"
+    );
+}

@@ -249,7 +249,8 @@ impl Progress {
                 // are: unknown, and said so rather than guessed from the users done.
                 let eta = match eta_seconds {
                     Some(s) => format!("ETA {s:.0}s"),
-                    None if *done > 0 && *in_flight > 0 => {
+                    None if *done > 0 && *in_flight == 1 => "1 list still paging".to_owned(),
+                    None if *done > 0 && *in_flight > 1 => {
                         format!("{in_flight} lists still paging")
                     }
                     None => "ETA ?".to_owned(),
