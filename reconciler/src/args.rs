@@ -224,7 +224,9 @@ pub(crate) struct ExecArgs {
     /// Calls per second; default a little under the documented limit.
     #[arg(long, value_name = "N")]
     pub(crate) rate: Option<u32>,
-    /// Calls in flight at once; default enough to keep the rate up at 250 ms latency (rate / 4).
+    /// Calls in flight at once (at least 1); default enough to keep the rate up at 250 ms
+    /// latency (rate / 4). Calls in flight and deletions not yet recorded together never exceed
+    /// one second of calls (the rate), so a stalled state holds the calls back.
     #[arg(long, value_name = "N")]
     pub(crate) concurrency: Option<usize>,
     /// Retries of a transient failure per call.
