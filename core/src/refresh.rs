@@ -3,15 +3,19 @@
 //!
 //! The calls themselves (get_list, its rate limiter, retries and paging) are behind the
 //! [`Lister`] trait, so this module is only the orchestration: which users, how many at once,
-//! progress, and stopping at once on a fatal answer. Memory follows the manifest: a lister
-//! keeps only the conversations the manifest names (`wanted`), never a whole list.
+//! progress, and stopping at once on a fatal answer, a signal, or most users' lists failing the
+//! same way. Listing records nothing, so a stop does not wait for the lists in flight: they are
+//! dropped, requests and all. Memory follows the manifest: a lister keeps only the
+//! conversations the manifest names (`wanted`), never a whole list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::apply::executor::FailurePattern;
 use crate::ids::{Peer, UserId};
 use crate::plan::refresh::{Observation, Observations};
 use crate::stop::{Stop, StopReason};
@@ -31,8 +35,14 @@ pub enum ListOutcome {
     /// get_list answered 50001: the user was never imported.
     DoesNotExist,
     /// The list could not be read after retries (a FAIL answer, a page without `CompleteFlag`,
-    /// repeated cursors, too many pages): why.
-    Unreadable(String),
+    /// repeated cursors, too many pages).
+    Unreadable {
+        /// Why, naming the user.
+        why: String,
+        /// The way it failed, without the user or the page ("code 50002", "a paging loop"):
+        /// what the "most lists fail the same way" stop compares.
+        kind: String,
+    },
     /// An answer that dooms every call (bad UserSig, unknown app, admin required): the message.
     Fatal(String),
     /// The run was stopped before this user's first call.
@@ -47,6 +57,13 @@ pub trait Lister: Send + Sync {
         user: &UserId,
         wanted: &BTreeSet<Peer>,
     ) -> impl Future<Output = ListOutcome> + Send;
+
+    /// Calls made so far (pages asked for, retries included), for progress while long lists
+    /// page; `None` when the lister does not count them (progress then counts the pages of the
+    /// lists already read).
+    fn calls_so_far(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How the listing phase runs.
@@ -57,14 +74,28 @@ pub struct ListOptions {
     pub concurrency: usize,
     /// How often a progress event is sent.
     pub progress_interval: Duration,
+    /// How many recent users' results the "most lists fail the same way" check looks at.
+    pub failure_window: usize,
+    /// Stop listing when this many of them could not be read the same way.
+    pub failure_threshold: usize,
+}
+
+impl ListOptions {
+    /// The listing phase's rules with `concurrency` users listed at once; the failure rule is
+    /// apply's (45 of the last 50).
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            concurrency,
+            progress_interval: Duration::from_secs(2),
+            failure_window: 50,
+            failure_threshold: 45,
+        }
+    }
 }
 
 impl Default for ListOptions {
     fn default() -> Self {
-        Self {
-            concurrency: 50,
-            progress_interval: Duration::from_secs(2),
-        }
+        Self::new(50)
     }
 }
 
@@ -97,9 +128,12 @@ pub enum Event {
         done: usize,
         /// Users to list.
         total: usize,
-        /// get_list calls per second so far.
+        /// Users whose lists are being read right now.
+        in_flight: usize,
+        /// get_list calls per second so far, counting pages as they come (retries included).
         calls_per_second: f64,
-        /// Seconds left at the pace so far (`None` before the first user is done).
+        /// Seconds left at the pace so far: `None` before the first user is done, and once no
+        /// user is left waiting (the lists still paging can be any length).
         eta_seconds: Option<f64>,
     },
 }
@@ -115,6 +149,17 @@ pub enum RefreshError {
     )]
     Fatal {
         /// The one message.
+        message: String,
+    },
+    /// Most recent users' lists could not be read the same way: listing stopped rather than
+    /// fail the same way for every user.
+    #[error("{message}")]
+    #[diagnostic(
+        code(timctl::refresh::too_many_failures),
+        help("nothing was planned or changed; fix the cause and run it again")
+    )]
+    TooManyFailures {
+        /// What kept failing, and how often.
         message: String,
     },
     /// Stopped (Ctrl-C, SIGTERM) before every user was listed.
@@ -141,7 +186,9 @@ pub struct ListSummary {
 
 /// Lists every user of `wanted` once (at most `opts.concurrency` at a time) and returns what
 /// was seen. A fatal answer stops the run at once (`stop` is raised, so no queued user is
-/// called) and is the error; so is a stop from outside.
+/// called) and is the error; so is a stop from outside, and most recent users' lists failing
+/// the same way. Once stopped, the lists in flight are dropped rather than waited for: listing
+/// records nothing, and a list that never answers must not hold a Ctrl-C up.
 pub async fn observe<L: Lister>(
     wanted: &BTreeMap<UserId, BTreeSet<Peer>>,
     lister: &L,
@@ -155,14 +202,22 @@ pub async fn observe<L: Lister>(
     let mut users = BTreeMap::new();
     let mut summary = ListSummary::default();
     let mut fatal: Option<String> = None;
+    let mut too_many: Option<String> = None;
+    let mut pattern: FailurePattern<String> =
+        FailurePattern::new(opts.failure_window, opts.failure_threshold);
+    let begun = AtomicUsize::new(0);
 
     let mut results = futures::stream::iter(wanted.iter())
-        .map(|(user, peers)| async move {
-            // Checked as each user is about to start, so a stop takes effect at once.
-            if stop.is_stopped() {
-                return (user, ListOutcome::NotSent);
+        .map(|(user, peers)| {
+            let begun = &begun;
+            async move {
+                // Checked as each user is about to start, so a stop takes effect at once.
+                if stop.is_stopped() {
+                    return (user, ListOutcome::NotSent);
+                }
+                begun.fetch_add(1, Ordering::Relaxed);
+                (user, lister.list(user, peers).await)
             }
-            (user, lister.list(user, peers).await)
         })
         .buffer_unordered(opts.concurrency.max(1));
 
@@ -170,16 +225,28 @@ pub async fn observe<L: Lister>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
+        // A fatal answer raises the stop before its outcome arrives here: wait for that
+        // outcome (it comes at once), for its message. Any other stop ends listing now.
+        let awaiting_fatal_message = stop.reason() == Some(StopReason::Fatal) && fatal.is_none();
+        if stop.is_stopped() && !awaiting_fatal_message {
+            break;
+        }
         let next = tokio::select! {
+            biased;
             next = results.next() => next,
+            () = stop.stopped(), if !stop.is_stopped() => continue,
             _ = ticker.tick() => {
                 let secs = started.elapsed().as_secs_f64();
                 let done = summary.users;
+                let begun = begun.load(Ordering::Relaxed);
+                let calls = lister.calls_so_far().unwrap_or(summary.pages);
                 on_event(&Event::ListProgress {
                     done,
                     total,
-                    calls_per_second: if secs > 0.0 { summary.pages as f64 / secs } else { 0.0 },
-                    eta_seconds: (done > 0).then(|| secs / done as f64 * (total - done) as f64),
+                    in_flight: begun.saturating_sub(done),
+                    calls_per_second: if secs > 0.0 { calls as f64 / secs } else { 0.0 },
+                    eta_seconds: (done > 0 && begun < total)
+                        .then(|| secs / done as f64 * (total - done) as f64),
                 });
                 continue;
             }
@@ -187,10 +254,10 @@ pub async fn observe<L: Lister>(
         let Some((user, outcome)) = next else {
             break;
         };
-        let (observation, pages) = match outcome {
-            ListOutcome::Listed { present, pages } => (Observation::Listed(present), pages),
-            ListOutcome::DoesNotExist => (Observation::DoesNotExist, 1),
-            ListOutcome::Unreadable(why) => (Observation::Unreadable(why), 0),
+        let (observation, pages, failure) = match outcome {
+            ListOutcome::Listed { present, pages } => (Observation::Listed(present), pages, None),
+            ListOutcome::DoesNotExist => (Observation::DoesNotExist, 1, None),
+            ListOutcome::Unreadable { why, kind } => (Observation::Unreadable(why), 0, Some(kind)),
             ListOutcome::Fatal(message) => {
                 // The client may have raised the stop itself before answering: the first
                 // fatal message is the one to show either way.
@@ -220,10 +287,24 @@ pub async fn observe<L: Lister>(
             },
         });
         users.insert(user.clone(), observation);
+        if let Some((kind, n)) = pattern.push(failure)
+            && stop.stop(StopReason::TooManyFailures)
+        {
+            too_many = Some(format!(
+                "{n} of the last {} users' conversation lists could not be read ({kind}); \
+                 stopped listing rather than fail the same way for every user",
+                opts.failure_window
+            ));
+        }
     }
+    // Whatever is still in flight is dropped here: its requests are cancelled.
+    drop(results);
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     if let Some(message) = fatal {
         return Err(RefreshError::Fatal { message });
+    }
+    if let Some(message) = too_many {
+        return Err(RefreshError::TooManyFailures { message });
     }
     if let Some(reason) = stop.reason() {
         return Err(RefreshError::Stopped { reason });

@@ -209,8 +209,16 @@ impl Global {
             (false, 2) => "debug",
             (false, _) => "trace",
         };
+        // The platform verifier logs every certificate it refuses, once per connection: a
+        // line per call in flight before timctl's one message naming the cause and
+        // SSL_CERT_FILE. Its lines are kept for -vv and TIMCTL_LOG.
+        let directives = if self.verbose < 2 {
+            format!("{level},rustls_platform_verifier=off")
+        } else {
+            level.to_owned()
+        };
         let filter = tracing_subscriber::EnvFilter::try_from_env("TIMCTL_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
@@ -281,7 +289,9 @@ pub(crate) struct ExecArgs {
     /// Calls per second; default a little under the documented limit.
     #[arg(long, value_name = "N", env = "TIMCTL_RATE")]
     pub(crate) rate: Option<u32>,
-    /// Calls in flight at once; default enough to keep the rate up at 250 ms latency (rate / 4).
+    /// Calls in flight at once (at least 1); default enough to keep the rate up at 250 ms
+    /// latency (rate / 4). Calls in flight and deletions not yet recorded together never exceed
+    /// one second of calls (the rate), so a stalled state holds the calls back.
     #[arg(long, value_name = "N", env = "TIMCTL_CONCURRENCY")]
     pub(crate) concurrency: Option<usize>,
     /// Retries of a transient failure per call.

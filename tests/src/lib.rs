@@ -92,6 +92,15 @@ pub enum ListFault {
     NoCompleteFlag,
     /// Every call is answered with this `ErrorCode`.
     Code(i64),
+    /// The first page says `CompleteFlag` 0; every later page is answered with this
+    /// `ErrorCode` (50001 after page 1: the list is unreadable, not empty).
+    CodeAfterFirstPage(i64),
+    /// The pages' cursors go round a cycle, A → B → A, each page saying `CompleteFlag` 0: no
+    /// page answers the very cursors it was sent, yet paging never ends.
+    CursorCycle,
+    /// Every get_list call is accepted and never answered (a dead backend behind a live
+    /// gateway); only the client's request timeout ends it.
+    Silent,
 }
 
 /// The endpoints fake-tim serves.
@@ -525,6 +534,9 @@ async fn handle(
             *lock(&shared.list_calls)
                 .entry(request.from.clone())
                 .or_insert(0) += 1;
+            if config.list_faults.get(&request.from) == Some(&ListFault::Silent) {
+                return std::future::pending().await;
+            }
             list_answer(&shared, &config, &request)
         }
     }
@@ -565,7 +577,35 @@ fn list_answer(shared: &Shared, config: &FakeConfig, request: &ListRequest) -> R
         config.page_size,
     );
     let (mut next, mut complete) = (page.next, page.complete);
+    let first = request.cursors == Cursors::default();
+    // The cycle's two cursors: the first page answers A, A answers B, B answers A.
+    let cycle_a = Cursors {
+        time_stamp: 1,
+        start_index: 1,
+        ..Cursors::default()
+    };
+    let cycle_b = Cursors {
+        start_index: 2,
+        ..cycle_a
+    };
     match fault {
+        Some(ListFault::CodeAfterFirstPage(code)) if !first => {
+            return answer(code, "scripted list failure after the first page");
+        }
+        Some(ListFault::CodeAfterFirstPage(_)) => {
+            if next == request.cursors {
+                next.start_index += 1;
+            }
+            complete = false;
+        }
+        Some(ListFault::CursorCycle) => {
+            next = if request.cursors == cycle_a {
+                cycle_b
+            } else {
+                cycle_a
+            };
+            complete = false;
+        }
         Some(ListFault::NeverComplete) => {
             if next == request.cursors {
                 next.start_index += 1;

@@ -283,6 +283,60 @@ impl PgCluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Stops every process of the server with SIGSTOP (the postmaster and its backends): the
+    /// kernel still accepts connections and data, nothing answers. The server stalls until the
+    /// guard is dropped (SIGCONT).
+    pub fn freeze(&self) -> Frozen {
+        let pids = self.server_pids();
+        assert!(!pids.is_empty(), "the server is not running");
+        for &pid in &pids {
+            signal_pid(pid, "-STOP");
+        }
+        Frozen { pids }
+    }
+
+    /// The postmaster (from `postmaster.pid`) and its children.
+    fn server_pids(&self) -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
+            return Vec::new();
+        };
+        let Some(postmaster) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return Vec::new();
+        };
+        let children =
+            std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+                .unwrap_or_default();
+        std::iter::once(postmaster)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
+}
+
+/// A server stopped by [`PgCluster::freeze`]; dropping it lets the server run again.
+pub struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            signal_pid(pid, "-CONT");
+        }
+    }
+}
+
+/// `kill -SIGNAL PID` (the library has no signal crate of its own).
+fn signal_pid(pid: i32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for PgCluster {

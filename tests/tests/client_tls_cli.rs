@@ -107,6 +107,12 @@ fn an_untrusted_certificate_stops_apply_and_ssl_cert_file_trusts_it() {
         "one message names SSL_CERT_FILE: {output}"
     );
     assert!(output.contains("certificate"), "{output}");
+    // Issue 18.9: the cause once, in that message, not once more per call in flight.
+    assert_eq!(
+        output.matches("UnknownIssuer").count(),
+        1,
+        "the certificate's fault is said once: {output}"
+    );
     assert!(
         !output.contains("gave up after"),
         "nothing is retried: {output}"

@@ -343,7 +343,8 @@ fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
     }
     assert!(out.stderr.contains("no CompleteFlag"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("answered the cursors it was sent"),
+        out.stderr
+            .contains("answered cursors already sent for this list"),
         "{}",
         out.stderr
     );

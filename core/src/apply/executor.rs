@@ -7,6 +7,11 @@
 //!
 //! - A confirmed deletion (or an already-absent answer) is recorded within
 //!   [`ExecOptions::flush_interval`], so a run killed at any moment loses at most that much.
+//! - Calls never outrun the state: a call takes one of [`ExecOptions::max_unrecorded`] slots
+//!   before it starts and gives it back once its result is recorded (or needs no recording). A
+//!   state that stalls (a PostgreSQL backend stopped, a network black hole, an SQLite reader
+//!   holding its lock) therefore stops the calls after at most that many, about a second of
+//!   them, instead of piling confirmed deletions up in memory where a kill loses them.
 //! - A fatal outcome stops new calls at once; calls in flight finish and are recorded.
 //! - When most of the recent results are the same item failure, the run stops: that is a bug or
 //!   a misconfiguration, not a million bad entries.
@@ -22,6 +27,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use crate::ids::{ConversationKey, PeerKind, UserId};
 use crate::ledger::{Deleted, LedgerWriter, RunInfo};
@@ -112,6 +118,10 @@ pub struct ExecOptions {
     pub flush_interval: Duration,
     /// Or as soon as this many are waiting.
     pub flush_batch: usize,
+    /// Calls in flight plus confirmed deletions not yet in the state, at most: a new call waits
+    /// for the state to catch up beyond it. The binary sets it to one second of calls (the
+    /// rate), so a stalled state leaves at most that much unrecorded.
+    pub max_unrecorded: usize,
     /// How many recent results the failure check looks at.
     pub failure_window: usize,
     /// Stop when this many of them are the same item failure.
@@ -130,6 +140,9 @@ impl ExecOptions {
             // transaction's own fsync on a slow disk.
             flush_interval: Duration::from_millis(250),
             flush_batch: 1000,
+            // Four times the concurrency: the binary's concurrency is a quarter of the rate, so
+            // this is one second of calls unless the caller says otherwise.
+            max_unrecorded: concurrency.saturating_mul(4).max(1),
             failure_window: 50,
             failure_threshold: 45,
             progress_interval: Duration::from_secs(2),
@@ -275,11 +288,13 @@ enum RecordMsg {
 
 /// Runs the recorder on a thread of its own (the ledger is blocking I/O), flushing a batch when
 /// the oldest waiting confirmation is `flush_interval` old or `flush_batch` are waiting.
+/// Each batch written (or failed) gives its calls' slots back to `slots`.
 fn spawn_recorder<R: Recorder + 'static>(
     mut recorder: R,
     opts: &ExecOptions,
     stop: Stop,
     failure: Arc<Mutex<Option<RecordError>>>,
+    slots: Arc<Semaphore>,
 ) -> (mpsc::Sender<RecordMsg>, std::thread::JoinHandle<R>) {
     let (tx, rx) = mpsc::channel::<RecordMsg>();
     let (interval, batch_size) = (opts.flush_interval, opts.flush_batch);
@@ -339,6 +354,9 @@ fn spawn_recorder<R: Recorder + 'static>(
             if !failed && !batch.is_empty() {
                 record(&mut recorder, &batch, &mut failed);
             }
+            // Written, or lost with the run stopped: either way these calls no longer hold the
+            // next ones back.
+            slots.add_permits(batch.len());
             batch.clear();
             deadline = None;
         }
@@ -353,16 +371,19 @@ fn spawn_recorder<R: Recorder + 'static>(
     (tx, handle)
 }
 
-/// Watches the most recent results for one item failure that keeps repeating.
-struct FailurePattern {
-    window: VecDeque<Option<Option<i64>>>,
-    counts: HashMap<Option<i64>, usize>,
+/// Watches the most recent results for one failure that keeps repeating: an item failure's
+/// code for the executor, a kind of unreadable list for the listing phase
+/// ([`crate::refresh::observe`]).
+pub(crate) struct FailurePattern<K> {
+    window: VecDeque<Option<K>>,
+    counts: HashMap<K, usize>,
     size: usize,
     threshold: usize,
 }
 
-impl FailurePattern {
-    fn new(size: usize, threshold: usize) -> Self {
+impl<K: Clone + Eq + std::hash::Hash> FailurePattern<K> {
+    /// Watches the last `size` results for `threshold` of them failing the same way.
+    pub(crate) fn new(size: usize, threshold: usize) -> Self {
         FailurePattern {
             window: VecDeque::new(),
             counts: HashMap::new(),
@@ -371,9 +392,9 @@ impl FailurePattern {
         }
     }
 
-    /// Adds a result (`Some(code)` for an item failure) and returns the repeating failure's
-    /// code and count when it crosses the threshold.
-    fn push(&mut self, failure: Option<Option<i64>>) -> Option<(Option<i64>, usize)> {
+    /// Adds a result (`Some(kind)` for a failure) and returns the repeating failure's kind and
+    /// count when it crosses the threshold.
+    pub(crate) fn push(&mut self, failure: Option<K>) -> Option<(K, usize)> {
         if self.size == 0 {
             return None;
         }
@@ -383,11 +404,11 @@ impl FailurePattern {
         {
             *n -= 1;
         }
-        self.window.push_back(failure);
-        let code = failure?;
-        let n = self.counts.entry(code).or_default();
+        self.window.push_back(failure.clone());
+        let kind = failure?;
+        let n = self.counts.entry(kind.clone()).or_default();
         *n += 1;
-        (*n >= self.threshold).then_some((code, *n))
+        (*n >= self.threshold).then_some((kind, *n))
     }
 }
 
@@ -424,8 +445,16 @@ where
     });
     let mut summary = RunSummary::default();
     let record_failure = Arc::new(Mutex::new(None));
-    let (tx, recorder_thread) =
-        spawn_recorder(recorder, opts, stop.clone(), Arc::clone(&record_failure));
+    let slots = Arc::new(Semaphore::new(
+        opts.max_unrecorded.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let (tx, recorder_thread) = spawn_recorder(
+        recorder,
+        opts,
+        stop.clone(),
+        Arc::clone(&record_failure),
+        Arc::clone(&slots),
+    );
 
     // Forgetting needs no call: it goes to the recorder first, in chunks of one transaction.
     summary.forgotten = forgets.len();
@@ -435,15 +464,33 @@ where
     }
 
     let started = Instant::now();
-    let mut pattern = FailurePattern::new(opts.failure_window, opts.failure_threshold);
+    let mut pattern: FailurePattern<Option<i64>> =
+        FailurePattern::new(opts.failure_window, opts.failure_threshold);
     // Every distinct user that does not exist; only the first few are named in the summary.
     let mut missing: BTreeSet<UserId> = BTreeSet::new();
     let mut stop_message: Option<String> = None;
 
+    let slots_ref = &slots;
     let mut results = futures::stream::iter(deletions)
         .map(|deletion| async move {
             // Checked as each call is about to start, so a stop takes effect at once.
             if stop.reason().is_some() {
+                return (deletion, None);
+            }
+            // A slot first: with too many results not yet in the state, wait for it to catch
+            // up (or for the run to stop). The slot goes back when the result is recorded, or
+            // below when it needs no recording.
+            let acquired = tokio::select! {
+                biased;
+                () = stop.stopped() => return (deletion, None),
+                permit = slots_ref.acquire() => permit,
+            };
+            match acquired {
+                Ok(permit) => permit.forget(),
+                Err(_) => return (deletion, None),
+            }
+            if stop.reason().is_some() {
+                slots_ref.add_permits(1);
                 return (deletion, None);
             }
             let outcome = deleter.delete(&deletion).await;
@@ -468,6 +515,15 @@ where
         let Some((deletion, outcome)) = next else {
             break;
         };
+        // Only a confirmation goes to the recorder, which gives its slot back once written.
+        if outcome.as_ref().is_some_and(|o| {
+            !matches!(
+                o,
+                DeletionOutcome::Deleted | DeletionOutcome::AlreadyAbsent { .. }
+            )
+        }) {
+            slots.add_permits(1);
+        }
         let Some(outcome) = outcome.filter(|o| *o != DeletionOutcome::NotSent) else {
             summary.not_started += 1;
             continue;
@@ -498,7 +554,11 @@ where
                     clear_roaming: deletion.clear_roaming,
                     deleted_at: jiff::Timestamp::now(),
                 };
-                let _ = tx.send(RecordMsg::Confirmed(confirmed));
+                if tx.send(RecordMsg::Confirmed(confirmed)).is_err() {
+                    // The recorder thread is gone (it panicked; joined below): its slot must
+                    // not hold the remaining calls back forever.
+                    slots.add_permits(1);
+                }
                 on_event(&event);
                 None
             }

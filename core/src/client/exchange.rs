@@ -157,10 +157,10 @@ impl Client {
 
 /// A too-large reply, as a transient failure.
 fn too_large<R>(declared: Option<u64>) -> Answer<R> {
-    let size = declared.map_or_else(|| "more".to_owned(), |n| format!("{n} bytes,"));
+    let size = declared.map_or_else(String::new, |n| format!(" ({n} bytes)"));
     Answer::Transient {
         reason: format!(
-            "the reply was {size} over the limit of {} KiB; it was not read",
+            "the reply{size} was over the limit of {} KiB; it was not read",
             MAX_RESPONSE_BYTES / 1024
         ),
         frequency_limited: false,

@@ -3,8 +3,9 @@
 //! The paging rules are the documentation's (start with four zero cursors, send each answer's
 //! four cursors back, stop at `CompleteFlag` 1) plus defensive ones, because a server that
 //! misbehaves must give an error, never an endless loop: a page that answers the very cursors
-//! it was sent, a `CompleteFlag` missing or unknown, a cursor missing on a "more" page, and more
-//! than [`MAX_PAGES`] pages are all errors. The cursors are time-based, so a conversation that
+//! it (or any earlier page of the same list) was sent, a `CompleteFlag` missing or unknown, a
+//! cursor missing on a "more" page, 50001 after the first page, and more than [`MAX_PAGES`]
+//! pages are all errors. The cursors are time-based, so a conversation that
 //! changes while paging can be seen twice: conversations are merged by peer.
 //!
 //! Memory stays proportional to what the caller wants, not to the list: the caller's `keep`
@@ -13,7 +14,7 @@
 //! Official documentation: <https://www.tencentcloud.com/document/product/1047/43087>
 //! (English), <https://cloud.tencent.com/document/product/269/62118> (Chinese).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::{Client, Fatal, Outcome};
 use crate::api::{
@@ -32,7 +33,7 @@ pub const ASSIST_FLAGS: i64 = 63;
 pub const MAX_PAGES: u32 = 1000;
 
 /// The four paging cursors, as sent in a request and as answered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Cursors {
     /// `TimeStamp`: ordinary conversations.
     pub time_stamp: i64,
@@ -59,8 +60,10 @@ pub enum Listed {
         /// unknown `Type`, an ID that is not a valid ID): none of them can be in a manifest.
         skipped: u64,
     },
-    /// 50001: the user does not exist, so has no conversations. Said apart from an empty list,
-    /// because a UserID that does not exist may be a typo in the manifest.
+    /// 50001 to the first page: the user does not exist, so has no conversations. Said apart
+    /// from an empty list, because a UserID that does not exist may be a typo in the manifest.
+    /// (50001 to a later page is [`ListError::DoesNotExistAfterFirstPage`]: the first page
+    /// showed a list.)
     UserDoesNotExist,
 }
 
@@ -152,9 +155,10 @@ pub enum ListError {
         /// The page (from 1).
         page: u32,
     },
-    /// A page that answers with the cursors it was sent: asking again would loop forever.
+    /// A page that answers cursors already sent for this list (the very cursors it was sent,
+    /// or those of an earlier page: A → B → A): asking again would loop forever.
     #[error(
-        "page {page} of the conversation list of {user} answered the cursors it was sent, so paging makes no progress"
+        "page {page} of the conversation list of {user} answered cursors already sent for this list, so paging loops"
     )]
     #[diagnostic(
         code(timctl::list::repeated_cursors),
@@ -164,6 +168,23 @@ pub enum ListError {
         /// Whose list.
         user: UserId,
         /// The page (from 1).
+        page: u32,
+    },
+    /// 50001 ("the user does not exist") to a page after the first, which had shown a list
+    /// with more to come: the list is unreadable, never "no conversations".
+    #[error(
+        "page {page} of the conversation list of {user} answered 50001 (the user does not exist), though page 1 showed a list with more to come"
+    )]
+    #[diagnostic(
+        code(timctl::list::vanished),
+        help(
+            "the user may have been deleted while listing, or the server is misbehaving; the list is treated as unread"
+        )
+    )]
+    DoesNotExistAfterFirstPage {
+        /// Whose list.
+        user: UserId,
+        /// The page (from 1) that answered 50001.
         page: u32,
     },
     /// More than [`MAX_PAGES`] pages.
@@ -180,6 +201,25 @@ pub enum ListError {
     },
 }
 
+impl ListError {
+    /// The way this list failed, without the user or the page: the listing phase stops when
+    /// most users' lists fail the same way, as apply stops on a repeating item failure.
+    pub fn kind(&self) -> String {
+        match self {
+            ListError::Fatal(fatal) => format!("fatal: {}", fatal.message),
+            ListError::Stopped { .. } => "stopped".to_owned(),
+            ListError::Failed { code, .. } => format!("code {code}"),
+            ListError::GaveUp { .. } => "no usable answer after every retry".to_owned(),
+            ListError::MissingCompleteFlag { .. } => "a page without CompleteFlag".to_owned(),
+            ListError::UnknownCompleteFlag { .. } => "an unknown CompleteFlag".to_owned(),
+            ListError::MissingCursor { .. } => "a page without its cursors".to_owned(),
+            ListError::RepeatedCursors { .. } => "a paging loop".to_owned(),
+            ListError::DoesNotExistAfterFirstPage { .. } => "50001 after the first page".to_owned(),
+            ListError::TooManyPages { .. } => format!("more than {MAX_PAGES} pages"),
+        }
+    }
+}
+
 /// What a page says about the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Completion {
@@ -193,12 +233,14 @@ pub(crate) enum Completion {
     Unknown(i64),
 }
 
-/// The cursors for page `page + 1`, or `None` when page `page` (from 1), sent with `sent`,
-/// was the last. Pure, so every paging rule is tested without a server.
+/// The cursors for page `page + 1`, or `None` when page `page` (from 1) was the last. `sent`
+/// holds every cursor tuple sent for this list so far, this page's included: an answer naming
+/// any of them is a loop (A → A, or A → B → A), never progress. Pure, so every paging rule is
+/// tested without a server.
 pub(crate) fn next_cursors(
     user: &UserId,
     page: u32,
-    sent: Cursors,
+    sent: &HashSet<Cursors>,
     answered: Option<Cursors>,
     completion: Completion,
 ) -> Result<Option<Cursors>, ListError> {
@@ -212,7 +254,7 @@ pub(crate) fn next_cursors(
                 user: user.clone(),
                 page,
             })?;
-            if answered == sent {
+            if sent.contains(&answered) {
                 Err(ListError::RepeatedCursors { user, page })
             } else if page >= MAX_PAGES {
                 Err(ListError::TooManyPages { user })
@@ -267,9 +309,12 @@ impl Client {
         let mut kept = BTreeSet::new();
         let (mut seen, mut skipped) = (0u64, 0u64);
         let mut cursors = Cursors::default();
+        // Every cursor tuple sent for this list: at most MAX_PAGES of them, 32 bytes each.
+        let mut sent = HashSet::new();
         let mut page = 0u32;
         loop {
             page += 1;
+            sent.insert(cursors);
             let request = RecentContactGetListRequest {
                 from_account: user.as_str().to_owned(),
                 time_stamp: cursors.time_stamp,
@@ -280,7 +325,17 @@ impl Client {
             };
             let answer = match self.call::<RecentContactGetList>(&request).await {
                 Outcome::Success(answer) => answer,
-                Outcome::AlreadyAbsent { .. } => return Ok(Listed::UserDoesNotExist),
+                // Only the first page can say the user does not exist: after a page that showed
+                // a list with more to come, 50001 leaves the list unread, never empty.
+                Outcome::AlreadyAbsent { .. } if page == 1 => {
+                    return Ok(Listed::UserDoesNotExist);
+                }
+                Outcome::AlreadyAbsent { .. } => {
+                    return Err(ListError::DoesNotExistAfterFirstPage {
+                        user: user.clone(),
+                        page,
+                    });
+                }
                 Outcome::ItemFailed { code, message } => {
                     return Err(ListError::Failed {
                         user: user.clone(),
@@ -312,7 +367,7 @@ impl Client {
             match next_cursors(
                 user,
                 page,
-                cursors,
+                &sent,
                 answered_cursors(&answer),
                 completion(&answer),
             )? {
@@ -347,19 +402,29 @@ mod tests {
         }
     }
 
+    fn sent(cursors: &[Cursors]) -> HashSet<Cursors> {
+        cursors.iter().copied().collect()
+    }
+
     #[test]
     fn complete_ends_and_more_goes_on_with_the_answered_cursors() {
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), Some(at(1)), Completion::Complete),
+            next_cursors(
+                &alice(),
+                1,
+                &sent(&[at(0)]),
+                Some(at(1)),
+                Completion::Complete
+            ),
             Ok(None)
         );
         // A last page need not carry cursors.
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), None, Completion::Complete),
+            next_cursors(&alice(), 1, &sent(&[at(0)]), None, Completion::Complete),
             Ok(None)
         );
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), Some(at(1)), Completion::More),
+            next_cursors(&alice(), 1, &sent(&[at(0)]), Some(at(1)), Completion::More),
             Ok(Some(at(1)))
         );
         // Only the pinned cursors moved: still progress.
@@ -368,7 +433,7 @@ mod tests {
             ..at(1)
         };
         assert_eq!(
-            next_cursors(&alice(), 2, at(1), Some(pinned), Completion::More),
+            next_cursors(&alice(), 2, &sent(&[at(1)]), Some(pinned), Completion::More),
             Ok(Some(pinned))
         );
     }
@@ -376,14 +441,14 @@ mod tests {
     #[test]
     fn a_page_that_makes_no_progress_is_an_error() {
         assert_eq!(
-            next_cursors(&alice(), 3, at(2), Some(at(2)), Completion::More),
+            next_cursors(&alice(), 3, &sent(&[at(2)]), Some(at(2)), Completion::More),
             Err(ListError::RepeatedCursors {
                 user: alice(),
                 page: 3
             })
         );
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), None, Completion::More),
+            next_cursors(&alice(), 1, &sent(&[at(0)]), None, Completion::More),
             Err(ListError::MissingCursor {
                 user: alice(),
                 page: 1
@@ -391,17 +456,58 @@ mod tests {
         );
     }
 
+    /// Issue 18.7: a cycle through an earlier page's cursors (A → B → A) is a loop at once,
+    /// not after a thousand pages.
+    #[test]
+    fn answering_an_earlier_pages_cursors_is_a_loop() {
+        assert_eq!(
+            next_cursors(
+                &alice(),
+                3,
+                &sent(&[Cursors::default(), at(1), at(2)]),
+                Some(at(1)),
+                Completion::More
+            ),
+            Err(ListError::RepeatedCursors {
+                user: alice(),
+                page: 3
+            })
+        );
+        assert_eq!(
+            next_cursors(
+                &alice(),
+                3,
+                &sent(&[Cursors::default(), at(1), at(2)]),
+                Some(at(3)),
+                Completion::More
+            ),
+            Ok(Some(at(3)))
+        );
+    }
+
     #[test]
     fn a_missing_or_unknown_complete_flag_is_an_error_never_more() {
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), Some(at(1)), Completion::Missing),
+            next_cursors(
+                &alice(),
+                1,
+                &sent(&[at(0)]),
+                Some(at(1)),
+                Completion::Missing
+            ),
             Err(ListError::MissingCompleteFlag {
                 user: alice(),
                 page: 1
             })
         );
         assert_eq!(
-            next_cursors(&alice(), 1, at(0), Some(at(1)), Completion::Unknown(2)),
+            next_cursors(
+                &alice(),
+                1,
+                &sent(&[at(0)]),
+                Some(at(1)),
+                Completion::Unknown(2)
+            ),
             Err(ListError::UnknownCompleteFlag {
                 user: alice(),
                 page: 1,
@@ -416,19 +522,31 @@ mod tests {
             next_cursors(
                 &alice(),
                 MAX_PAGES - 1,
-                at(0),
+                &sent(&[at(0)]),
                 Some(at(1)),
                 Completion::More
             ),
             Ok(Some(_))
         ));
         assert_eq!(
-            next_cursors(&alice(), MAX_PAGES, at(0), Some(at(1)), Completion::More),
+            next_cursors(
+                &alice(),
+                MAX_PAGES,
+                &sent(&[at(0)]),
+                Some(at(1)),
+                Completion::More
+            ),
             Err(ListError::TooManyPages { user: alice() })
         );
         // The last allowed page may still complete the list.
         assert_eq!(
-            next_cursors(&alice(), MAX_PAGES, at(0), None, Completion::Complete),
+            next_cursors(
+                &alice(),
+                MAX_PAGES,
+                &sent(&[at(0)]),
+                None,
+                Completion::Complete
+            ),
             Ok(None)
         );
     }

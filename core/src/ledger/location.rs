@@ -47,7 +47,8 @@ pub enum LocationError {
     },
 }
 
-/// A state's name within a PostgreSQL database: 1 to 100 characters, no control characters.
+/// A state's name within a PostgreSQL database: 1 to 100 characters, no control, invisible or
+/// bidirectional-control characters, no white space at either end.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StateName(String);
 
@@ -67,6 +68,19 @@ impl StateName {
         if name.chars().any(char::is_control) {
             return Err(bad("it has control characters"));
         }
+        // A name must read as what it is: `prod ` or `prod` behind a right-to-left override
+        // would look like `prod` in every listing and be another state.
+        if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+            return Err(bad("it begins or ends with white space"));
+        }
+        if name
+            .chars()
+            .any(|c| (c.is_whitespace() && c != ' ') || is_invisible_or_bidi(c))
+        {
+            return Err(bad(
+                "it has an invisible or bidirectional-control character (shown escaped)",
+            ));
+        }
         Ok(Self(name.to_owned()))
     }
 
@@ -74,6 +88,30 @@ impl StateName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that show nothing, or change the order others show in: zero-width and other
+/// format characters, bidirectional controls, fillers and variation selectors.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 impl Default for StateName {

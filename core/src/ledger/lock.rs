@@ -8,6 +8,12 @@
 //!
 //! The holder writes who it is into the lock file; whoever is refused reads it to say who holds
 //! the lock. That content is advisory: it is only trusted while the OS lock is held.
+//!
+//! The lock file follows the state's name, but a hard link gives one database two names, and
+//! so two lock files. The holder therefore also locks the database file itself (`flock`, which
+//! on Linux is independent of SQLite's own `fcntl` locks on it): the OS keys that lock by the
+//! file, not the name, so a second writer through another name is refused too. A state that
+//! does not exist yet has no file to lock; nobody can have linked it yet either.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -62,6 +68,23 @@ pub enum LockError {
         /// How long timctl waited.
         waited: Duration,
     },
+    /// Another process holds the database file itself, through another name (a hard link):
+    /// its lock file is beside that name, so the holder is not known here.
+    #[error(
+        "the state {state} is locked by another timctl that opened it under another name (a hard link to the same file)"
+    )]
+    #[diagnostic(
+        code(timctl::state::locked),
+        help(
+            "two names of one database are one state; wait for the other run to finish (--lock-timeout 5m), and use one name for it"
+        )
+    )]
+    LockedThroughAnotherName {
+        /// The state database.
+        state: PathBuf,
+        /// How long timctl waited.
+        waited: Duration,
+    },
     /// The state's directory or the lock file is refused.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -84,6 +107,9 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct StateLock {
     file: File,
+    /// The database file, locked too (when it existed), so that a hard link to it, which has
+    /// a lock file of its own, cannot give it a second writer.
+    database: Option<File>,
     state: PathBuf,
     path: PathBuf,
     holder: LockHolder,
@@ -326,6 +352,7 @@ impl StateLock {
                 }
             }
         }
+        let database = lock_database_file(state, start, timeout)?;
         let holder = LockHolder {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),
@@ -345,6 +372,7 @@ impl StateLock {
         })?;
         Ok(Self {
             file,
+            database,
             state: state.to_owned(),
             path,
             holder,
@@ -372,7 +400,64 @@ impl Drop for StateLock {
         // Clear the holder first so nobody reads a stale name, then release. Closing the file
         // would release the lock anyway; unlocking explicitly says so.
         let _ = self.file.set_len(0);
+        if let Some(database) = &self.database {
+            let _ = database.unlock();
+        }
         let _ = self.file.unlock();
+    }
+}
+
+/// Locks the database file at `state` itself, when it exists, waiting until `timeout` from
+/// `start` as the lock file does. The file is opened read-only and never through a link; a
+/// state that is a link or a special file is left for the ledger to refuse by name.
+fn lock_database_file(
+    state: &Path,
+    start: Instant,
+    timeout: Duration,
+) -> Result<Option<File>, LockError> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    if !matches!(check_file(state), Ok(Some(_))) {
+        return Ok(None);
+    }
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+        .open(state);
+    let file = match opened {
+        Ok(file) => file,
+        // Gone since it was looked at: nothing to lock; the ledger creates it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LockError::Io {
+                doing: "open the state to lock it",
+                path: state.to_owned(),
+                source,
+            });
+        }
+    };
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) => {
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(LockError::LockedThroughAnotherName {
+                        state: state.to_owned(),
+                        waited,
+                    });
+                }
+                std::thread::sleep(POLL.min(timeout - waited));
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(LockError::Io {
+                    doing: "lock",
+                    path: state.to_owned(),
+                    source,
+                });
+            }
+        }
     }
 }
 

@@ -23,7 +23,14 @@ impl Lister for Client {
             Err(ListError::Fatal(fatal)) => ListOutcome::Fatal(fatal.message),
             Err(ListError::Stopped { .. }) => ListOutcome::NotSent,
             // Every other error leaves this user's list unread; its message says why.
-            Err(other) => ListOutcome::Unreadable(other.to_string()),
+            Err(other) => ListOutcome::Unreadable {
+                why: other.to_string(),
+                kind: other.kind(),
+            },
         }
+    }
+
+    fn calls_so_far(&self) -> Option<u64> {
+        Some(self.stats().attempts)
     }
 }

@@ -19,6 +19,8 @@ fn peer(s: &str) -> Peer {
 struct FakeLister {
     lists: BTreeMap<UserId, Result<BTreeSet<Peer>, ListOutcome>>,
     calls: Mutex<Vec<UserId>>,
+    /// Users whose list never answers.
+    silent: BTreeSet<UserId>,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
 }
@@ -26,6 +28,9 @@ struct FakeLister {
 impl Lister for FakeLister {
     async fn list(&self, user: &UserId, wanted: &BTreeSet<Peer>) -> ListOutcome {
         self.calls.lock().unwrap().push(user.clone());
+        if self.silent.contains(user) {
+            return std::future::pending().await;
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::task::yield_now().await;
@@ -57,8 +62,8 @@ fn wanted(users: usize) -> BTreeMap<UserId, BTreeSet<Peer>> {
 
 fn opts(concurrency: usize) -> ListOptions {
     ListOptions {
-        concurrency,
         progress_interval: Duration::from_secs(3600),
+        ..ListOptions::new(concurrency)
     }
 }
 
@@ -74,9 +79,10 @@ async fn each_user_is_listed_once_keeping_only_wanted_conversations() {
         .insert(user("u002"), Err(ListOutcome::DoesNotExist));
     lister.lists.insert(
         user("u003"),
-        Err(ListOutcome::Unreadable(
-            "a page without CompleteFlag".into(),
-        )),
+        Err(ListOutcome::Unreadable {
+            why: "a page without CompleteFlag".into(),
+            kind: "a page without CompleteFlag".into(),
+        }),
     );
     let want = wanted(40);
     let mut events = Vec::new();
@@ -142,6 +148,74 @@ async fn a_stop_from_outside_is_an_error_not_a_partial_plan() {
         }
     );
     assert!(lister.calls.lock().unwrap().is_empty());
+}
+
+/// Issue 18.7: when most users' lists fail the same way, listing stops, as apply does, rather
+/// than fail for every user.
+#[tokio::test]
+async fn most_lists_failing_the_same_way_stop_listing() {
+    let mut lister = FakeLister::default();
+    let want = wanted(200);
+    for (i, u) in want.keys().enumerate() {
+        // Every tenth fails another way: still "most of them the same way".
+        let kind = if i % 10 == 9 {
+            "a paging loop"
+        } else {
+            "code 50002"
+        };
+        lister.lists.insert(
+            u.clone(),
+            Err(ListOutcome::Unreadable {
+                why: format!("{u}: {kind}"),
+                kind: kind.into(),
+            }),
+        );
+    }
+    let stop = Stop::new();
+    let result = observe(&want, &lister, &opts(1), &stop, &mut |_| {}).await;
+    match result.unwrap_err() {
+        RefreshError::TooManyFailures { message } => {
+            assert!(message.contains("45 of the last 50"), "{message}");
+            assert!(message.contains("code 50002"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stop.reason(), Some(StopReason::TooManyFailures));
+    // One at a time: the 45th 50002 is the 49th user (nine in ten fail with it).
+    assert_eq!(lister.calls.lock().unwrap().len(), 49);
+}
+
+/// Issue 18.5: a stop from outside ends listing at once, without waiting for the lists in
+/// flight (here, lists that never answer): listing has nothing to record.
+#[tokio::test(start_paused = true)]
+async fn a_stop_does_not_wait_for_lists_in_flight() {
+    let mut lister = FakeLister::default();
+    let want = wanted(10);
+    lister.silent = want.keys().cloned().collect();
+    let stop = Stop::new();
+    let stopper = {
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.stop(StopReason::Terminated);
+        }
+    };
+    let options = opts(4);
+    let mut ignore = |_: &Event| {};
+    let (result, ()) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            observe(&want, &lister, &options, &stop, &mut ignore)
+        ),
+        stopper
+    );
+    assert_eq!(
+        result.expect("observe returns without waiting for the silent lists"),
+        Err(RefreshError::Stopped {
+            reason: StopReason::Terminated
+        })
+    );
+    assert_eq!(lister.calls.lock().unwrap().len(), 4);
 }
 
 #[test]

@@ -51,10 +51,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let exec = &args.exec;
     let rate = rate(exec.rate, global.quiet)?;
     // Enough calls in flight to keep the rate up at 250 ms latency.
-    let concurrency = exec
-        .concurrency
-        .unwrap_or_else(|| (rate / 4.0).ceil() as usize)
-        .max(1);
+    let concurrency = match exec.concurrency {
+        Some(0) => return Err(miette!("--concurrency must be at least 1 call in flight")),
+        Some(n) => n,
+        None => ((rate / 4.0).ceil() as usize).max(1),
+    };
     let source = match &args.planfile {
         Some(path) => Source::Saved(plan::saved::read(path)?),
         None => {
@@ -77,6 +78,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 Some(super::refresh::observe(
                     global,
                     &args.refresh,
+                    exec.max_retries,
                     &desired,
                     &filter,
                     report,
@@ -142,7 +144,9 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         .build()
         .into_diagnostic()
         .wrap_err("cannot start the async runtime")?;
-    let opts = ExecOptions::new(concurrency);
+    let mut opts = ExecOptions::new(concurrency);
+    // At most one second of calls unrecorded: a stalled state holds the calls back after that.
+    opts.max_unrecorded = (rate.ceil() as usize).max(1);
     let mut output = Output::new(
         args.exec.json,
         global.quiet,
@@ -303,9 +307,17 @@ fn confirm(json: bool) -> miette::Result<()> {
     }
 }
 
-/// Ctrl-C and SIGTERM: the first stops new calls (in-flight ones finish and are recorded);
-/// a second Ctrl-C exits at once. The state stays consistent either way: every batch is one
-/// transaction.
+/// How long a stopped run may take to finish its calls in flight and record them before it
+/// exits anyway: a state that has stalled (a stopped database server, a network black hole)
+/// must not keep a cancelled CI job alive. Inside the 10 s most CI systems and Kubernetes give
+/// between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Ctrl-C and SIGTERM: the first stops new calls (in-flight ones finish and are recorded),
+/// and the run exits by itself at the latest [`STOP_GRACE`] later; a second signal exits at
+/// once. The state stays consistent either way: every batch is one transaction, and what was
+/// confirmed but not recorded (at most about a second of calls) is made again by the next
+/// apply.
 fn watch_signals(stop: Stop) {
     tokio::spawn(async move {
         let mut term =
@@ -324,19 +336,44 @@ fn watch_signals(stop: Stop) {
                 },
                 Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => StopReason::Terminated,
             };
+            let code = signal_exit_code(reason);
             if !stop.stop(reason) {
-                if reason == StopReason::Interrupted {
-                    eprintln_lossy!("Interrupted again: exiting now.");
-                    std::process::exit(130);
-                }
-                continue;
+                eprintln_lossy!(
+                    "{} again: exiting now.",
+                    if reason == StopReason::Terminated {
+                        "Terminated"
+                    } else {
+                        "Interrupted"
+                    }
+                );
+                std::process::exit(code);
             }
             eprintln_lossy!(
-                "Stopping: no new calls; the calls in flight finish and are recorded. \
-                 Press Ctrl-C again to exit at once."
+                "Stopping: no new calls; the calls in flight finish and are recorded (at most {} \
+                 s). Press Ctrl-C again to exit at once.",
+                STOP_GRACE.as_secs()
             );
+            // A thread of its own: the runtime's threads may be the ones held up.
+            std::thread::spawn(move || {
+                std::thread::sleep(STOP_GRACE);
+                eprintln_lossy!(
+                    "The calls in flight and the state did not finish within {} s of the signal: \
+                     exiting now. Deletions confirmed in the last second may not be recorded; \
+                     the next apply makes them again.",
+                    STOP_GRACE.as_secs()
+                );
+                std::process::exit(code);
+            });
         }
     });
+}
+
+/// 130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number).
+fn signal_exit_code(reason: StopReason) -> i32 {
+    match reason {
+        StopReason::Terminated => 143,
+        _ => 130,
+    }
 }
 
 /// The warnings and the last line.

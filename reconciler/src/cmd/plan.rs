@@ -20,8 +20,14 @@ pub(crate) struct Args {
     pub(crate) filter: crate::args::FilterArgs,
     #[command(flatten)]
     pub(crate) refresh: crate::args::RefreshArgs,
+    /// With --refresh: retries of a transient get_list failure per page (as apply's
+    /// --max-retries; default 5).
+    #[arg(long, value_name = "N", requires = "refresh")]
+    pub(crate) max_retries: Option<u32>,
     /// With --refresh: exit 2 only when a conversation that must not exist is on the server (a
-    /// delete with reason present or came_back), else 0. The scheduled drift alarm.
+    /// delete with reason present or came_back); 1, after printing the plan, when any user's
+    /// list could not be read (an alarm that cannot look is not green); else 0. The scheduled
+    /// drift alarm.
     #[arg(long, requires = "refresh", conflicts_with = "detailed_exitcode")]
     pub(crate) drift_exitcode: bool,
     /// Save the plan to FILE, for `timctl apply FILE`.
@@ -97,6 +103,8 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         &global.state_name()?,
         Some(desired.app.sdkappid),
     )?;
+    // Users the drift alarm could not look at: their lists were unreadable.
+    let mut unchecked = Vec::new();
     let plan = if args.refresh.refresh {
         // The app is checked before any call: a refresh against another app's state would
         // read lists for nothing.
@@ -104,10 +112,16 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         let seen = super::refresh::observe(
             global,
             &args.refresh,
+            args.max_retries
+                .unwrap_or(super::refresh::DEFAULT_MAX_RETRIES),
             &desired,
             &filter,
             super::refresh::Report::Human,
         )?;
+        unchecked = plan::refresh::unreadable_users(&seen)
+            .into_iter()
+            .map(|(user, _)| user.to_string())
+            .collect();
         let started = std::time::Instant::now();
         let plan = plan::refresh::make(&desired, &ledger, &filter, &seen)?;
         tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
@@ -139,6 +153,16 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             out.display(),
             out.display()
         );
+    }
+    if args.drift_exitcode && !unchecked.is_empty() {
+        // Said even with -q: this is why the alarm is not green.
+        eprintln_lossy!(
+            "error: the drift alarm could not check {} users, whose conversation lists could not \
+             be read: {}. Exiting 1: an alarm that cannot look must not pass.",
+            unchecked.len(),
+            crate::output::shortened_list(&unchecked[..unchecked.len().min(100)], unchecked.len())
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(
         if (args.detailed_exitcode && plan.has_changes())

@@ -13,13 +13,18 @@ use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
 use timctl_core::desired::DesiredState;
 use timctl_core::plan::Filter;
 use timctl_core::plan::refresh::{self, Observations};
-use timctl_core::refresh::{Event, ListOptions};
+use timctl_core::refresh::{Event, ListOptions, RefreshError};
+use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::{Global, RefreshArgs};
 use crate::output::eprintln_lossy;
 
 /// The highest `--refresh-rate` taken, as for `--rate`.
 const MAX_RATE: u32 = 100_000;
+
+/// Retries of a transient get_list failure per page when `plan --refresh` is not told
+/// (`--max-retries`), as apply's default.
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// How the listing phase reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +35,14 @@ pub(crate) enum Report {
     Json,
 }
 
-/// Reads every planned user's conversation list. Refuses, calling nothing, without
-/// credentials or with a bad `--refresh-rate`.
+/// Reads every planned user's conversation list, retrying a transient failure of a page
+/// `max_retries` times. Refuses, calling nothing, without credentials or with a bad
+/// `--refresh-rate`. After Ctrl-C or SIGTERM it exits at once, 130 or 143: listing has nothing
+/// to record, so nothing is waited for.
 pub(crate) fn observe(
     global: &Global,
     args: &RefreshArgs,
+    max_retries: u32,
     desired: &DesiredState,
     filter: &Filter,
     report: Report,
@@ -66,13 +74,11 @@ pub(crate) fn observe(
         credentials,
     );
     config.set_rate::<RecentContactGetList>(rate);
+    config.max_retries = max_retries;
     let client = Client::new(config)?;
     let wanted = refresh::wanted(desired, filter);
     // Enough users in flight to keep the limiter busy at 250 ms latency, as apply does.
-    let opts = ListOptions {
-        concurrency: ((rate / 4.0).ceil() as usize).max(1),
-        progress_interval: Duration::from_secs(2),
-    };
+    let opts = ListOptions::new(((rate / 4.0).ceil() as usize).max(1));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -88,8 +94,20 @@ pub(crate) fn observe(
             .await
     });
     progress.finish();
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    let (seen, summary) = result?;
+    // Lists still in flight after a stop were dropped; their connections go with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    let (seen, summary) = match result {
+        Ok(done) => done,
+        Err(RefreshError::Stopped {
+            reason: reason @ (StopReason::Interrupted | StopReason::Terminated),
+        }) => {
+            eprintln_lossy!(
+                "Stopped while listing the conversation lists: nothing was planned or changed."
+            );
+            std::process::exit(signal_exit_code(reason));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(
         "listed {} users in {} get_list calls in {:.1}s",
         summary.users,
@@ -124,22 +142,49 @@ fn warn_users(seen: &Observations) {
     }
 }
 
-/// Ctrl-C and SIGTERM stop the listing: nothing is planned from a partial look.
-fn watch_signals(stop: timctl_core::stop::Stop) {
-    use timctl_core::stop::StopReason;
+/// 130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number), as apply exits.
+fn signal_exit_code(reason: StopReason) -> i32 {
+    match reason {
+        StopReason::Terminated => 143,
+        _ => 130,
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the listing at once: nothing is planned from a partial look, and
+/// the lists in flight are dropped rather than waited for. A second signal exits at once, in
+/// case anything still holds the first up.
+fn watch_signals(stop: Stop) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let reason = tokio::select! {
-            _ = tokio::signal::ctrl_c() => StopReason::Interrupted,
-            _ = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => StopReason::Terminated,
-        };
-        stop.stop(reason);
+        loop {
+            let reason = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => StopReason::Interrupted,
+                    Err(_) => return,
+                },
+                Some(()) = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => StopReason::Terminated,
+            };
+            if !stop.stop(reason) {
+                eprintln_lossy!(
+                    "{} again: exiting now.",
+                    if reason == StopReason::Terminated {
+                        "Terminated"
+                    } else {
+                        "Interrupted"
+                    }
+                );
+                std::process::exit(signal_exit_code(reason));
+            }
+            eprintln_lossy!(
+                "Stopping: no more conversation lists are read, and nothing is planned or changed."
+            );
+        }
     });
 }
 
@@ -194,14 +239,24 @@ impl Progress {
                 Event::ListProgress {
                     done,
                     total,
+                    in_flight,
                     calls_per_second,
                     eta_seconds,
                 },
                 None,
             ) => {
-                let eta = eta_seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.0}s"));
+                // Once no user waits, the time left is however long the lists still paging
+                // are: unknown, and said so rather than guessed from the users done.
+                let eta = match eta_seconds {
+                    Some(s) => format!("ETA {s:.0}s"),
+                    None if *done > 0 && *in_flight == 1 => "1 list still paging".to_owned(),
+                    None if *done > 0 && *in_flight > 1 => {
+                        format!("{in_flight} lists still paging")
+                    }
+                    None => "ETA ?".to_owned(),
+                };
                 eprintln_lossy!(
-                    "Listing conversation lists: {done}/{total} users, {calls_per_second:.0} calls/s, ETA {eta} ({:.0}s elapsed)",
+                    "Listing conversation lists: {done}/{total} users, {calls_per_second:.0} calls/s, {eta} ({:.0}s elapsed)",
                     self.started.elapsed().as_secs_f64()
                 );
             }

@@ -305,3 +305,130 @@ fn forgets_reach_the_recorder_without_calls() {
     assert_eq!(r.recorder.forgotten, forgets);
     assert_eq!(r.summary.forgotten, 1);
 }
+
+/// A recorder that cannot write until `open` is set: a stalled state.
+struct Stalled {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    recorded: Arc<AtomicUsize>,
+}
+
+impl Recorder for Stalled {
+    fn record(&mut self, confirmed: &[Deleted]) -> Result<(), RecordError> {
+        while !self.open.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.recorded.fetch_add(confirmed.len(), Ordering::SeqCst);
+        Ok(())
+    }
+    fn forget(&mut self, _: &[ConversationKey]) -> Result<(), RecordError> {
+        Ok(())
+    }
+}
+
+/// Issue 18.3: calls never outrun a state that cannot keep up. While the recorder is stuck,
+/// no more than `max_unrecorded` calls are made; once it writes again, the run finishes and
+/// records everything.
+#[test]
+fn calls_wait_for_a_stalled_state_beyond_max_unrecorded() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let deleter = Arc::new(Scripted {
+        calls: AtomicUsize::new(0),
+        delay: Duration::ZERO,
+    });
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let recorder = Stalled {
+        open: Arc::clone(&open),
+        recorded: Arc::clone(&recorded),
+    };
+    let mut opts = ExecOptions::new(8);
+    opts.max_unrecorded = 40;
+    opts.flush_interval = Duration::from_millis(10);
+    let stop = Stop::new();
+    let run = rt.spawn({
+        let deleter = Arc::clone(&deleter);
+        let stop = stop.clone();
+        async move {
+            execute(
+                deletions("alice", 500),
+                vec![],
+                &*deleter,
+                recorder,
+                &opts,
+                &stop,
+                &mut |_: &Event| {},
+            )
+            .await
+            .summary
+        }
+    });
+    // Wait for the slots to be taken, then give the calls time to run on if nothing held
+    // them (without the bound, all 500 are made at once).
+    while deleter.calls.load(Ordering::SeqCst) < 40 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let last = deleter.calls.load(Ordering::SeqCst);
+    assert_eq!(last, 40, "calls made while the state was stalled");
+    assert_eq!(recorded.load(Ordering::SeqCst), 0);
+    open.store(true, Ordering::SeqCst);
+    let summary = rt.block_on(run).unwrap();
+    assert_eq!(summary.deleted, 500);
+    assert_eq!(recorded.load(Ordering::SeqCst), 500);
+    assert_eq!(deleter.calls.load(Ordering::SeqCst), 500);
+}
+
+/// Issue 18.3: a stop reaches calls waiting for a slot behind a stalled state: they are not
+/// started, and the executor ends once the state has taken what it had.
+#[test]
+fn a_stop_releases_calls_waiting_for_a_stalled_state() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let deleter = Arc::new(Scripted {
+        calls: AtomicUsize::new(0),
+        delay: Duration::ZERO,
+    });
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let recorder = Stalled {
+        open: Arc::clone(&open),
+        recorded: Arc::clone(&recorded),
+    };
+    let mut opts = ExecOptions::new(4);
+    opts.max_unrecorded = 10;
+    let stop = Stop::new();
+    let run = rt.spawn({
+        let deleter = Arc::clone(&deleter);
+        let stop = stop.clone();
+        async move {
+            execute(
+                deletions("alice", 100),
+                vec![],
+                &*deleter,
+                recorder,
+                &opts,
+                &stop,
+                &mut |_: &Event| {},
+            )
+            .await
+            .summary
+        }
+    });
+    while deleter.calls.load(Ordering::SeqCst) < 10 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.stop(StopReason::Terminated);
+    open.store(true, Ordering::SeqCst);
+    let summary = rt.block_on(run).unwrap();
+    assert_eq!(deleter.calls.load(Ordering::SeqCst), 10);
+    assert_eq!(summary.deleted, 10);
+    assert_eq!(summary.not_started, 90);
+    assert_eq!(recorded.load(Ordering::SeqCst), 10);
+}

@@ -92,6 +92,28 @@ impl std::fmt::Display for PgLocation {
     }
 }
 
+/// The host parsed in place of an empty one after a user (`postgres://user@/db`).
+const EMPTY_HOST: &str = "timctl-empty-host.invalid";
+
+/// `s` with [`EMPTY_HOST`] put where its authority has a user but no host
+/// (`postgres://user@/db`, `postgres://user:pw@:5433/db`); `None` when it has a host or no user.
+fn fill_empty_host(s: &str) -> Option<String> {
+    let rest_at = s.find("://")? + 3;
+    let rest = &s[rest_at..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let at = authority.rfind('@')?;
+    let after = &authority[at + 1..];
+    (after.is_empty() || after.starts_with(':')).then(|| {
+        format!(
+            "{}{}{EMPTY_HOST}{}",
+            &s[..rest_at],
+            &authority[..=at],
+            &s[rest_at + at + 1..]
+        )
+    })
+}
+
 /// Whether `s` names a PostgreSQL state rather than an SQLite file.
 pub fn is_postgres_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
@@ -115,8 +137,15 @@ impl PgLocation {
                 why: "it must start with postgres:// or postgresql://".to_owned(),
             });
         }
+        // `postgres://user@/db?host=/run/postgresql`: libpq takes an empty host (the socket
+        // directory then comes from `host=`), the URL parser refuses a user without one. A
+        // placeholder host is parsed in its place and taken out of what is shown.
+        let (s, placeholder) = match fill_empty_host(s) {
+            Some(filled) => (std::borrow::Cow::Owned(filled), true),
+            None => (std::borrow::Cow::Borrowed(s), false),
+        };
         // The error of the URL parser never quotes the input, so it cannot show the password.
-        let mut url = url::Url::parse(s).map_err(|e| PgError::BadUrl { why: e.to_string() })?;
+        let mut url = url::Url::parse(&s).map_err(|e| PgError::BadUrl { why: e.to_string() })?;
         let mut host = match url.host_str() {
             None | Some("") => PgHost::Tcp("localhost".to_owned()),
             Some(h) => PgHost::Tcp(h.trim_start_matches('[').trim_end_matches(']').to_owned()),
@@ -179,8 +208,18 @@ impl PgLocation {
         if dbname.is_empty() {
             dbname.clone_from(&user);
         }
+        // No `host=` named one: localhost, as for a URL without any host.
+        if let PgHost::Tcp(h) = &host
+            && h == EMPTY_HOST
+        {
+            host = PgHost::Tcp("localhost".to_owned());
+        }
         // Only the password is removed: what is left is what a user needs to see which state.
         let _ = url.set_password(None);
+        let mut shown = url.to_string();
+        if placeholder {
+            shown = shown.replacen(&format!("@{EMPTY_HOST}"), "@", 1);
+        }
         Ok(Self {
             host,
             port,
@@ -190,7 +229,7 @@ impl PgLocation {
             sslmode,
             sslrootcert,
             connect_timeout,
-            shown: url.to_string(),
+            shown,
         })
     }
 
@@ -218,7 +257,9 @@ impl PgLocation {
     }
 
     /// The driver's configuration, with keepalives so that a vanished client or server is
-    /// noticed within minutes.
+    /// noticed within minutes, a TCP user timeout so that a write the network swallows (a
+    /// black hole) fails instead of hanging. (The statement timeout is set on the session once
+    /// it is open, by `connect`: a startup `options` parameter is refused by PgBouncer.)
     pub(crate) fn driver_config(&self) -> postgres::Config {
         let mut config = postgres::Config::new();
         match &self.host {
@@ -234,6 +275,7 @@ impl PgLocation {
             .keepalives_idle(KEEPALIVE_IDLE)
             .keepalives_interval(KEEPALIVE_INTERVAL)
             .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
             .ssl_mode(match self.sslmode {
                 SslMode::Disable => postgres::config::SslMode::Disable,
                 SslMode::Prefer => postgres::config::SslMode::Prefer,
@@ -353,6 +395,13 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and the connection is dead after this many unanswered.
 const KEEPALIVE_RETRIES: u32 = 6;
+/// Data sent and not acknowledged for this long ends the connection (`TCP_USER_TIMEOUT`; it
+/// also bounds the keepalive probes above, which all fall inside it).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest any one statement of timctl's may run on the server. timctl's statements take
+/// milliseconds (a batch of 1,000 records, a 10,000-entry chunk of `state migrate`, reading
+/// 100k entries in well under a second); a minute is a stall, never work.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Looks `host:port:database:user` up in a libpq password file: the first line whose fields
 /// match (`*` matches anything; `\:` and `\\` escape) gives the password. As libpq, a file that
@@ -531,6 +580,27 @@ mod tests {
         );
         assert_eq!(loc.port, 6543);
         assert_eq!(loc.sslmode, SslMode::Require);
+    }
+
+    /// Issue 18.9: a user with an empty host and the socket directory in `host=`, as libpq
+    /// takes it.
+    #[test]
+    fn an_empty_host_after_a_user_takes_the_socket_directory_from_host() {
+        let loc = PgLocation::parse("postgres://ci:secret@/states?host=/run/postgresql").unwrap();
+        assert_eq!(loc.host, PgHost::Socket(PathBuf::from("/run/postgresql")));
+        assert_eq!(loc.user, "ci");
+        assert_eq!(loc.dbname, "states");
+        assert_eq!(
+            loc.to_string(),
+            "postgres://ci@/states?host=/run/postgresql"
+        );
+        let loc = PgLocation::parse("postgresql://ci@:5433/states").unwrap();
+        assert_eq!(loc.host, PgHost::Tcp("localhost".to_owned()));
+        assert_eq!(loc.port, 5433);
+        assert_eq!(loc.to_string(), "postgresql://ci@:5433/states");
+        // A real host is left alone.
+        let loc = PgLocation::parse("postgres://ci@db.internal/states").unwrap();
+        assert_eq!(loc.host, PgHost::Tcp("db.internal".to_owned()));
     }
 
     #[test]

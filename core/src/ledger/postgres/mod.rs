@@ -161,6 +161,21 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
+    /// No session was ready within `connect_timeout` (TCP, TLS, startup and authentication
+    /// together, as libpq counts it).
+    #[error("cannot connect to the state {state}: no session within connect_timeout={seconds}")]
+    #[diagnostic(
+        code(timctl::state::connect_timeout),
+        help(
+            "the server (or a pooler in front of it) accepted the connection but did not finish it; check that it is running and not overloaded, or raise connect_timeout in --state"
+        )
+    )]
+    ConnectTimeout {
+        /// The state, without password.
+        state: String,
+        /// The limit, in seconds.
+        seconds: u64,
+    },
     /// TLS could not be set up as `sslmode` asks.
     #[error("cannot set up TLS for the state {state}: {why}")]
     #[diagnostic(code(timctl::state::tls))]
@@ -272,17 +287,56 @@ fn query_err(state: &PgLocation, doing: &'static str) -> impl FnOnce(postgres::E
     }
 }
 
-/// Opens a session as the location says (TLS per `sslmode`).
+/// Opens a session as the location says (TLS per `sslmode`), within `connect_timeout` when the
+/// URL gives one. The driver's own connect timeout covers only the TCP connect; libpq's covers
+/// the whole connection (TCP, TLS, startup, authentication), and so does this one: a server
+/// that accepts and never answers (a stopped postmaster, a pooler queueing clients) fails
+/// after `connect_timeout` instead of hanging.
 pub(crate) fn connect(location: &PgLocation) -> Result<postgres::Client, PgError> {
+    let Some(limit) = location.connect_timeout else {
+        return connect_unbounded(location);
+    };
+    // The blocking driver cannot be cancelled: the attempt runs on a thread of its own, which
+    // is left behind past the limit (a late session is dropped, closing it, when it comes).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let attempt = location.clone();
+    let spawned = std::thread::Builder::new()
+        .name("timctl-pg-connect".to_owned())
+        .spawn(move || {
+            let _ = tx.send(connect_unbounded(&attempt));
+        });
+    if spawned.is_err() {
+        return connect_unbounded(location);
+    }
+    match rx.recv_timeout(limit) {
+        Ok(connected) => connected,
+        Err(_) => Err(PgError::ConnectTimeout {
+            state: location.to_string(),
+            seconds: limit.as_secs(),
+        }),
+    }
+}
+
+/// Opens the session, then bounds every statement on it ([`config::STATEMENT_TIMEOUT`]): a
+/// statement the server cannot finish (a lock it waits for, a stalled disk) fails instead of
+/// hanging, which stops an apply, as a lost session does.
+fn connect_unbounded(location: &PgLocation) -> Result<postgres::Client, PgError> {
     let config = location.driver_config();
     let connected = match location.tls_config()? {
         None => config.connect(postgres::NoTls),
         Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
     };
-    connected.map_err(|source| PgError::Connect {
+    let mut client = connected.map_err(|source| PgError::Connect {
         state: location.to_string(),
         source,
-    })
+    })?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            config::STATEMENT_TIMEOUT.as_millis()
+        ))
+        .map_err(query_err(location, "setting the statement timeout"))?;
+    Ok(client)
 }
 
 /// The schema version of the database: 0 when timctl's schema is not there yet.
