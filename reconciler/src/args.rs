@@ -169,7 +169,8 @@ impl Global {
 /// Where the manifests are.
 #[derive(Debug, Args)]
 pub(crate) struct ManifestArgs {
-    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable.
+    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable. A link named
+    /// here is followed; links met while walking a directory are skipped.
     #[arg(
         short = 'f',
         long = "manifest",

@@ -12,6 +12,7 @@ mod cmd;
 mod credentials;
 mod output;
 mod progress;
+mod redact;
 
 use crate::output::eprintln_lossy;
 use args::{Cli, Command};
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         }
     };
     cli.global.init_output();
+    redact::remember_state(cli.global.state.as_os_str());
     let result = match &cli.command {
         Command::Validate(a) => cmd::validate::run(&cli.global, a),
         Command::Plan(a) => cmd::plan::run(&cli.global, a),
@@ -50,7 +52,8 @@ fn main() -> ExitCode {
                 Some(errors) if errors.to_string() == report.to_string() => {
                     cmd::validate::print_problems(errors, "load")
                 }
-                _ => eprintln_lossy!("{report:?}"),
+                // Whatever the error quotes, it is printed without the run's secrets.
+                _ => eprintln_lossy!("{}", redact::text(&format!("{report:?}"))),
             }
             ExitCode::from(1)
         }

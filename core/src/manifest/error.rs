@@ -169,7 +169,7 @@ impl Diagnostic for Problem {
 /// everything to fix.
 #[derive(Clone, Debug)]
 pub struct ManifestErrors {
-    problems: Vec<Problem>,
+    pub(super) problems: Vec<Problem>,
 }
 
 impl ManifestErrors {

@@ -7,6 +7,7 @@
 
 mod error;
 mod model;
+mod redact;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -17,11 +18,12 @@ use miette::{NamedSource, SourceSpan};
 use serde_saphyr::Spanned;
 
 pub use error::{ManifestErrors, Position, Problem};
+pub use redact::Secrets;
 pub use schema::{Draft, schema};
 
 use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, GroupId, Peer, UserId};
-use crate::input::{Accept, ReadError};
+use crate::input::{Accept, Links, ReadError};
 use model::{AppSpec, ManifestFile};
 
 /// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
@@ -77,12 +79,12 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
                         format!(
                             "this app block ({}) differs from the one in {} ({})",
                             describe_app(this),
-                            files[*first_index].display(),
+                            files[*first_index].path.display(),
                             describe_app(first)
                         ),
                         "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
                     );
-                    p.other = Some((files[*first_index].clone(), *first_pos));
+                    p.other = Some((files[*first_index].path.clone(), *first_pos));
                     problems.push(p);
                 }
                 Some(_) => {}
@@ -92,7 +94,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     if app.is_none() && !app_seen_bad && loaded.iter().all(|f| f.parsed) {
         problems.push(Problem::whole_file(
             0,
-            &files[0],
+            &files[0].path,
             "no manifest has an `app` block",
             "add `app: {sdkappid: ..., region: ..., admin: ...}` to one of the manifests",
         ));
@@ -110,7 +112,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     for pair in all.windows(2) {
         let (first, second) = (&pair[0], &pair[1]);
         if first.0.key == second.0.key {
-            let first_file = &files[first.1 as usize];
+            let first_file = &files[first.1 as usize].path;
             let mut p = loaded[second.1 as usize].problem_at(
                 second.2,
                 None,
@@ -129,7 +131,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     }
 
     if !problems.is_empty() {
-        attach_sources(&mut problems);
+        attach_sources(&mut problems, &files);
         return Err(ManifestErrors::new(problems));
     }
     let Some((app, _, _)) = app else {
@@ -150,15 +152,20 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
 
 /// Gives each problem that has a place but no code frame yet the text of its file. The text
 /// is read again here, on the error path only, so that a successful load keeps no copies.
-fn attach_sources(problems: &mut [Problem]) {
+fn attach_sources(problems: &mut [Problem], files: &[ManifestPath]) {
     let mut texts: std::collections::HashMap<PathBuf, Option<Arc<str>>> = Default::default();
     for p in problems
         .iter_mut()
         .filter(|p| p.source.is_none() && p.position.is_some())
     {
+        let links = files
+            .get(p.file_index)
+            .filter(|f| f.path == p.file)
+            .map_or(Links::Refuse, |f| f.links);
         let text = texts.entry(p.file.clone()).or_insert_with(|| {
-            // Bounded like the first read: the file may have changed since.
-            crate::input::read_capped(&p.file, MAX_FILE_BYTES, Accept::RegularOnly)
+            // Bounded like the first read, and a walked file is again not read through a
+            // link: the file may have changed since.
+            crate::input::read_capped_with(&p.file, MAX_FILE_BYTES, Accept::RegularOnly, links)
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .map(Arc::from)
@@ -178,9 +185,16 @@ fn describe_app(app: &App) -> String {
     )
 }
 
+/// A file to read, and whether a link in its name may be followed: yes for a path given with
+/// `-f` (the user named it), no for a file found by walking a directory.
+struct ManifestPath {
+    path: PathBuf,
+    links: Links,
+}
+
 /// Turns the paths given into the list of files to read: files as given, directories expanded
 /// to their `*.yaml`/`*.yml` files below, sorted. A path given twice is read once.
-fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<ManifestPath> {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::metadata(path) {
@@ -204,9 +218,15 @@ fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> 
                     ));
                 }
                 found.sort();
-                files.extend(found);
+                files.extend(found.into_iter().map(|path| ManifestPath {
+                    path,
+                    links: Links::Refuse,
+                }));
             }
-            Ok(_) => files.push(path.clone()),
+            Ok(_) => files.push(ManifestPath {
+                path: path.clone(),
+                links: Links::Follow,
+            }),
             Err(e) => problems.push(Problem::whole_file(
                 0,
                 path,
@@ -220,12 +240,16 @@ fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> 
         }
     }
     let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
+    files.retain(|f| seen.insert(f.path.clone()));
     files
 }
 
 /// Collects the `*.yaml`/`*.yml` files below `dir`. Hidden entries (`.git`, `.timctl`) are
-/// skipped: they are never manifests.
+/// skipped: they are never manifests. Symbolic links, to files or directories, are skipped
+/// too, as ripgrep does by default: a link committed to a manifests repository could point at
+/// `/proc/self/environ`, a credentials file or `/`, and whatever timctl reads may end up in a
+/// code frame in a CI log. Only what is a directory or a regular file in the tree itself is
+/// walked or read; a FIFO or device named `*.yaml` is reported, never read.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Error)> {
     let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_owned(), e))?;
     for entry in entries {
@@ -235,8 +259,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Err
             continue;
         }
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
-        if meta.is_dir() {
+        // The entry's own type (lstat), never its target's.
+        let file_type = entry.file_type().map_err(|e| (path.clone(), e))?;
+        if file_type.is_symlink() {
+            continue;
+        }
+        if file_type.is_dir() {
             walk(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
@@ -309,7 +337,7 @@ pub(crate) fn offset_of(text: &str, pos: Position) -> usize {
 }
 
 /// Reads every file, spreading them over the cores. The result is in the order of `files`.
-fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
+fn load_files(files: &[ManifestPath]) -> Vec<LoadedFile> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
@@ -317,7 +345,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
         return files
             .iter()
             .enumerate()
-            .map(|(i, f)| load_file(i, f))
+            .map(|(i, f)| load_file(i, &f.path, f.links))
             .collect();
     }
     let next = AtomicUsize::new(0);
@@ -329,7 +357,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = files.get(i) else { break };
-                        mine.push((i, load_file(i, path)));
+                        mine.push((i, load_file(i, &path.path, path.links)));
                     }
                     mine
                 })
@@ -348,7 +376,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
     results.into_iter().map(|(_, f)| f).collect()
 }
 
-fn load_file(index: usize, path: &Path) -> LoadedFile {
+fn load_file(index: usize, path: &Path, links: Links) -> LoadedFile {
     let mut file = LoadedFile {
         path: path.to_owned(),
         index,
@@ -362,7 +390,12 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
     };
     let whole = |msg: String, help: &str| Problem::whole_file(index, path, msg, help);
 
-    let bytes = match crate::input::read_capped(path, MAX_FILE_BYTES, Accept::RegularOnly) {
+    let bytes = match crate::input::read_capped_with(
+        path,
+        MAX_FILE_BYTES,
+        Accept::RegularOnly,
+        links,
+    ) {
         Ok(b) => b,
         Err(ReadError::TooLarge { .. }) => {
             file.problems.push(whole(
