@@ -9,6 +9,7 @@ mod error;
 mod model;
 mod redact;
 mod schema;
+mod tree;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub use schema::{Draft, schema};
 use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, GroupId, Peer, UserId};
 use crate::input::{Accept, Links, ReadError};
-use model::{AppSpec, ManifestFile};
+use model::{AppSpec, EntrySpec, Integer, ManifestFile};
 
 /// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
 /// 64 MiB; a bigger file fails here first, with a message that says what to do. At about
@@ -76,10 +77,11 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
                     let mut p = file.problem_at(
                         *pos,
                         None,
+                        // The other place is not in the message: `other` carries it, and
+                        // the text output prints it on a line of its own, never wrapped.
                         format!(
-                            "this app block ({}) differs from the one in {} ({})",
+                            "this app block ({}) differs from the first one ({})",
                             describe_app(this),
-                            files[*first_index].path.display(),
                             describe_app(first)
                         ),
                         "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
@@ -117,11 +119,9 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
                 second.2,
                 None,
                 format!(
-                    "{} is listed twice for user {:?}; the first is at {}:{}",
+                    "{} is listed twice for user {:?}",
                     second.0.key.peer,
                     second.0.key.from.as_str(),
-                    first_file.display(),
-                    first.2
                 ),
                 "remove one of the two entries",
             );
@@ -456,45 +456,69 @@ fn load_file(index: usize, path: &Path, links: Links) -> LoadedFile {
         return file;
     }
 
-    let parsed: Result<ManifestFile, _> =
-        serde_saphyr::from_str_with_options(&text, options(text.len()));
+    let parsed: Result<ManifestFile, _> = serde_saphyr::from_str_with_options(
+        &text,
+        options(text.len(), serde_saphyr::DuplicateKeyPolicy::Error),
+    );
     match parsed {
         Ok(manifest) => {
             file.parsed = true;
-            check(&mut file, manifest);
+            check(&mut file, Parts::from(manifest));
         }
+        // serde stops at the first problem. When the file is well-formed YAML, read it again
+        // as a tree and walk that, so that every problem of the file is reported in this run;
+        // only a file that is not YAML at all (or over a budget) stops at its first problem.
         Err(e) => {
             file.text = Some(Arc::from(text.as_str()));
-            let (pos, span) = match e.location() {
-                // serde reports a missing top-level `version` at the end of the document;
-                // the start is where it belongs.
-                _ if matches!(
-                    e.without_snippet(),
-                    serde_saphyr::Error::SerdeMissingField {
-                        field: "version",
-                        ..
+            match tree::parse(&text) {
+                Ok(root) => {
+                    file.parsed = true;
+                    let parts = tree::Walk::new(&mut file, &text).file(root);
+                    check(&mut file, parts);
+                    if file.problems.is_empty() {
+                        // The walk is as strict as serde everywhere; should it ever miss what
+                        // serde saw, serde's problem is still reported.
+                        file.parsed = false;
+                        file.entries.clear();
+                        push_parse_error(&mut file, &e);
                     }
-                ) =>
-                {
-                    (Position { line: 1, column: 1 }, Some((0, 0)))
                 }
-                Some(l) if l.line() > 0 => (
-                    Position {
-                        line: l.line() as u32,
-                        column: l.column().max(1) as u32,
-                    },
-                    l.span()
-                        .byte_offset()
-                        .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
-                ),
-                _ => (Position { line: 1, column: 1 }, None),
-            };
-            let (message, help) = describe_parse_error(&e);
-            let p = file.problem_at(pos, span, message, help);
-            file.problems.push(p);
+                Err(_) => push_parse_error(&mut file, &e),
+            }
         }
     }
     file
+}
+
+/// Reports serde-saphyr's error `e` (the file's only problem) at its place.
+fn push_parse_error(file: &mut LoadedFile, e: &serde_saphyr::Error) {
+    let (pos, span) = match e.location() {
+        // serde reports a missing top-level `version` at the end of the document;
+        // the start is where it belongs.
+        _ if matches!(
+            e.without_snippet(),
+            serde_saphyr::Error::SerdeMissingField {
+                field: "version",
+                ..
+            }
+        ) =>
+        {
+            (Position { line: 1, column: 1 }, Some((0, 0)))
+        }
+        Some(l) if l.line() > 0 => (
+            Position {
+                line: l.line() as u32,
+                column: l.column().max(1) as u32,
+            },
+            l.span()
+                .byte_offset()
+                .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
+        ),
+        _ => (Position { line: 1, column: 1 }, None),
+    };
+    let (message, help) = describe_parse_error(e);
+    let p = file.problem_at(pos, span, message, help);
+    file.problems.push(p);
 }
 
 /// Whether the text holds nothing but whitespace, comments and document markers.
@@ -511,7 +535,7 @@ fn is_blank(text: &str) -> bool {
 /// length admits every honest document while still bounding the work. The alias, anchor,
 /// depth and scalar-bytes limits stay at their defaults: they are what stops alias bombs
 /// ("billion laughs") and stack-deep nesting, and a manifest needs none of those.
-fn options(len: usize) -> serde_saphyr::Options {
+fn options(len: usize, duplicate_keys: serde_saphyr::DuplicateKeyPolicy) -> serde_saphyr::Options {
     let defaults = serde_saphyr::Budget::default();
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -519,7 +543,7 @@ fn options(len: usize) -> serde_saphyr::Options {
             max_events: defaults.max_events.max(2 * len + 2048),
             max_depth: 32,
         },
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        duplicate_keys: duplicate_keys,
         // YAML 1.2 booleans only, as editors and JSON Schema validators read the file.
         strict_booleans: true,
         with_snippet: false,
@@ -591,62 +615,121 @@ fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
     ))
 }
 
+/// What a file says, as far as it could be read: from the typed reading (all of it) or from the
+/// tree walk (the parts that are well-formed; what was not is already reported).
+#[derive(Default)]
+struct Parts {
+    version: Option<Spanned<Integer>>,
+    app: Option<AppParts>,
+    default_clear: bool,
+    users: Vec<(Spanned<String>, Vec<Spanned<EntrySpec>>)>,
+}
+
+/// An app block: its place, and each of its fields that could be read.
+#[derive(Default)]
+struct AppParts {
+    at: Position,
+    sdkappid: Option<Integer>,
+    region: Option<crate::api::Region>,
+    admin: Option<Spanned<String>>,
+    /// Every field was there and well-typed.
+    complete: bool,
+}
+
+impl AppParts {
+    fn broken(at: Position) -> Self {
+        AppParts {
+            at,
+            ..AppParts::default()
+        }
+    }
+}
+
+impl From<ManifestFile> for Parts {
+    fn from(manifest: ManifestFile) -> Self {
+        Parts {
+            version: Some(manifest.version),
+            app: manifest.app.map(|app| {
+                let at = pos_of(&app);
+                let AppSpec {
+                    sdkappid,
+                    region,
+                    admin,
+                } = app.value;
+                AppParts {
+                    at,
+                    sdkappid: Some(sdkappid),
+                    region: Some(region),
+                    admin: Some(admin),
+                    complete: true,
+                }
+            }),
+            default_clear: manifest
+                .defaults
+                .and_then(|d| d.clear_roaming.map(|b| b.0))
+                .unwrap_or(false),
+            users: manifest.absent.unwrap_or_default().0,
+        }
+    }
+}
+
 /// The checks that need more than the parser: version, IDs, exactly one of user/group, and
-/// defaults. Fills `file.entries` sorted by (from, peer).
-fn check(file: &mut LoadedFile, manifest: ManifestFile) {
-    let mut problems = Vec::new();
-    if manifest.version.value.0 != 1 {
+/// defaults. Fills `file.entries` sorted by (from, peer). Problems are added to the file's.
+fn check(file: &mut LoadedFile, manifest: Parts) {
+    let mut problems = std::mem::take(&mut file.problems);
+    if let Some(version) = &manifest.version
+        && version.value.0 != 1
+    {
         problems.push(file.problem_at(
-            pos_of(&manifest.version),
-            span_of(&manifest.version),
-            format!("unsupported manifest version {}", manifest.version.value.0),
+            pos_of(version),
+            span_of(version),
+            format!("unsupported manifest version {}", version.value.0),
             "write `version: 1`, the only version this timctl reads",
         ));
     }
     if let Some(app) = &manifest.app {
-        let AppSpec {
-            sdkappid,
-            region,
-            admin,
-        } = &app.value;
-        match UserId::new(admin.value.as_str()) {
-            Ok(admin) => {
-                file.app = Some((
-                    App {
-                        sdkappid: sdkappid.0,
-                        region: *region,
-                        admin,
-                    },
-                    pos_of(app),
-                ));
-            }
-            Err(e) => {
-                file.app_invalid = true;
-                problems.push(file.problem_at(
-                    pos_of(admin),
-                    span_of(admin),
-                    format!("app.admin: {e}"),
-                    "use the app admin's UserID: 1 to 32 bytes of printable ASCII",
-                ));
-            }
-        }
-        if sdkappid.0 == 0 {
-            file.app_invalid = true;
+        let admin = app
+            .admin
+            .as_ref()
+            .and_then(|admin| match UserId::new(admin.value.as_str()) {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    problems.push(file.problem_at(
+                        pos_of(admin),
+                        span_of(admin),
+                        format!("app.admin: {e}"),
+                        "use the app admin's UserID: 1 to 32 bytes of printable ASCII",
+                    ));
+                    None
+                }
+            });
+        if app.sdkappid == Some(Integer(0)) {
             problems.push(file.problem_at(
-                pos_of(app),
+                app.at,
                 None,
                 "app.sdkappid is 0",
                 "use the SDKAppID from the Tencent Cloud Chat console",
             ));
         }
+        match (app.sdkappid, app.region, admin) {
+            (Some(Integer(sdkappid)), Some(region), Some(admin))
+                if sdkappid != 0 && app.complete =>
+            {
+                file.app = Some((
+                    App {
+                        sdkappid,
+                        region,
+                        admin,
+                    },
+                    app.at,
+                ));
+            }
+            _ => file.app_invalid = true,
+        }
     }
-    let default_clear = manifest
-        .defaults
-        .as_ref()
-        .and_then(|d| d.clear_roaming.map(|b| b.0))
-        .unwrap_or(false);
+    let default_clear = manifest.default_clear;
     let index = file.index as u32;
-    let users = manifest.absent.unwrap_or_default().0;
+    let users = manifest.users;
     let mut entries = Vec::with_capacity(users.iter().map(|(_, e)| e.len()).sum());
     for (key, list) in users {
         let from = match UserId::new(key.value.as_str()) {

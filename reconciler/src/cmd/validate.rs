@@ -93,7 +93,18 @@ pub(crate) fn print_problems(errors: &manifest::ManifestErrors, doing: &str) {
     let errors = &crate::redact::problems(errors);
     let mut stderr = std::io::stderr().lock();
     for problem in errors.problems() {
-        let _ = writeln!(stderr, "{:?}", miette::Report::new(problem.clone()));
+        let rendered = format!("{:?}", miette::Report::new(problem.clone()));
+        let _ = writeln!(stderr, "{}", rendered.trim_end());
+        // The other place of a duplicate on a line of its own, outside miette's wrapping, so
+        // that a terminal can make the whole path clickable.
+        if let Some((file, place)) = &problem.other {
+            let _ = writeln!(
+                stderr,
+                "  note: the other place is {}:{place}",
+                file.display()
+            );
+        }
+        let _ = writeln!(stderr);
     }
     let n = errors.problems().len();
     let _ = writeln!(
