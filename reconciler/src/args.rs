@@ -32,6 +32,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Check manifests; needs no state and no credentials.
     Validate(cmd::validate::Args),
+    /// Rewrite manifests in the canonical layout (key order, users and entries sorted,
+    /// comments kept).
+    Fmt(cmd::fmt::Args),
     /// Show what apply would do: manifest × state. Calls nothing, changes nothing.
     Plan(cmd::plan::Args),
     /// Print a saved plan.

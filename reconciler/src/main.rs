@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     redact::remember_state(cli.global.state.as_os_str());
     let result = match &cli.command {
         Command::Validate(a) => cmd::validate::run(&cli.global, a),
+        Command::Fmt(a) => cmd::fmt::run(&cli.global, a),
         Command::Plan(a) => cmd::plan::run(&cli.global, a),
         Command::Show(a) => cmd::show::run(&cli.global, a),
         Command::Apply(a) => cmd::apply::run(&cli.global, a),

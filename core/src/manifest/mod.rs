@@ -6,6 +6,7 @@
 //! problem of the run is collected into one [`ManifestErrors`], each with its file:line:column.
 
 mod error;
+pub mod fmt;
 mod model;
 mod redact;
 mod schema;
@@ -148,6 +149,41 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
         digest: hasher.finalize().to_hex().to_string(),
         files: files.len(),
     })
+}
+
+/// Checks each file at `paths` on its own, as `load` does, without the checks between files
+/// (one `app`, no duplicate across files): for `timctl fmt`, which may be given several
+/// manifest sets at once and rewrites only files that are valid by themselves. Returns the
+/// files, in `load`'s order, each with whether a link in its name may be followed.
+pub fn check_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Links)>, ManifestErrors> {
+    let mut problems = Vec::new();
+    let files = expand_paths(paths, &mut problems);
+    let loaded = load_files(&files);
+    for file in &loaded {
+        problems.extend(file.problems.iter().cloned());
+        // A duplicate within one file is a problem of that file.
+        for pair in file.entries.windows(2) {
+            if pair[0].0.key == pair[1].0.key {
+                let mut p = file.problem_at(
+                    pair[1].2,
+                    None,
+                    format!(
+                        "{} is listed twice for user {:?}",
+                        pair[1].0.key.peer,
+                        pair[1].0.key.from.as_str(),
+                    ),
+                    "remove one of the two entries",
+                );
+                p.other = Some((file.path.clone(), pair[0].2));
+                problems.push(p);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        attach_sources(&mut problems, &files);
+        return Err(ManifestErrors::new(problems));
+    }
+    Ok(files.into_iter().map(|f| (f.path, f.links)).collect())
 }
 
 /// Gives each problem that has a place but no code frame yet the text of its file. The text
