@@ -41,5 +41,15 @@ while IFS=$'\t' read -r case place clients _; do
         fi
     done
 done < tests/bad-manifests/cases.tsv
+# The messages must read well: a mistake inside a block is named as such, never answered with
+# "is not of type 'null'" (a nullable block's best match).
+for file in unknown-key-app.yaml unknown-key-defaults.yaml absent-is-a-list.yaml unknown-region.yaml; do
+    out=$("$venv/bin/check-jsonschema" --schemafile "$tmp/2020-12.json" "tests/bad-manifests/$file" 2>&1 || true)
+    if grep -q "of type 'null'" <<<"$out"; then
+        echo "FAIL: check-jsonschema's message for $file mentions null:"
+        echo "$out"
+        fail=1
+    fi
+done
 echo "check-jsonschema: ${#examples[@]} examples valid, $count bad manifests rejected in both drafts"
 exit $fail

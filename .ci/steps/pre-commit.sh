@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The timctl-validate hook of .pre-commit-hooks.yaml, run by the real pre-commit (PyPI, pinned)
+# The timctl-validate and timctl-fmt hooks of .pre-commit-hooks.yaml, run by the real pre-commit (PyPI, pinned)
 # on a throwaway repository of manifests: a good set passes, a bad one fails naming file:line.
 # Twice: with `pre-commit try-repo` (the hook's defaults: timctl.yaml), and from a
 # .pre-commit-config.yaml with args naming a directory whose set only validates whole.
@@ -87,4 +87,20 @@ expect 0 "Passed" "config: a change to one file validates the whole set" -- run_
 printf 'version: 1\nabsent:\n  alice:\n    - user: bob\n' >"$work/manifests/more.yaml"
 git_ -C "$work" add -A
 expect 1 "manifests/more.yaml:4:" "config: a duplicate across files fails naming file:line" -- run_hook --files manifests/more.yaml
+
+# 3. timctl-fmt: an unformatted manifest fails the commit and is rewritten; then it passes.
+work="$tmp/fmt"
+mkdir -p "$work"
+printf 'absent:\n  zed:\n    - user: "bob"   # why\n  alice:\n    - user: carol\n%s\n' "$app" >"$work/timctl.yaml"
+git_ -C "$work" init -q && git_ -C "$work" add -A && git_ -C "$work" commit -qm manifests
+expect 1 "files were modified by this hook" "fmt: an unformatted manifest fails and is rewritten" -- \
+    bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-fmt --all-files"
+if ! head -1 "$work/timctl.yaml" | grep -q '^version: 1$'; then
+    echo "FAIL: fmt: the manifest was not rewritten:"
+    cat "$work/timctl.yaml"
+    fail=1
+fi
+git_ -C "$work" commit -qam formatted
+expect 0 "Passed" "fmt: a formatted manifest passes" -- \
+    bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-fmt --all-files"
 exit $fail

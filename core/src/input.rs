@@ -59,17 +59,43 @@ fn special_kind(ft: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
+/// Whether the last component of a path may be a symbolic link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// Follow it: the user named this path themselves.
+    Follow,
+    /// Refuse it (`ELOOP`): the path was found by walking a directory, where a link could
+    /// lead anywhere (`/proc/self/environ`, a credentials file), so it is never opened.
+    Refuse,
+}
+
 /// Reads the whole of `path` (following links), refusing anything but a regular file (and a
 /// FIFO when `accept` says so) and anything longer than `cap` bytes.
 pub fn read_capped(path: &Path, cap: u64, accept: Accept) -> Result<Vec<u8>, ReadError> {
+    read_capped_with(path, cap, accept, Links::Follow)
+}
+
+/// [`read_capped`], with a say on whether a link in the last component is followed. With
+/// [`Links::Refuse`] the file is opened `O_NOFOLLOW`, so a file swapped for a link between a
+/// directory walk and this read is refused too.
+pub fn read_capped_with(
+    path: &Path,
+    cap: u64,
+    accept: Accept,
+    links: Links,
+) -> Result<Vec<u8>, ReadError> {
     use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt;
 
     // Non-blocking, so that opening a FIFO with no writer returns at once and the type check
     // below refuses it; the flag changes nothing for a regular file.
+    let mut flags = OFlags::NONBLOCK;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
     let file: File = OpenOptions::new()
         .read(true)
-        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .custom_flags(flags.bits() as i32)
         .open(path)?;
     let meta = file.metadata()?;
     let ft = meta.file_type();
@@ -107,6 +133,23 @@ mod tests {
         assert!(matches!(
             read_capped(&path, 4, Accept::RegularOnly),
             Err(ReadError::TooLarge { cap: 4 })
+        ));
+    }
+
+    #[test]
+    fn a_link_is_followed_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"secret").unwrap();
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            read_capped_with(&link, 10, Accept::RegularOnly, Links::Follow).unwrap(),
+            b"secret"
+        );
+        assert!(matches!(
+            read_capped_with(&link, 10, Accept::RegularOnly, Links::Refuse),
+            Err(ReadError::Io(_))
         ));
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Check manifests; needs no state and no credentials.
     Validate(cmd::validate::Args),
+    /// Rewrite manifests in the canonical layout (key order, users and entries sorted,
+    /// comments kept).
+    Fmt(cmd::fmt::Args),
     /// Show what apply would do: manifest × state. Calls nothing, changes nothing.
     Plan(cmd::plan::Args),
     /// Print a saved plan.
@@ -241,7 +244,8 @@ impl Global {
 /// Where the manifests are.
 #[derive(Debug, Args)]
 pub(crate) struct ManifestArgs {
-    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable. Default:
+    /// Manifest file or directory (every *.yaml/*.yml below, sorted); repeatable. A link named
+    /// here is followed; links met while walking a directory are skipped. Default:
     /// TIMCTL_MANIFEST when set, else timctl.yaml.
     #[arg(
         short = 'f',

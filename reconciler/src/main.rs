@@ -11,6 +11,7 @@ mod credentials;
 mod help;
 mod output;
 mod progress;
+mod redact;
 
 use crate::output::eprintln_lossy;
 use args::Command;
@@ -27,8 +28,10 @@ fn main() -> ExitCode {
         }
     };
     cli.global.init_output();
+    redact::remember_state(cli.global.state.as_os_str());
     let result = match &cli.command {
         Command::Validate(a) => cmd::validate::run(&cli.global, a),
+        Command::Fmt(a) => cmd::fmt::run(&cli.global, a),
         Command::Plan(a) => cmd::plan::run(&cli.global, a),
         Command::Show(a) => cmd::show::run(&cli.global, a),
         Command::Apply(a) => cmd::apply::run(&cli.global, a),
@@ -49,7 +52,8 @@ fn main() -> ExitCode {
                 Some(errors) if errors.to_string() == report.to_string() => {
                     cmd::validate::print_problems(errors, "load")
                 }
-                _ => eprintln_lossy!("{report:?}"),
+                // Whatever the error quotes, it is printed without the run's secrets.
+                _ => eprintln_lossy!("{}", redact::text(&format!("{report:?}"))),
             }
             ExitCode::from(1)
         }

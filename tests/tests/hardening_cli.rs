@@ -211,3 +211,174 @@ fn plan_out_replaces_a_link_instead_of_writing_through_it() {
         .collect();
     assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
 }
+
+// Issue 18.1: a manifest directory's links are not followed, and no diagnostic shows a secret.
+
+const SECRET_KEY: &str = "5ecre7k3y0f7heapp5ecre7k3y0f7heapp5ecre7k3y0f7heapp0123456789abc";
+const PG_PASSWORD_IN_URL: &str = "url-pa55w0rd-never-shown";
+const PG_PASSWORD: &str = "env-pa55w0rd-never-shown";
+const CALLBACK_TOKEN: &str = "cal1back-t0ken-never-shown";
+
+/// A valid manifest in `dir`, and a file elsewhere that holds the secret key as YAML would
+/// show it (a key with an error under it, so that a frame would quote the line).
+fn directory_with_a_link(dir: &Path, link_target: &Path) -> std::path::PathBuf {
+    let manifests = dir.join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    manifest(&manifests, 2);
+    std::os::unix::fs::symlink(link_target, manifests.join("linked.yaml")).unwrap();
+    manifests
+}
+
+/// Every way `validate` prints, and `plan` and `apply` (whose problems `main` prints), over
+/// `-f path`, with every secret of a run in the environment.
+fn outputs_with_secrets(path: &Path, state: &str) -> Vec<(String, std::process::Output)> {
+    let mut runs: Vec<(String, Vec<&str>)> = ["text", "json", "github"]
+        .into_iter()
+        .map(|f| {
+            (
+                format!("validate --format {f}"),
+                vec!["validate", "--format", f],
+            )
+        })
+        .collect();
+    runs.push(("plan".into(), vec!["plan"]));
+    runs.push((
+        "plan --format json".into(),
+        vec!["plan", "--format", "json"],
+    ));
+    runs.push(("apply".into(), vec!["apply", "--auto-approve"]));
+    runs.push((
+        "apply --json".into(),
+        vec!["apply", "--auto-approve", "--json"],
+    ));
+    runs.into_iter()
+        .map(|(name, args)| {
+            let out = timctl_tests::timctl()
+                .args(args)
+                .arg("-f")
+                .arg(path)
+                .args(["--state", state])
+                .env("TIMCTL_SECRET_KEY", SECRET_KEY)
+                .env("PGPASSWORD", PG_PASSWORD)
+                .env("TIMCTL_CALLBACK_TOKEN", CALLBACK_TOKEN)
+                .output()
+                .unwrap();
+            (name, out)
+        })
+        .collect()
+}
+
+fn assert_no_secret(name: &str, out: &std::process::Output) {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in [SECRET_KEY, PG_PASSWORD_IN_URL, PG_PASSWORD, CALLBACK_TOKEN] {
+        assert!(
+            !all.to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{name} printed a secret: {all}"
+        );
+    }
+}
+
+#[test]
+fn a_link_in_a_manifest_directory_to_a_file_holding_the_key_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("credentials");
+    std::fs::write(&key_file, format!("{SECRET_KEY}:\n  - not: a manifest\n")).unwrap();
+    let manifests = directory_with_a_link(dir.path(), &key_file);
+    let out = timctl_tests::timctl()
+        .args(["validate", "-f"])
+        .arg(&manifests)
+        .env("TIMCTL_SECRET_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Before the fix the link was read as a second manifest, and its frame quoted the key.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 file."), "{stdout}");
+    assert_no_secret("validate", &out);
+}
+
+#[test]
+fn a_directory_link_to_the_root_is_not_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    manifest(&manifests, 2);
+    std::os::unix::fs::symlink("/", manifests.join("root")).unwrap();
+    // A file link too, to a file that is a manifest: skipped all the same.
+    std::os::unix::fs::symlink(manifests.join("timctl.yaml"), manifests.join("again.yaml"))
+        .unwrap();
+    let out = timctl_tests::succeeds(
+        timctl_tests::timctl()
+            .args(["validate", "--format", "json", "-f"])
+            .arg(&manifests),
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["summary"]["files"], 1, "{doc}");
+}
+
+#[test]
+fn a_manifest_named_with_f_through_a_link_is_read() {
+    // `-f` naming a link follows it: the user named the path themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let real = manifest(dir.path(), 2);
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = timctl_tests::succeeds(timctl_tests::timctl().args(["validate", "-f"]).arg(&link));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 users"));
+}
+
+#[test]
+fn a_file_named_with_f_that_holds_the_key_shows_a_redaction_never_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("oops.yaml");
+    // The key as a user of `absent` (a bad ID: 64 bytes), and the password in a comment near
+    // it: the frame quotes both lines.
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\napp:\n  sdkappid: {APP}\n  region: singapore\n  admin: administrator\n\
+             absent:\n  # {PG_PASSWORD} {CALLBACK_TOKEN}\n  {SECRET_KEY}:\n    - user: bob\n"
+        ),
+    )
+    .unwrap();
+    let state = format!("postgres://timctl:{PG_PASSWORD_IN_URL}@127.0.0.1:1/timctl");
+    for (name, out) in outputs_with_secrets(&file, &state) {
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert_no_secret(&name, &out);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The problem is still reported, at its place, with the key redacted.
+        assert!(all.contains("oops.yaml"), "{name}: {all}");
+        // Every output but validate's JSON and GitHub annotations shows the code frame.
+        if !name.starts_with("validate --format j") && !name.ends_with("github") {
+            assert!(all.contains("[redacted]:"), "{name}: {all}");
+            assert!(all.contains("- user: bob"), "{name}: {all}");
+        }
+    }
+}
+
+#[test]
+fn an_explicit_link_to_the_environment_prints_no_secret() {
+    // `-f` may follow a link, so this file is read: the second wall (redaction) holds.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("env.yaml");
+    std::os::unix::fs::symlink("/proc/self/environ", &link).unwrap();
+    let state = format!("postgres://timctl:{PG_PASSWORD_IN_URL}@127.0.0.1:1/timctl");
+    for (name, out) in outputs_with_secrets(&link, &state) {
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert_no_secret(&name, &out);
+    }
+}

@@ -47,6 +47,26 @@ fn cases() -> BTreeMap<String, Vec<Expected>> {
     cases
 }
 
+/// The cases whose every problem is listed in cases.tsv, with the exact count.
+fn counts() -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(corpus().join("counts.tsv")).expect("read counts.tsv");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (case, count) = l.split_once('\t').expect("counts.tsv: case<TAB>count");
+            (case.to_owned(), count.parse().expect("count"))
+        })
+        .collect()
+}
+
+fn matches(p: &serde_json::Value, want: &Expected) -> bool {
+    p["file"].as_str() == Some(want.file.as_str())
+        && (want.line == 0 || p["line"].as_u64() == Some(want.line))
+        && (want.column == 0 || p["column"].as_u64() == Some(want.column))
+        && p["message"].as_str().unwrap_or("").contains(&want.message)
+        && !p["help"].as_str().unwrap_or("").is_empty()
+}
+
 #[test]
 fn corpus_has_at_least_forty_cases() {
     assert!(cases().len() >= 40, "only {} cases", cases().len());
@@ -57,6 +77,11 @@ fn every_bad_manifest_fails_with_its_problem_at_its_place() {
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("state.db");
     let mut failures = Vec::new();
+    let counts = counts();
+    assert!(
+        counts.keys().all(|c| cases().contains_key(c)),
+        "counts.tsv names a case cases.tsv does not list"
+    );
     for (case, expected) in cases() {
         let mut cmd = timctl_tests::timctl();
         cmd.current_dir(corpus())
@@ -85,14 +110,22 @@ fn every_bad_manifest_fails_with_its_problem_at_its_place() {
         };
         assert_eq!(doc["valid"], false, "{case}");
         let problems = doc["problems"].as_array().unwrap();
+        if let Some(&count) = counts.get(&case) {
+            // Every problem in one run, each once: exactly the listed ones.
+            let unlisted: Vec<_> = problems
+                .iter()
+                .filter(|p| !expected.iter().any(|want| matches(p, want)))
+                .collect();
+            if problems.len() != count || expected.len() != count || !unlisted.is_empty() {
+                failures.push(format!(
+                    "{case}: want exactly {count} problems ({} listed), got {}; not listed: {unlisted:#?}",
+                    expected.len(),
+                    problems.len()
+                ));
+            }
+        }
         for want in &expected {
-            let found = problems.iter().any(|p| {
-                p["file"].as_str() == Some(want.file.as_str())
-                    && (want.line == 0 || p["line"].as_u64() == Some(want.line))
-                    && (want.column == 0 || p["column"].as_u64() == Some(want.column))
-                    && p["message"].as_str().unwrap_or("").contains(&want.message)
-                    && !p["help"].as_str().unwrap_or("").is_empty()
-            });
+            let found = problems.iter().any(|p| matches(p, want));
             if !found {
                 failures.push(format!(
                     "{case}: no problem at {}:{}:{} containing {:?}; got {problems:#?}",
@@ -174,5 +207,42 @@ fn text_output_shows_a_code_frame_and_github_output_annotates() {
     assert!(
         stdout.contains("duplicate-across-files/a.yaml:8:7"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn the_other_place_of_a_duplicate_is_never_wrapped_in_the_middle_of_its_path() {
+    // A long path with hyphens: miette's wrapping split it at a hyphen when it was part of the
+    // message, so a terminal could not make it clickable.
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir
+        .path()
+        .join("team-manifests-for-the-customer-support-organisation")
+        .join("conversations-that-must-never-come-back");
+    std::fs::create_dir_all(&deep).unwrap();
+    let app =
+        "version: 1\napp:\n  sdkappid: 1400000001\n  region: singapore\n  admin: administrator\n";
+    std::fs::write(
+        deep.join("a.yaml"),
+        format!("{app}absent:\n  alice:\n    - user: bob\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        deep.join("b.yaml"),
+        format!("{app}absent:\n  alice:\n    - user: bob\n"),
+    )
+    .unwrap();
+    let out = timctl_tests::timctl()
+        .current_dir(dir.path())
+        .args(["--color", "never", "validate", "-f"])
+        .arg(deep.strip_prefix(dir.path()).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = "team-manifests-for-the-customer-support-organisation/conversations-that-must-never-come-back/a.yaml:8:7";
+    assert!(
+        stderr.lines().any(|l| l.trim_end().ends_with(first)),
+        "the other place is not whole on one line:\n{stderr}"
     );
 }

@@ -97,3 +97,22 @@ fn both_drafts_say_everything_a_schema_can_say() {
         assert_eq!(s["examples"][0]["version"], 1);
     }
 }
+
+#[test]
+fn the_blocks_are_objects_not_objects_or_null() {
+    // A nullable block made check-jsonschema answer a typo inside it with "is not of type
+    // 'null'" (issue 25.3): `app`, `defaults` and `absent` are plain references.
+    for draft in ["2020-12", "07"] {
+        let s = schema(draft);
+        for block in ["app", "defaults", "absent"] {
+            let prop = &s["properties"][block];
+            // Draft 07 puts a `$ref` with siblings under `allOf`.
+            let reference = prop.get("$ref").or_else(|| prop["allOf"][0].get("$ref"));
+            assert!(reference.is_some(), "{draft} {block}: {prop}");
+            assert!(
+                prop.get("anyOf").is_none() && !prop.to_string().contains("null"),
+                "{draft} {block}: {prop}"
+            );
+        }
+    }
+}

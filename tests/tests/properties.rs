@@ -30,7 +30,20 @@ fn load_and_check(bytes: &[u8]) -> Result<Vec<Option<(u32, u32)>>, TestCaseError
                 if let Some(pos) = p.position {
                     prop_assert!(pos.line >= 1 && pos.column >= 1, "{:?}", pos);
                 }
-                positions.push(p.position.map(|pos| (pos.line, pos.column)));
+                // "No manifest has an `app` block" is about the run, not a place in a file.
+                if !p.message.contains("no manifest has an `app` block") {
+                    positions.push(p.position.map(|pos| (pos.line, pos.column)));
+                }
+            }
+            // Each problem once: no two at one place with one message.
+            let mut seen = std::collections::HashSet::new();
+            for p in errors.problems() {
+                prop_assert!(
+                    seen.insert((p.position, p.message.clone())),
+                    "reported twice: {} {:?}",
+                    p.message,
+                    p.position
+                );
             }
             // Rendering the report (with its code frame) must not panic either.
             let _ = format!("{:?}", miette::Report::new(errors));
@@ -174,12 +187,240 @@ proptest! {
     #[test]
     fn the_manifest_loader_places_every_refusal_of_arbitrary_yaml_trees(text in document()) {
         // The text is well-formed YAML, so every problem but one about the file as a whole
-        // (empty, or not a manifest at all) has a line and a column.
+        // (empty, or no app block in the run) has a line and a column.
         let positions = load_and_check(text.as_bytes())?;
         let blank = text.trim().is_empty();
         for pos in positions {
             prop_assert!(pos.is_some() || blank, "an unplaced problem in\n{}", text);
         }
+    }
+}
+
+// ----- timctl fmt -----
+
+/// One generated entry: (is a group, peer ID, clear_roaming as written).
+type GenEntry = (bool, String, Option<bool>);
+
+/// A valid manifest, to be written out in many equivalent ways.
+#[derive(Clone, Debug)]
+struct GenManifest {
+    /// Users unique, peers unique per user.
+    users: Vec<(String, Vec<GenEntry>)>,
+    default_clear: Option<bool>,
+    /// The top-level keys in file order (a permutation of the four, `defaults` maybe left out).
+    order: Vec<&'static str>,
+    /// Per place, whether to write flow style, quote, and put a comment there.
+    choices: Vec<bool>,
+}
+
+fn gen_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "alice", "bob", "carol", "dave", "o'neil", "a.b-c", "123", "true"
+        ])
+        .prop_map(str::to_owned),
+        "[a-z][a-z0-9_]{0,6}",
+        "[ -~]{1,10}".prop_filter("no leading or trailing blank", |s| s.trim() == s),
+    ]
+}
+
+fn gen_manifest() -> impl Strategy<Value = GenManifest> {
+    (
+        prop::collection::btree_map(
+            gen_id(),
+            prop::collection::btree_map(
+                (any::<bool>(), gen_id()),
+                prop::option::of(any::<bool>()),
+                0..4,
+            ),
+            0..5,
+        ),
+        prop::option::of(any::<bool>()),
+        Just(vec!["version", "app", "defaults", "absent"]).prop_shuffle(),
+        any::<bool>(),
+        prop::collection::vec(any::<bool>(), 64),
+    )
+        .prop_map(
+            |(users, default_clear, mut order, keep_defaults, choices)| {
+                if !keep_defaults {
+                    order.retain(|k| *k != "defaults");
+                }
+                let mut users: Vec<_> = users
+                    .into_iter()
+                    .map(|(u, entries)| {
+                        let entries: Vec<_> =
+                            entries.into_iter().map(|((g, p), c)| (g, p, c)).collect();
+                        (u, entries)
+                    })
+                    .collect();
+                // Not in sorted order in the file.
+                users.reverse();
+                GenManifest {
+                    users,
+                    default_clear,
+                    order,
+                    choices,
+                }
+            },
+        )
+}
+
+/// Double-quoted YAML for any printable-ASCII ID.
+fn dq(id: &str) -> String {
+    format!("\"{}\"", id.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Writes `m` as YAML with a comment in every place the grammar allows one (each unique:
+/// `# cN`), flow or block style and quoting chosen by `m.choices`. Returns the text and the
+/// comments it holds.
+fn render_manifest(m: &GenManifest) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut comments = Vec::new();
+    let mut pick = {
+        let mut i = 0;
+        let choices = m.choices.clone();
+        move || {
+            i += 1;
+            choices[i % choices.len()]
+        }
+    };
+    let comment = |comments: &mut Vec<String>| {
+        let c = format!("# c{}", comments.len());
+        comments.push(c.clone());
+        c
+    };
+    let own_line = |out: &mut String, indent: usize, comments: &mut Vec<String>| {
+        let c = comment(comments);
+        out.push_str(&format!("{}{c}\n", " ".repeat(indent)));
+    };
+    own_line(&mut out, 0, &mut comments);
+    for key in &m.order {
+        own_line(&mut out, 0, &mut comments);
+        if pick() {
+            out.push('\n');
+        }
+        match *key {
+            "version" => {
+                let c = comment(&mut comments);
+                out.push_str(&format!("version: 1 {c}\n"));
+            }
+            "app" => {
+                if pick() {
+                    let c = comment(&mut comments);
+                    out.push_str(&format!(
+                        "app: {{admin: administrator, region: singapore, sdkappid: 1400000001}}  {c}\n"
+                    ));
+                } else {
+                    let c = comment(&mut comments);
+                    out.push_str(&format!("app:   {c}\n"));
+                    for line in [
+                        "region: singapore",
+                        "admin: \"administrator\"",
+                        "sdkappid: 1400000001",
+                    ] {
+                        own_line(&mut out, 2, &mut comments);
+                        let c = comment(&mut comments);
+                        out.push_str(&format!("  {line} {c}\n"));
+                    }
+                }
+            }
+            "defaults" => {
+                let c = comment(&mut comments);
+                match m.default_clear {
+                    Some(b) => {
+                        out.push_str(&format!("defaults: {c}\n"));
+                        own_line(&mut out, 2, &mut comments);
+                        let c = comment(&mut comments);
+                        out.push_str(&format!("  clear_roaming: {b}    {c}\n"));
+                    }
+                    None => out.push_str(&format!("defaults: {{}} {c}\n")),
+                }
+            }
+            _ => {
+                let c = comment(&mut comments);
+                if m.users.is_empty() {
+                    out.push_str(&format!("absent: {{}} {c}\n"));
+                    continue;
+                }
+                out.push_str(&format!("absent: {c}\n"));
+                for (user, entries) in &m.users {
+                    own_line(&mut out, 2, &mut comments);
+                    let c = comment(&mut comments);
+                    if entries.is_empty() {
+                        out.push_str(&format!("  {}: [] {c}\n", dq(user)));
+                        continue;
+                    }
+                    out.push_str(&format!("  {}: {c}\n", dq(user)));
+                    for (group, peer, clear) in entries {
+                        let kind = if *group { "group" } else { "user" };
+                        own_line(&mut out, 4, &mut comments);
+                        let c = comment(&mut comments);
+                        let peer =
+                            if !group && peer.chars().all(|ch| ch.is_ascii_lowercase()) && pick() {
+                                peer.clone()
+                            } else {
+                                dq(peer)
+                            };
+                        match clear {
+                            Some(b) if pick() => out.push_str(&format!(
+                                "    - {{clear_roaming: {b}, {kind}: {peer}}}  {c}\n"
+                            )),
+                            Some(b) => {
+                                out.push_str(&format!("    - {kind}: {peer}  {c}\n"));
+                                own_line(&mut out, 6, &mut comments);
+                                let c = comment(&mut comments);
+                                out.push_str(&format!("      clear_roaming: {b} {c}\n"));
+                            }
+                            None => out.push_str(&format!("    - {kind}: {peer}  {c}\n")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    own_line(&mut out, 0, &mut comments);
+    (out, comments)
+}
+
+fn load_text(dir: &Path, name: &str, text: &str) -> timctl_core::desired::DesiredState {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    match timctl_core::manifest::load(std::slice::from_ref(&path)) {
+        Ok(state) => state,
+        Err(e) => panic!(
+            "{name} does not load: {:?}\n{text}",
+            e.problems()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+proptest! {
+    #[test]
+    fn fmt_keeps_the_desired_state_and_every_comment_and_is_idempotent(m in gen_manifest()) {
+        use timctl_core::manifest::fmt::{Formatted, format};
+        let (text, comments) = render_manifest(&m);
+        let dir = tempfile::tempdir().unwrap();
+        let before = load_text(dir.path(), "before.yaml", &text);
+        let Formatted::Yaml(once) = format(&text).unwrap() else {
+            panic!("taken for JSON:\n{text}")
+        };
+        let after = load_text(dir.path(), "after.yaml", &once);
+        prop_assert_eq!(&before.app, &after.app);
+        prop_assert_eq!(&before.entries, &after.entries, "before:\n{}\nafter:\n{}", text, once);
+        for c in &comments {
+            prop_assert_eq!(
+                once.matches(&format!("{c}\n")).count() + once.matches(&format!("{c} ")).count(),
+                1,
+                "{} lost or doubled:\n{}\n->\n{}", c, text, once
+            );
+        }
+        let Formatted::Yaml(twice) = format(&once).unwrap() else {
+            panic!("taken for JSON")
+        };
+        prop_assert_eq!(&twice, &once, "formatting twice changed it:\n{}", once);
     }
 }
 

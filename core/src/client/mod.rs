@@ -42,6 +42,8 @@ pub use base_url::{BaseUrl, BaseUrlError};
 pub use credentials::{Credentials, CredentialsError, secret_key_from_lookup};
 pub use exchange::MAX_RESPONSE_BYTES;
 pub use outcome::{Fatal, Outcome, Stats};
+// The manifest's diagnostics redact secrets with the same rules as the client's messages.
+pub(crate) use signer::{REDACTED, scrub};
 
 use limiter::RateLimiter;
 use retry::{Next, Progress, RetryPolicy};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode, SourceSpan};
 
 /// A place in a manifest: 1-based line and column, as editors count them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Position {
     /// 1-based line.
     pub line: u32,
@@ -73,7 +73,15 @@ impl Problem {
             props.push_str(&format!(",line={},col={}", p.line, p.column));
         }
         props.push_str(",title=timctl manifest");
-        let text = format!("{} Help: {}", self.message, self.help);
+        let text = match &self.other {
+            Some((file, p)) => format!(
+                "{} (the other place: {}:{p}) Help: {}",
+                self.message,
+                file.display(),
+                self.help
+            ),
+            None => format!("{} Help: {}", self.message, self.help),
+        };
         format!("::error {props}::{}", escape_data(&text))
     }
 
@@ -169,7 +177,7 @@ impl Diagnostic for Problem {
 /// everything to fix.
 #[derive(Clone, Debug)]
 pub struct ManifestErrors {
-    problems: Vec<Problem>,
+    pub(super) problems: Vec<Problem>,
 }
 
 impl ManifestErrors {

@@ -6,8 +6,11 @@
 //! problem of the run is collected into one [`ManifestErrors`], each with its file:line:column.
 
 mod error;
+pub mod fmt;
 mod model;
+mod redact;
 mod schema;
+mod tree;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,12 +20,13 @@ use miette::{NamedSource, SourceSpan};
 use serde_saphyr::Spanned;
 
 pub use error::{ManifestErrors, Position, Problem};
+pub use redact::Secrets;
 pub use schema::{Draft, schema};
 
 use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, GroupId, Peer, UserId};
-use crate::input::{Accept, ReadError};
-use model::{AppSpec, ManifestFile};
+use crate::input::{Accept, Links, ReadError};
+use model::{AppSpec, EntrySpec, Integer, ManifestFile};
 
 /// The largest manifest file accepted. serde-saphyr also caps the scalar text of one document at
 /// 64 MiB; a bigger file fails here first, with a message that says what to do. At about
@@ -74,15 +78,16 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
                     let mut p = file.problem_at(
                         *pos,
                         None,
+                        // The other place is not in the message: `other` carries it, and
+                        // the text output prints it on a line of its own, never wrapped.
                         format!(
-                            "this app block ({}) differs from the one in {} ({})",
+                            "this app block ({}) differs from the first one ({})",
                             describe_app(this),
-                            files[*first_index].display(),
                             describe_app(first)
                         ),
                         "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
                     );
-                    p.other = Some((files[*first_index].clone(), *first_pos));
+                    p.other = Some((files[*first_index].path.clone(), *first_pos));
                     problems.push(p);
                 }
                 Some(_) => {}
@@ -92,7 +97,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     if app.is_none() && !app_seen_bad && loaded.iter().all(|f| f.parsed) {
         problems.push(Problem::whole_file(
             0,
-            &files[0],
+            &files[0].path,
             "no manifest has an `app` block",
             "add `app: {sdkappid: ..., region: ..., admin: ...}` to one of the manifests",
         ));
@@ -110,16 +115,14 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     for pair in all.windows(2) {
         let (first, second) = (&pair[0], &pair[1]);
         if first.0.key == second.0.key {
-            let first_file = &files[first.1 as usize];
+            let first_file = &files[first.1 as usize].path;
             let mut p = loaded[second.1 as usize].problem_at(
                 second.2,
                 None,
                 format!(
-                    "{} is listed twice for user {:?}; the first is at {}:{}",
+                    "{} is listed twice for user {:?}",
                     second.0.key.peer,
                     second.0.key.from.as_str(),
-                    first_file.display(),
-                    first.2
                 ),
                 "remove one of the two entries",
             );
@@ -129,7 +132,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     }
 
     if !problems.is_empty() {
-        attach_sources(&mut problems);
+        attach_sources(&mut problems, &files);
         return Err(ManifestErrors::new(problems));
     }
     let Some((app, _, _)) = app else {
@@ -148,17 +151,57 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
     })
 }
 
+/// Checks each file at `paths` on its own, as `load` does, without the checks between files
+/// (one `app`, no duplicate across files): for `timctl fmt`, which may be given several
+/// manifest sets at once and rewrites only files that are valid by themselves. Returns the
+/// files, in `load`'s order, each with whether a link in its name may be followed.
+pub fn check_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Links)>, ManifestErrors> {
+    let mut problems = Vec::new();
+    let files = expand_paths(paths, &mut problems);
+    let loaded = load_files(&files);
+    for file in &loaded {
+        problems.extend(file.problems.iter().cloned());
+        // A duplicate within one file is a problem of that file.
+        for pair in file.entries.windows(2) {
+            if pair[0].0.key == pair[1].0.key {
+                let mut p = file.problem_at(
+                    pair[1].2,
+                    None,
+                    format!(
+                        "{} is listed twice for user {:?}",
+                        pair[1].0.key.peer,
+                        pair[1].0.key.from.as_str(),
+                    ),
+                    "remove one of the two entries",
+                );
+                p.other = Some((file.path.clone(), pair[0].2));
+                problems.push(p);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        attach_sources(&mut problems, &files);
+        return Err(ManifestErrors::new(problems));
+    }
+    Ok(files.into_iter().map(|f| (f.path, f.links)).collect())
+}
+
 /// Gives each problem that has a place but no code frame yet the text of its file. The text
 /// is read again here, on the error path only, so that a successful load keeps no copies.
-fn attach_sources(problems: &mut [Problem]) {
+fn attach_sources(problems: &mut [Problem], files: &[ManifestPath]) {
     let mut texts: std::collections::HashMap<PathBuf, Option<Arc<str>>> = Default::default();
     for p in problems
         .iter_mut()
         .filter(|p| p.source.is_none() && p.position.is_some())
     {
+        let links = files
+            .get(p.file_index)
+            .filter(|f| f.path == p.file)
+            .map_or(Links::Refuse, |f| f.links);
         let text = texts.entry(p.file.clone()).or_insert_with(|| {
-            // Bounded like the first read: the file may have changed since.
-            crate::input::read_capped(&p.file, MAX_FILE_BYTES, Accept::RegularOnly)
+            // Bounded like the first read, and a walked file is again not read through a
+            // link: the file may have changed since.
+            crate::input::read_capped_with(&p.file, MAX_FILE_BYTES, Accept::RegularOnly, links)
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .map(Arc::from)
@@ -178,9 +221,16 @@ fn describe_app(app: &App) -> String {
     )
 }
 
+/// A file to read, and whether a link in its name may be followed: yes for a path given with
+/// `-f` (the user named it), no for a file found by walking a directory.
+struct ManifestPath {
+    path: PathBuf,
+    links: Links,
+}
+
 /// Turns the paths given into the list of files to read: files as given, directories expanded
 /// to their `*.yaml`/`*.yml` files below, sorted. A path given twice is read once.
-fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<ManifestPath> {
     let mut files = Vec::new();
     for path in paths {
         match std::fs::metadata(path) {
@@ -204,9 +254,15 @@ fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> 
                     ));
                 }
                 found.sort();
-                files.extend(found);
+                files.extend(found.into_iter().map(|path| ManifestPath {
+                    path,
+                    links: Links::Refuse,
+                }));
             }
-            Ok(_) => files.push(path.clone()),
+            Ok(_) => files.push(ManifestPath {
+                path: path.clone(),
+                links: Links::Follow,
+            }),
             Err(e) => problems.push(Problem::whole_file(
                 0,
                 path,
@@ -220,12 +276,16 @@ fn expand_paths(paths: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<PathBuf> 
         }
     }
     let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
+    files.retain(|f| seen.insert(f.path.clone()));
     files
 }
 
 /// Collects the `*.yaml`/`*.yml` files below `dir`. Hidden entries (`.git`, `.timctl`) are
-/// skipped: they are never manifests.
+/// skipped: they are never manifests. Symbolic links, to files or directories, are skipped
+/// too, as ripgrep does by default: a link committed to a manifests repository could point at
+/// `/proc/self/environ`, a credentials file or `/`, and whatever timctl reads may end up in a
+/// code frame in a CI log. Only what is a directory or a regular file in the tree itself is
+/// walked or read; a FIFO or device named `*.yaml` is reported, never read.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Error)> {
     let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_owned(), e))?;
     for entry in entries {
@@ -235,8 +295,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Err
             continue;
         }
         let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
-        if meta.is_dir() {
+        // The entry's own type (lstat), never its target's.
+        let file_type = entry.file_type().map_err(|e| (path.clone(), e))?;
+        if file_type.is_symlink() {
+            continue;
+        }
+        if file_type.is_dir() {
             walk(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
@@ -309,7 +373,7 @@ pub(crate) fn offset_of(text: &str, pos: Position) -> usize {
 }
 
 /// Reads every file, spreading them over the cores. The result is in the order of `files`.
-fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
+fn load_files(files: &[ManifestPath]) -> Vec<LoadedFile> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
@@ -317,7 +381,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
         return files
             .iter()
             .enumerate()
-            .map(|(i, f)| load_file(i, f))
+            .map(|(i, f)| load_file(i, &f.path, f.links))
             .collect();
     }
     let next = AtomicUsize::new(0);
@@ -329,7 +393,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = files.get(i) else { break };
-                        mine.push((i, load_file(i, path)));
+                        mine.push((i, load_file(i, &path.path, path.links)));
                     }
                     mine
                 })
@@ -348,7 +412,7 @@ fn load_files(files: &[PathBuf]) -> Vec<LoadedFile> {
     results.into_iter().map(|(_, f)| f).collect()
 }
 
-fn load_file(index: usize, path: &Path) -> LoadedFile {
+fn load_file(index: usize, path: &Path, links: Links) -> LoadedFile {
     let mut file = LoadedFile {
         path: path.to_owned(),
         index,
@@ -362,7 +426,12 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
     };
     let whole = |msg: String, help: &str| Problem::whole_file(index, path, msg, help);
 
-    let bytes = match crate::input::read_capped(path, MAX_FILE_BYTES, Accept::RegularOnly) {
+    let bytes = match crate::input::read_capped_with(
+        path,
+        MAX_FILE_BYTES,
+        Accept::RegularOnly,
+        links,
+    ) {
         Ok(b) => b,
         Err(ReadError::TooLarge { .. }) => {
             file.problems.push(whole(
@@ -423,45 +492,69 @@ fn load_file(index: usize, path: &Path) -> LoadedFile {
         return file;
     }
 
-    let parsed: Result<ManifestFile, _> =
-        serde_saphyr::from_str_with_options(&text, options(text.len()));
+    let parsed: Result<ManifestFile, _> = serde_saphyr::from_str_with_options(
+        &text,
+        options(text.len(), serde_saphyr::DuplicateKeyPolicy::Error),
+    );
     match parsed {
         Ok(manifest) => {
             file.parsed = true;
-            check(&mut file, manifest);
+            check(&mut file, Parts::from(manifest));
         }
+        // serde stops at the first problem. When the file is well-formed YAML, read it again
+        // as a tree and walk that, so that every problem of the file is reported in this run;
+        // only a file that is not YAML at all (or over a budget) stops at its first problem.
         Err(e) => {
             file.text = Some(Arc::from(text.as_str()));
-            let (pos, span) = match e.location() {
-                // serde reports a missing top-level `version` at the end of the document;
-                // the start is where it belongs.
-                _ if matches!(
-                    e.without_snippet(),
-                    serde_saphyr::Error::SerdeMissingField {
-                        field: "version",
-                        ..
+            match tree::parse(&text) {
+                Ok(root) => {
+                    file.parsed = true;
+                    let parts = tree::Walk::new(&mut file, &text).file(root);
+                    check(&mut file, parts);
+                    if file.problems.is_empty() {
+                        // The walk is as strict as serde everywhere; should it ever miss what
+                        // serde saw, serde's problem is still reported.
+                        file.parsed = false;
+                        file.entries.clear();
+                        push_parse_error(&mut file, &e);
                     }
-                ) =>
-                {
-                    (Position { line: 1, column: 1 }, Some((0, 0)))
                 }
-                Some(l) if l.line() > 0 => (
-                    Position {
-                        line: l.line() as u32,
-                        column: l.column().max(1) as u32,
-                    },
-                    l.span()
-                        .byte_offset()
-                        .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
-                ),
-                _ => (Position { line: 1, column: 1 }, None),
-            };
-            let (message, help) = describe_parse_error(&e);
-            let p = file.problem_at(pos, span, message, help);
-            file.problems.push(p);
+                Err(_) => push_parse_error(&mut file, &e),
+            }
         }
     }
     file
+}
+
+/// Reports serde-saphyr's error `e` (the file's only problem) at its place.
+fn push_parse_error(file: &mut LoadedFile, e: &serde_saphyr::Error) {
+    let (pos, span) = match e.location() {
+        // serde reports a missing top-level `version` at the end of the document;
+        // the start is where it belongs.
+        _ if matches!(
+            e.without_snippet(),
+            serde_saphyr::Error::SerdeMissingField {
+                field: "version",
+                ..
+            }
+        ) =>
+        {
+            (Position { line: 1, column: 1 }, Some((0, 0)))
+        }
+        Some(l) if l.line() > 0 => (
+            Position {
+                line: l.line() as u32,
+                column: l.column().max(1) as u32,
+            },
+            l.span()
+                .byte_offset()
+                .map(|o| (o as usize, l.span().byte_len().unwrap_or(0) as usize)),
+        ),
+        _ => (Position { line: 1, column: 1 }, None),
+    };
+    let (message, help) = describe_parse_error(e);
+    let p = file.problem_at(pos, span, message, help);
+    file.problems.push(p);
 }
 
 /// Whether the text holds nothing but whitespace, comments and document markers.
@@ -478,7 +571,7 @@ fn is_blank(text: &str) -> bool {
 /// length admits every honest document while still bounding the work. The alias, anchor,
 /// depth and scalar-bytes limits stay at their defaults: they are what stops alias bombs
 /// ("billion laughs") and stack-deep nesting, and a manifest needs none of those.
-fn options(len: usize) -> serde_saphyr::Options {
+fn options(len: usize, duplicate_keys: serde_saphyr::DuplicateKeyPolicy) -> serde_saphyr::Options {
     let defaults = serde_saphyr::Budget::default();
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
@@ -486,7 +579,7 @@ fn options(len: usize) -> serde_saphyr::Options {
             max_events: defaults.max_events.max(2 * len + 2048),
             max_depth: 32,
         },
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        duplicate_keys: duplicate_keys,
         // YAML 1.2 booleans only, as editors and JSON Schema validators read the file.
         strict_booleans: true,
         with_snippet: false,
@@ -558,62 +651,121 @@ fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
     ))
 }
 
+/// What a file says, as far as it could be read: from the typed reading (all of it) or from the
+/// tree walk (the parts that are well-formed; what was not is already reported).
+#[derive(Default)]
+struct Parts {
+    version: Option<Spanned<Integer>>,
+    app: Option<AppParts>,
+    default_clear: bool,
+    users: Vec<(Spanned<String>, Vec<Spanned<EntrySpec>>)>,
+}
+
+/// An app block: its place, and each of its fields that could be read.
+#[derive(Default)]
+struct AppParts {
+    at: Position,
+    sdkappid: Option<Integer>,
+    region: Option<crate::api::Region>,
+    admin: Option<Spanned<String>>,
+    /// Every field was there and well-typed.
+    complete: bool,
+}
+
+impl AppParts {
+    fn broken(at: Position) -> Self {
+        AppParts {
+            at,
+            ..AppParts::default()
+        }
+    }
+}
+
+impl From<ManifestFile> for Parts {
+    fn from(manifest: ManifestFile) -> Self {
+        Parts {
+            version: Some(manifest.version),
+            app: manifest.app.map(|app| {
+                let at = pos_of(&app);
+                let AppSpec {
+                    sdkappid,
+                    region,
+                    admin,
+                } = app.value;
+                AppParts {
+                    at,
+                    sdkappid: Some(sdkappid),
+                    region: Some(region),
+                    admin: Some(admin),
+                    complete: true,
+                }
+            }),
+            default_clear: manifest
+                .defaults
+                .and_then(|d| d.clear_roaming.map(|b| b.0))
+                .unwrap_or(false),
+            users: manifest.absent.unwrap_or_default().0,
+        }
+    }
+}
+
 /// The checks that need more than the parser: version, IDs, exactly one of user/group, and
-/// defaults. Fills `file.entries` sorted by (from, peer).
-fn check(file: &mut LoadedFile, manifest: ManifestFile) {
-    let mut problems = Vec::new();
-    if manifest.version.value.0 != 1 {
+/// defaults. Fills `file.entries` sorted by (from, peer). Problems are added to the file's.
+fn check(file: &mut LoadedFile, manifest: Parts) {
+    let mut problems = std::mem::take(&mut file.problems);
+    if let Some(version) = &manifest.version
+        && version.value.0 != 1
+    {
         problems.push(file.problem_at(
-            pos_of(&manifest.version),
-            span_of(&manifest.version),
-            format!("unsupported manifest version {}", manifest.version.value.0),
+            pos_of(version),
+            span_of(version),
+            format!("unsupported manifest version {}", version.value.0),
             "write `version: 1`, the only version this timctl reads",
         ));
     }
     if let Some(app) = &manifest.app {
-        let AppSpec {
-            sdkappid,
-            region,
-            admin,
-        } = &app.value;
-        match UserId::new(admin.value.as_str()) {
-            Ok(admin) => {
-                file.app = Some((
-                    App {
-                        sdkappid: sdkappid.0,
-                        region: *region,
-                        admin,
-                    },
-                    pos_of(app),
-                ));
-            }
-            Err(e) => {
-                file.app_invalid = true;
-                problems.push(file.problem_at(
-                    pos_of(admin),
-                    span_of(admin),
-                    format!("app.admin: {e}"),
-                    "use the app admin's UserID: 1 to 32 bytes of printable ASCII",
-                ));
-            }
-        }
-        if sdkappid.0 == 0 {
-            file.app_invalid = true;
+        let admin = app
+            .admin
+            .as_ref()
+            .and_then(|admin| match UserId::new(admin.value.as_str()) {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    problems.push(file.problem_at(
+                        pos_of(admin),
+                        span_of(admin),
+                        format!("app.admin: {e}"),
+                        "use the app admin's UserID: 1 to 32 bytes of printable ASCII",
+                    ));
+                    None
+                }
+            });
+        if app.sdkappid == Some(Integer(0)) {
             problems.push(file.problem_at(
-                pos_of(app),
+                app.at,
                 None,
                 "app.sdkappid is 0",
                 "use the SDKAppID from the Tencent Cloud Chat console",
             ));
         }
+        match (app.sdkappid, app.region, admin) {
+            (Some(Integer(sdkappid)), Some(region), Some(admin))
+                if sdkappid != 0 && app.complete =>
+            {
+                file.app = Some((
+                    App {
+                        sdkappid,
+                        region,
+                        admin,
+                    },
+                    app.at,
+                ));
+            }
+            _ => file.app_invalid = true,
+        }
     }
-    let default_clear = manifest
-        .defaults
-        .as_ref()
-        .and_then(|d| d.clear_roaming.map(|b| b.0))
-        .unwrap_or(false);
+    let default_clear = manifest.default_clear;
     let index = file.index as u32;
-    let users = manifest.absent.unwrap_or_default().0;
+    let users = manifest.users;
     let mut entries = Vec::with_capacity(users.iter().map(|(_, e)| e.len()).sum());
     for (key, list) in users {
         let from = match UserId::new(key.value.as_str()) {

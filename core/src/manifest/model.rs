@@ -38,15 +38,21 @@ pub(crate) struct ManifestFile {
     pub(crate) version: Spanned<Integer>,
     /// The app these conversations belong to. Give it in one manifest, or repeat it
     /// identically in several.
+    // The schema says an object, not "an object or null" (here and for `defaults` and
+    // `absent`): `app:` with nothing after it means nothing, and a nullable type made
+    // validators answer a typo inside the block with "is not of type 'null'". The loader
+    // still reads a null as no block.
     #[serde(default)]
-    #[schemars(with = "Option<AppSpec>")]
+    #[schemars(with = "AppSpec")]
     pub(crate) app: Option<Spanned<AppSpec>>,
     /// Defaults for the entries of this file only.
     #[serde(default)]
+    #[schemars(with = "Defaults")]
     pub(crate) defaults: Option<Defaults>,
     /// Per user (From_Account): the conversations that must not exist in that user's
     /// conversation list.
     #[serde(default)]
+    #[schemars(with = "Absent")]
     pub(crate) absent: Option<Absent>,
 }
 

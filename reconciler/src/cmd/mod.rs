@@ -3,6 +3,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod completions;
+pub(crate) mod fmt;
 pub(crate) mod man;
 pub(crate) mod plan;
 pub(crate) mod refresh;

@@ -26,10 +26,13 @@ pub(crate) enum Format {
 
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // Validating needs only the counts: the loaded state is summed up and dropped here.
-    let result = manifest::load(&args.manifests.manifests).map(|state| {
-        let users: BTreeSet<_> = state.entries.iter().map(|e| &e.key.from).collect();
-        (users.len(), state.entries.len(), state.files)
-    });
+    // Every format prints the problems without the run's secrets.
+    let result = manifest::load(&args.manifests.manifests)
+        .map(|state| {
+            let users: BTreeSet<_> = state.entries.iter().map(|e| &e.key.from).collect();
+            (users.len(), state.entries.len(), state.files)
+        })
+        .map_err(|errors| crate::redact::problems(&errors));
     match args.format {
         Format::Json => {
             let doc = match &result {
@@ -84,11 +87,24 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
 /// Each problem once, with its place in the snippet's header (or in the title for a problem
 /// about a whole file), then the count last, as rustc and cargo do:
-/// `error: could not validate the manifests due to 3 previous errors`.
+/// `error: could not validate the manifests due to 3 previous errors`. Without the run's
+/// secrets, whichever command prints them.
 pub(crate) fn print_problems(errors: &manifest::ManifestErrors, doing: &str) {
+    let errors = &crate::redact::problems(errors);
     let mut stderr = std::io::stderr().lock();
     for problem in errors.problems() {
-        let _ = writeln!(stderr, "{:?}", miette::Report::new(problem.clone()));
+        let rendered = format!("{:?}", miette::Report::new(problem.clone()));
+        let _ = writeln!(stderr, "{}", rendered.trim_end());
+        // The other place of a duplicate on a line of its own, outside miette's wrapping, so
+        // that a terminal can make the whole path clickable.
+        if let Some((file, place)) = &problem.other {
+            let _ = writeln!(
+                stderr,
+                "  note: the other place is {}:{place}",
+                file.display()
+            );
+        }
+        let _ = writeln!(stderr);
     }
     let n = errors.problems().len();
     let _ = writeln!(
