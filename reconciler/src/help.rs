@@ -26,11 +26,17 @@ const MANIFEST_COMMANDS: &[&str] = &[
     "validate",
     "plan",
     "apply",
+    "fmt",
     "usersig",
     "state list",
     "state rm",
     "state migrate",
+    "state history",
+    "state runs",
+    "state prune-history",
 ];
+/// The commands that write a run into the state's history.
+const RUN_COMMANDS: &[&str] = &["apply", "state rm", "state migrate", "state prune-history"];
 const CALLING_COMMANDS: &[&str] = &["plan", "apply", "usersig"];
 
 pub(crate) const VARIABLES: &[Variable] = &[
@@ -73,6 +79,17 @@ pub(crate) const VARIABLES: &[Variable] = &[
         commands: &[],
         doc: "The password file read when neither the URL nor PGPASSWORD gives a password \
               (default ~/.pgpass).",
+    },
+    Variable {
+        name: "GITHUB_ACTIONS",
+        commands: RUN_COMMANDS,
+        doc: "When true, the run's history names its GitHub Actions job, made from \
+              GITHUB_SERVER_URL, GITHUB_REPOSITORY and GITHUB_RUN_ID.",
+    },
+    Variable {
+        name: "GITLAB_CI",
+        commands: RUN_COMMANDS,
+        doc: "When true, the run's history names its GitLab CI job: CI_JOB_URL.",
     },
     Variable {
         name: "TIMCTL_LOG",
@@ -248,6 +265,17 @@ fn exit_status(path: &str) -> &'static [(&'static str, &'static str)] {
                  wrong key, other identifier or app, expired); or another error.",
             ),
         ],
+        "fmt" => &[
+            (
+                "0",
+                "Every manifest is in the canonical layout (rewritten if it was not).",
+            ),
+            (
+                "1",
+                "With --check, a file would change (each is named); or a manifest does not \
+                 validate (it is left as it was), or another error.",
+            ),
+        ],
         "state rm" => &[
             ("0", "The entry was removed (with --dry-run: would be)."),
             ("1", "No such entry, the state is locked, or another error."),
@@ -341,6 +369,34 @@ fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "state rm" => &[(
             "See what would be removed, then remove it:",
             "timctl state rm alice user:bob --dry-run && timctl state rm alice user:bob",
+        )],
+        "fmt" => &[
+            (
+                "Rewrite the manifests in the canonical layout, comments kept:",
+                "timctl fmt -f manifests/",
+            ),
+            (
+                "In CI: fail naming the files that are not formatted, and show how:",
+                "timctl fmt -f manifests/ --check --diff",
+            ),
+        ],
+        "state history" => &[
+            (
+                "When was this conversation deleted, by which run, how often did it come back:",
+                "timctl state history --user alice --peer user:bob --limit 0",
+            ),
+            (
+                "The last week, as JSON Lines:",
+                "timctl state history --since 7d --json",
+            ),
+        ],
+        "state runs" => &[(
+            "The runs that wrote the state, with their CI jobs:",
+            "timctl state runs --json",
+        )],
+        "state prune-history" => &[(
+            "How many events are older than a year, then delete them:",
+            "timctl state prune-history --before 365d --dry-run && timctl state prune-history --before 365d",
         )],
         "state migrate" => &[(
             "Move the state from the SQLite file to PostgreSQL:",

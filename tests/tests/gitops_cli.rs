@@ -46,12 +46,20 @@ fn commands(prefix: &[&str]) -> Vec<String> {
 #[test]
 fn the_command_list_is_read_from_help() {
     let top = commands(&[]);
-    for name in ["validate", "plan", "apply", "state", "completions", "man"] {
+    for name in [
+        "validate",
+        "plan",
+        "apply",
+        "fmt",
+        "state",
+        "completions",
+        "man",
+    ] {
         assert!(top.iter().any(|c| c == name), "{name} in {top:?}");
     }
     assert_eq!(
         commands(&["state"]),
-        ["list", "rm", "migrate"].map(String::from)
+        ["list", "rm", "migrate", "history", "runs", "prune-history"].map(String::from)
     );
 }
 
