@@ -171,3 +171,29 @@ fn a_unix_socket_directory_with_an_empty_host_is_taken() {
     let out: Out = out.into();
     assert_eq!(out.code, Some(0), "{}", out.all());
 }
+
+/// Issue 18.6 against the real thing: a PostgreSQL server stopped with SIGSTOP (its kernel
+/// still accepts the connection; nothing answers the startup) fails after `connect_timeout`.
+#[test]
+fn connect_timeout_bounds_a_frozen_postgres() {
+    let cluster = PgCluster::start();
+    let db = cluster.database();
+    let fake = Fake::start(|_| {});
+    let mut env = Env::new(&fake, &many(1, 1));
+    env.state = PathBuf::from(format!(
+        "{}&connect_timeout=2",
+        cluster.url_with_password(&db)
+    ));
+    let frozen = cluster.freeze();
+    let child = env
+        .timctl(&["plan"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = exits_by_itself(child);
+    drop(frozen);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("connect_timeout=2"), "{}", out.all());
+    assert!(!out.stderr.contains(cluster.password()), "{}", out.all());
+}

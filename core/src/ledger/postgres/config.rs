@@ -395,8 +395,9 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and the connection is dead after this many unanswered.
 const KEEPALIVE_RETRIES: u32 = 6;
-/// Data sent and not acknowledged for this long ends the connection (`TCP_USER_TIMEOUT`; it
-/// also bounds the keepalive probes above, which all fall inside it).
+/// Data sent and not acknowledged for this long ends the connection (`TCP_USER_TIMEOUT`; with
+/// the keepalives above, an idle session whose peer vanished ends once its probes have gone
+/// unanswered this long).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest any one statement of timctl's may run on the server. timctl's statements take
 /// milliseconds (a batch of 1,000 records, a 10,000-entry chunk of `state migrate`, reading
@@ -611,6 +612,16 @@ mod tests {
         assert_eq!(loc.sslmode, SslMode::Prefer);
         let loc = PgLocation::parse("postgres://ci@h/db?connect_timeout=1").unwrap();
         assert_eq!(loc.connect_timeout, Some(Duration::from_secs(2)));
+    }
+
+    /// Issue 18.3: a write the network swallows ends the session instead of hanging it.
+    #[test]
+    fn sessions_have_a_tcp_user_timeout_and_keepalives() {
+        let config = PgLocation::parse("postgres://ci@h/db")
+            .unwrap()
+            .driver_config();
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(config.get_keepalives());
     }
 
     #[test]
