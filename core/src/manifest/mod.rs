@@ -780,6 +780,9 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
                 None
             }
         };
+        // The peers of a user whose own ID is bad: that user's entries go nowhere, but a peer
+        // listed twice under it is still a problem to report in this run.
+        let mut orphans: Vec<(Peer, Position)> = Vec::new();
         for entry in list {
             let pos = pos_of(&entry);
             let entry_span = span_of(&entry);
@@ -811,18 +814,29 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
                 }
             };
             match peer {
-                Ok(peer) => {
-                    if let Some(from) = &from {
-                        entries.push((
-                            DesiredEntry {
-                                key: ConversationKey::new(from.clone(), peer),
-                                clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
-                            },
-                            index,
-                            pos,
-                        ));
-                    }
-                }
+                Ok(peer) => match &from {
+                    Some(from) => entries.push((
+                        DesiredEntry {
+                            key: ConversationKey::new(from.clone(), peer),
+                            clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
+                        },
+                        index,
+                        pos,
+                    )),
+                    None => match orphans.iter().find(|(p, _)| *p == peer) {
+                        Some((_, first)) => {
+                            let mut p = file.problem_at(
+                                pos,
+                                None,
+                                format!("{peer} is listed twice for user {:?}", key.value),
+                                "remove one of the two entries",
+                            );
+                            p.other = Some((file.path.clone(), *first));
+                            problems.push(p);
+                        }
+                        None => orphans.push((peer, pos)),
+                    },
+                },
                 Err((value, e, max)) => problems.push(file.problem_at(
                     pos_of(&value),
                     span_of(&value),
