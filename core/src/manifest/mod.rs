@@ -625,10 +625,26 @@ fn describe_parse_error(e: &serde_saphyr::Error) -> (String, String) {
             message,
             "manifests need no anchors, aliases or deep nesting: write the entries out".to_owned(),
         ),
+        E::UnsupportedTag { .. }
+        | E::TaggedScalarCannotDeserializeIntoString { .. }
+        | E::TaggedEnumMismatch { .. }
+        | E::TaggedStructFieldName { .. }
+        | E::InvalidBinaryBase64 { .. }
+        | E::BinaryNotUtf8 { .. } => (
+            format!("a YAML tag is not allowed here ({message})"),
+            "remove the tag (`!!int`, `!!str`, `!name`): a manifest holds plain YAML values, \
+             and `timctl schema` gives each key's type"
+                .to_owned(),
+        ),
         E::Unexpected { .. }
         | E::InvalidScalar { .. }
         | E::SerdeInvalidType { .. }
-        | E::SerdeInvalidValue { .. } => (format!("wrong type: {message}"), HELP_SCHEMA.to_owned()),
+        | E::SerdeInvalidValue { .. } => (
+            // serde-saphyr names its location-keeping wrapper where a tagged or otherwise odd
+            // value met it; that wrapper means nothing to the person who wrote the file.
+            format!("wrong type: {}", message.replace("a span-aware newtype wrapper", "a plain value")),
+            HELP_SCHEMA.to_owned(),
+        ),
         _ => (
             message,
             "fix the YAML syntax here (indent with spaces, not tabs; quote IDs with special characters)".to_owned(),
