@@ -103,4 +103,17 @@ fi
 git_ -C "$work" commit -qam formatted
 expect 0 "Passed" "fmt: a formatted manifest passes" -- \
     bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-fmt --all-files"
+
+# 4. timctl not installed: the hook says how to install it, instead of pre-commit's bare
+# "Executable `timctl` not found".
+work="$tmp/missing"
+mkdir -p "$work"
+printf '%s\nabsent:\n  alice:\n    - user: bob\n' "$app" >"$work/timctl.yaml"
+git_ -C "$work" init -q && git_ -C "$work" add -A && git_ -C "$work" commit -qm manifests
+if PATH=/usr/bin:/bin command -v timctl >/dev/null; then
+    echo "FAIL: a timctl in /usr/bin or /bin hides the missing-timctl case"
+    fail=1
+fi
+expect 1 "timctl is not installed.*cargo install --locked --path" "missing: the hook says how to install timctl" -- \
+    env PATH=/usr/bin:/bin bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 exit $fail
