@@ -64,6 +64,7 @@ expect 1 "timctl.yaml:8:7" "try-repo: a bad manifest fails naming file:line" -- 
 hooks="$tmp/hooks"
 mkdir -p "$hooks"
 cp .pre-commit-hooks.yaml "$hooks/"
+cp -r hooks "$hooks/"
 git_ -C "$hooks" init -q && git_ -C "$hooks" add -A && git_ -C "$hooks" commit -qm hooks
 rev=$(git -C "$hooks" rev-parse HEAD)
 work="$tmp/set"
@@ -114,6 +115,6 @@ if PATH=/usr/bin:/bin command -v timctl >/dev/null; then
     echo "FAIL: a timctl in /usr/bin or /bin hides the missing-timctl case"
     fail=1
 fi
-expect 1 "timctl is not installed.*cargo install --locked --path" "missing: the hook says how to install timctl" -- \
+expect 1 "cargo install --locked --path '.*/reconciler'" "missing: the hook says how to install timctl" -- \
     env PATH=/usr/bin:/bin bash -c "cd '$work' && '$venv/bin/pre-commit' try-repo '$repo_root' timctl-validate --all-files"
 exit $fail
