@@ -51,7 +51,7 @@ fn the_command_list_is_read_from_help() {
     }
     assert_eq!(
         commands(&["state"]),
-        ["list", "rm", "migrate"].map(String::from)
+        ["list", "rm", "migrate", "history", "runs", "prune-history"].map(String::from)
     );
 }
 
