@@ -152,6 +152,9 @@ fn read_history(
     }
 }
 
+/// A named parameter and its value.
+type Named = (&'static str, Box<dyn ToSql>);
+
 /// The SQL conditions `query` asks for, and their values. Only the filters given go into the
 /// SQL, so that SQLite picks the index that answers them (`events_from` for a user,
 /// `events_peer` for a peer, `events_at` for a time).
@@ -159,9 +162,9 @@ fn filters_of(
     query: &HistoryQuery,
     bound: i64,
     run_row: Option<i64>,
-) -> (Vec<String>, Vec<(&'static str, Box<dyn ToSql>)>) {
+) -> (Vec<String>, Vec<Named>) {
     let mut filters = vec!["e.id <= :bound".to_owned()];
-    let mut values: Vec<(&str, Box<dyn ToSql>)> = vec![(":bound", Box::new(bound))];
+    let mut values: Vec<Named> = vec![(":bound", Box::new(bound))];
     if let Some(user) = &query.user {
         filters.push("e.from_account = :user".into());
         values.push((":user", Box::new(user.as_str().to_owned())));
