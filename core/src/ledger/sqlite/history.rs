@@ -158,11 +158,7 @@ type Named = (&'static str, Box<dyn ToSql>);
 /// The SQL conditions `query` asks for, and their values. Only the filters given go into the
 /// SQL, so that SQLite picks the index that answers them (`events_from` for a user,
 /// `events_peer` for a peer, `events_at` for a time).
-fn filters_of(
-    query: &HistoryQuery,
-    bound: i64,
-    run_row: Option<i64>,
-) -> (Vec<String>, Vec<Named>) {
+fn filters_of(query: &HistoryQuery, bound: i64, run_row: Option<i64>) -> (Vec<String>, Vec<Named>) {
     let mut filters = vec!["e.id <= :bound".to_owned()];
     let mut values: Vec<Named> = vec![(":bound", Box::new(bound))];
     if let Some(user) = &query.user {
