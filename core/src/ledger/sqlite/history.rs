@@ -97,46 +97,10 @@ fn read_history(
             Some(row)
         }
     };
-    // Only the filters given go into the SQL, so that SQLite picks the index that answers
-    // them (`events_from` for a user, `events_peer` for a peer, `events_at` for a time).
-    let mut filters = vec!["e.id <= :bound".to_owned()];
-    let mut values: Vec<(&str, Box<dyn ToSql>)> = vec![(":bound", Box::new(bound))];
-    if let Some(user) = &query.user {
-        filters.push("e.from_account = :user".into());
-        values.push((":user", Box::new(user.as_str().to_owned())));
-    }
-    if let Some(peer) = &query.peer {
-        filters.push("e.kind = :kind AND e.peer = :peer".into());
-        values.push((":kind", Box::new(kind_code(peer.kind()))));
-        values.push((":peer", Box::new(peer.id().to_owned())));
-    }
-    if let Some(since) = query.since {
-        filters.push("e.at >= :since".into());
-        values.push((":since", Box::new(since.as_millisecond())));
-    }
-    if let Some(until) = query.until {
-        filters.push("e.at < :until".into());
-        values.push((":until", Box::new(until.as_millisecond())));
-    }
-    if let Some(row) = run_row {
-        filters.push("e.run = :run".into());
-        values.push((":run", Box::new(row)));
-    }
-    let first_page = format!(
-        "SELECT e.id, e.at, e.action, e.reason, e.from_account, e.kind, e.peer, e.clear_roaming,
-                r.run_id, e.trigger_json, e.latency_ms
-         FROM events e JOIN runs r ON r.id = e.run
-         WHERE {} ORDER BY e.at DESC, e.id DESC LIMIT :page",
-        filters.join(" AND ")
-    );
+    let (mut filters, values) = filters_of(query, bound, run_row);
+    let first_page = page_sql(&filters);
     filters.push("e.at <= :last_at AND (e.at < :last_at OR e.id < :last_id)".into());
-    let next_page = format!(
-        "SELECT e.id, e.at, e.action, e.reason, e.from_account, e.kind, e.peer, e.clear_roaming,
-                r.run_id, e.trigger_json, e.latency_ms
-         FROM events e JOIN runs r ON r.id = e.run
-         WHERE {} ORDER BY e.at DESC, e.id DESC LIMIT :page",
-        filters.join(" AND ")
-    );
+    let next_page = page_sql(&filters);
     let mut left = query.limit;
     let mut last: Option<(i64, i64)> = None;
     loop {
@@ -186,6 +150,50 @@ fn read_history(
             return Ok(());
         }
     }
+}
+
+/// A named parameter and its value.
+type Named = (&'static str, Box<dyn ToSql>);
+
+/// The SQL conditions `query` asks for, and their values. Only the filters given go into the
+/// SQL, so that SQLite picks the index that answers them (`events_from` for a user,
+/// `events_peer` for a peer, `events_at` for a time).
+fn filters_of(query: &HistoryQuery, bound: i64, run_row: Option<i64>) -> (Vec<String>, Vec<Named>) {
+    let mut filters = vec!["e.id <= :bound".to_owned()];
+    let mut values: Vec<Named> = vec![(":bound", Box::new(bound))];
+    if let Some(user) = &query.user {
+        filters.push("e.from_account = :user".into());
+        values.push((":user", Box::new(user.as_str().to_owned())));
+    }
+    if let Some(peer) = &query.peer {
+        filters.push("e.kind = :kind AND e.peer = :peer".into());
+        values.push((":kind", Box::new(kind_code(peer.kind()))));
+        values.push((":peer", Box::new(peer.id().to_owned())));
+    }
+    if let Some(since) = query.since {
+        filters.push("e.at >= :since".into());
+        values.push((":since", Box::new(since.as_millisecond())));
+    }
+    if let Some(until) = query.until {
+        filters.push("e.at < :until".into());
+        values.push((":until", Box::new(until.as_millisecond())));
+    }
+    if let Some(row) = run_row {
+        filters.push("e.run = :run".into());
+        values.push((":run", Box::new(row)));
+    }
+    (filters, values)
+}
+
+/// One page of events under `filters`, newest first.
+fn page_sql(filters: &[String]) -> String {
+    format!(
+        "SELECT e.id, e.at, e.action, e.reason, e.from_account, e.kind, e.peer, e.clear_roaming,
+                r.run_id, e.trigger_json, e.latency_ms
+         FROM events e JOIN runs r ON r.id = e.run
+         WHERE {} ORDER BY e.at DESC, e.id DESC LIMIT :page",
+        filters.join(" AND ")
+    )
 }
 
 /// One event row of [`read_history`]'s query, with its ID.
@@ -303,4 +311,60 @@ pub(crate) fn prune(
     insert_run(&tx, path, run, "INSERT")?;
     tx.commit().map_err(sqlite_err(path, doing))?;
     Ok(Some(pruned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{LedgerWriter, SqliteLedgerWriter, StateLock};
+
+    /// The plan SQLite picks for the first page of `query`, one line per step.
+    fn plan_of(conn: &Connection, query: &HistoryQuery) -> String {
+        let (filters, values) = filters_of(query, i64::MAX, None);
+        let sql = format!("EXPLAIN QUERY PLAN {}", page_sql(&filters));
+        let mut params: Vec<(&str, &dyn ToSql)> =
+            values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        params.push((":page", &100));
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let rows = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn users_peers_and_times_are_answered_from_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let lock = StateLock::acquire(&path, "test", std::time::Duration::ZERO).unwrap();
+        let mut w = SqliteLedgerWriter::create_or_open(&path, 1, lock).unwrap();
+        w.begin_run(&RunInfo::new("d")).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let user = HistoryQuery {
+            user: Some(UserId::new("alice").unwrap()),
+            ..Default::default()
+        };
+        let peer = HistoryQuery {
+            peer: Some("user:bob".parse().unwrap()),
+            ..Default::default()
+        };
+        let since = HistoryQuery {
+            since: Some(jiff::Timestamp::UNIX_EPOCH),
+            ..Default::default()
+        };
+        for (query, index) in [
+            (&user, "events_from"),
+            (&peer, "events_peer"),
+            (&since, "events_at"),
+            (&HistoryQuery::default(), "events_at"),
+        ] {
+            let plan = plan_of(&conn, query);
+            assert!(
+                plan.contains(&format!("SCAN e USING INDEX {index}"))
+                    || plan.contains(&format!("SEARCH e USING INDEX {index}")),
+                "{query:?}:\n{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "no sort: {query:?}:\n{plan}");
+        }
+    }
 }
