@@ -29,6 +29,7 @@ const MANIFEST_COMMANDS: &[&str] = &[
     "fmt",
     "usersig",
     "state list",
+    "state show",
     "state rm",
     "state migrate",
     "state history",
@@ -359,8 +360,13 @@ fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             "Write the schema for editors (see the manifest's first line):",
             "timctl schema --out timctl.schema.json",
         )],
+        "state show" => &[(
+            "One conversation: its entry, then every deletion, record, forget and removal, newest first:",
+            "timctl state show alice user:bob",
+        )],
         "state" | "state list" => &[
             ("The recorded deletions:", "timctl state list"),
+            ("One user's:", "timctl state list --user alice"),
             (
                 "As JSON, from a PostgreSQL state holding several apps:",
                 "timctl state list --json --sdkappid 1400000001",

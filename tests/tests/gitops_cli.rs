@@ -59,7 +59,16 @@ fn the_command_list_is_read_from_help() {
     }
     assert_eq!(
         commands(&["state"]),
-        ["list", "rm", "migrate", "history", "runs", "prune-history"].map(String::from)
+        [
+            "list",
+            "show",
+            "rm",
+            "migrate",
+            "history",
+            "runs",
+            "prune-history"
+        ]
+        .map(String::from)
     );
 }
 

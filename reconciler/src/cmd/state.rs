@@ -37,6 +37,19 @@ pub(crate) enum Args {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Only this From_Account's entries.
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+    },
+    /// One entry of the state, and its history (newest first). For JSON, `state list --user
+    /// FROM --json` and `state history --user FROM --peer PEER --json`.
+    Show {
+        /// The From_Account.
+        from: String,
+        /// The conversation: user:ID or group:ID.
+        peer: String,
         #[command(flatten)]
         app: AppArgs,
     },
@@ -158,7 +171,11 @@ fn gethostname() -> String {
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     match args {
-        Args::List { json, app } => list(global, app, *json),
+        Args::List { json, user, app } => {
+            let user = user.as_deref().map(user_id).transpose()?;
+            list(global, app, user.as_ref(), *json)
+        }
+        Args::Show { from, peer, app } => show(global, app, user_id(from)?, peer_of(peer)?),
         Args::Rm {
             from,
             peer,
@@ -373,10 +390,33 @@ fn open(global: &Global, app: &AppArgs) -> miette::Result<AnyLedger> {
     Ok(ledger)
 }
 
-fn list(global: &Global, app: &AppArgs, json: bool) -> miette::Result<ExitCode> {
+/// A UserID given on the command line.
+fn user_id(text: &str) -> miette::Result<UserId> {
+    UserId::new(text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{text:?} is not a valid UserID"))
+}
+
+/// A conversation given on the command line.
+fn peer_of(text: &str) -> miette::Result<Peer> {
+    text.parse()
+        .into_diagnostic()
+        .wrap_err("the conversation must be user:ID or group:ID")
+}
+
+fn list(
+    global: &Global,
+    app: &AppArgs,
+    user: Option<&UserId>,
+    json: bool,
+) -> miette::Result<ExitCode> {
     let ledger = open(global, app)?;
     // One snapshot: the serial printed is the serial of the entries printed.
-    let snapshot = ledger.snapshot()?;
+    let mut snapshot = ledger.snapshot()?;
+    if let (Some(user), Some(s)) = (user, snapshot.as_mut()) {
+        // Entries are sorted by From_Account first: one user's are one run of them.
+        s.entries.retain(|e| &e.key.from == user);
+    }
     crate::output::to_stdout("the state", |out| {
         if json {
             let (meta, entries) = snapshot
@@ -384,23 +424,64 @@ fn list(global: &Global, app: &AppArgs, json: bool) -> miette::Result<ExitCode> 
                 .map_or((None, &[][..]), |s| (Some(&s.meta), &s.entries[..]));
             timctl_core::ledger::write_list_json(meta, entries, out)
         } else {
-            write_list_text(&ledger, snapshot.as_ref(), out)
+            write_list_text(&ledger, snapshot.as_ref(), user, out)
         }
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `state show FROM PEER`: the entry as `state list` prints it (or that there is none), then
+/// the conversation's history, newest first. A conversation the state no longer holds may
+/// still have a history: that is the auditor's question about a former entry.
+fn show(global: &Global, app: &AppArgs, from: UserId, peer: Peer) -> miette::Result<ExitCode> {
+    let ledger = open(global, app)?;
+    let snapshot = ledger.snapshot()?;
+    let key = timctl_core::ids::ConversationKey::new(from.clone(), peer.clone());
+    let entry = snapshot
+        .as_ref()
+        .and_then(|s| s.entries.iter().find(|e| e.key == key));
+    crate::output::to_stdout("the entry", |out| match (&snapshot, entry) {
+        (None, _) => writeln!(out, "No state at {} yet.", ledger.location()),
+        (Some(_), None) => writeln!(out, "{key}: not in the state {}.", ledger.location()),
+        (Some(_), Some(e)) => write_entry_line(e, out),
+    })?;
+    let query = HistoryQuery {
+        user: Some(from),
+        peer: Some(peer),
+        ..HistoryQuery::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut header = true;
+    let result = ledger.history(&query, &mut |event| {
+        if std::mem::take(&mut header) {
+            writeln!(out, "\nHistory, newest first:")?;
+            history::write_event_header(&mut out)?;
+        }
+        history::write_event_row(event, &mut out)
+    });
+    streamed(result.and_then(|()| {
+        if header {
+            writeln!(out, "No history.").map_err(HistoryError::Write)?;
+        }
+        out.flush().map_err(HistoryError::Write)
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn write_list_text(
     ledger: &AnyLedger,
     snapshot: Option<&Snapshot>,
+    user: Option<&UserId>,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let Some(Snapshot { meta, entries, .. }) = snapshot else {
         return writeln!(out, "No state at {} yet.", ledger.location());
     };
+    let of_user = user.map(|u| format!(" of {u}")).unwrap_or_default();
     writeln!(
         out,
-        "State {}: SDKAppID {}, lineage {}, serial {}, {} entries.",
+        "State {}: SDKAppID {}, lineage {}, serial {}, {} entries{of_user}.",
         ledger.location(),
         meta.sdkappid,
         meta.state.lineage,
@@ -408,20 +489,30 @@ fn write_list_text(
         entries.len()
     )?;
     for e in entries {
-        writeln!(
-            out,
-            "{} {} deleted {}{}",
-            e.key.from,
-            e.key.peer,
-            e.deleted_at,
-            if e.clear_roaming {
-                " (roaming messages cleared)"
-            } else {
-                ""
-            }
-        )?;
+        write_entry_line(e, out)?;
     }
     Ok(())
+}
+
+/// One entry, as `state list` and `state show` print it: when it was deleted, or seen absent
+/// by a refresh (no call was made), and whether roaming messages were cleared.
+fn write_entry_line(e: &ledger::StateEntry, out: &mut dyn Write) -> std::io::Result<()> {
+    let what = match e.origin {
+        ledger::Origin::Deleted => "deleted",
+        ledger::Origin::Absent => "seen absent",
+    };
+    writeln!(
+        out,
+        "{} {} {what} {}{}",
+        e.key.from,
+        e.key.peer,
+        e.deleted_at,
+        if e.clear_roaming {
+            " (roaming messages cleared)"
+        } else {
+            ""
+        }
+    )
 }
 
 fn rm(
