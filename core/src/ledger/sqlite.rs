@@ -808,6 +808,11 @@ pub(crate) fn insert_run(
     Ok(conn.last_insert_rowid())
 }
 
+/// One event appended to the history.
+const APPEND_EVENT: &str = "INSERT INTO events
+    (at, action, reason, from_account, kind, peer, clear_roaming, run)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
 /// Appends one event (inside the caller's transaction).
 #[expect(
     clippy::too_many_arguments,
@@ -823,23 +828,20 @@ fn append_event(
     clear_roaming: bool,
     run_row: i64,
 ) -> Result<(), LedgerError> {
-    tx.prepare_cached(
-        "INSERT INTO events (at, action, reason, from_account, kind, peer, clear_roaming, run)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            at.as_millisecond(),
-            action.as_str(),
-            reason.as_str(),
-            key.from.as_str(),
-            kind_code(key.peer.kind()),
-            key.peer.id(),
-            clear_roaming,
-            run_row
-        ])
-    })
-    .map_err(sqlite_err(path, "appending to the history"))?;
+    tx.prepare_cached(APPEND_EVENT)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                at.as_millisecond(),
+                action.as_str(),
+                reason.as_str(),
+                key.from.as_str(),
+                kind_code(key.peer.kind()),
+                key.peer.id(),
+                clear_roaming,
+                run_row
+            ])
+        })
+        .map_err(sqlite_err(path, "appending to the history"))?;
     Ok(())
 }
 
@@ -895,11 +897,12 @@ impl LedgerWriter for SqliteLedgerWriter {
             .map_err(sqlite_err(&path, "starting a write"))?;
         let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
         let mut affected = 0;
-        for d in batch {
+        {
+            // Prepared once per batch, not per item.
             // Inserted, or replaced when it says something else; an entry recorded the same
             // way stays as it was (its first deletion's time and run), so the serial stays
             // and no saved plan goes stale. `changes` is 0 when the update's WHERE refused.
-            affected += tx
+            let mut upsert = tx
                 .prepare_cached(
                     "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -911,28 +914,41 @@ impl LedgerWriter for SqliteLedgerWriter {
                      WHERE entries.clear_roaming != excluded.clear_roaming
                         OR entries.origin != excluded.origin",
                 )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        d.key.from.as_str(),
-                        kind_code(d.key.peer.kind()),
-                        d.key.peer.id(),
+                .map_err(sqlite_err(&path, "recording deletions"))?;
+            let mut event = tx
+                .prepare_cached(APPEND_EVENT)
+                .map_err(sqlite_err(&path, "appending to the history"))?;
+            let (action, origin) = (action.as_str(), origin.as_str());
+            for d in batch {
+                let (from, kind, peer) = (
+                    d.key.from.as_str(),
+                    kind_code(d.key.peer.kind()),
+                    d.key.peer.id(),
+                );
+                affected += upsert
+                    .execute(params![
+                        from,
+                        kind,
+                        peer,
                         d.clear_roaming,
                         d.deleted_at.as_second(),
                         run_row,
-                        origin.as_str()
+                        origin
                     ])
-                })
-                .map_err(sqlite_err(&path, "recording deletions"))?;
-            append_event(
-                &tx,
-                &path,
-                d.deleted_at,
-                action,
-                reason(&d.key),
-                &d.key,
-                d.clear_roaming,
-                run_row,
-            )?;
+                    .map_err(sqlite_err(&path, "recording deletions"))?;
+                event
+                    .execute(params![
+                        d.deleted_at.as_millisecond(),
+                        action,
+                        reason(&d.key).as_str(),
+                        from,
+                        kind,
+                        peer,
+                        d.clear_roaming,
+                        run_row
+                    ])
+                    .map_err(sqlite_err(&path, "appending to the history"))?;
+            }
         }
         let state = if affected > 0 {
             Self::bump(&tx, &path, self.meta.state.lineage)?
