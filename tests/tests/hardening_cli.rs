@@ -161,7 +161,13 @@ fn plan_into_a_closed_pipe_exits_quietly() {
         .arg(dir.path().join("state.db"));
     let (code, stderr) = with_closed_stdout(cmd);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stderr, "", "nothing to say about a reader that left");
+    // Nothing to say about a reader that left; only that there is no state yet.
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.starts_with("warning: no state at ")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -162,11 +162,9 @@ pub(crate) fn run_origin() -> RunOrigin {
     }
 }
 
-/// The host's name, as the kernel has it.
+/// The host's name, as the state's lock holder names it.
 fn gethostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
