@@ -260,7 +260,7 @@ fn item_failures_are_listed_and_only_they_are_retried() {
     );
     for u in ["u3", "u7"] {
         for p in ["p0", "p1", "p2"] {
-            let line = format!("failed: {u} → user:{p} (50002)");
+            let line = format!("failed: {u} → user:{p}: 50002 (");
             assert!(out.stderr.contains(&line), "{line} in\n{}", out.all());
         }
     }
@@ -306,7 +306,7 @@ fn users_that_do_not_exist_count_as_done_and_are_named() {
     );
     assert!(
         out.stdout
-            .ends_with("Apply complete: 5 deleted, 0 forgotten, 0 failed.\n"),
+            .ends_with("Apply complete: 3 deleted, 2 already absent, 0 forgotten, 0 failed.\n"),
         "{}",
         out.all()
     );

@@ -47,7 +47,7 @@ fn list_with_no_state_is_empty_and_creates_nothing() {
     let out = timctl_tests::succeeds(timctl(&state).args(["state", "list", "--json"]));
     assert_eq!(
         json(&out.stdout),
-        serde_json::json!({"lineage": null, "serial": null, "sdkappid": null, "entries": []})
+        serde_json::json!({"format_version": 1, "lineage": null, "serial": null, "sdkappid": null, "entries": []})
     );
     let out = timctl(&state).args(["state", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("No state at"));
@@ -73,6 +73,7 @@ fn list_json_has_the_documented_shape() {
     assert_eq!(
         json(&out.stdout),
         serde_json::json!({
+            "format_version": 1,
             "lineage": meta.state.lineage.to_string(),
             "serial": 2,
             "sdkappid": APP,

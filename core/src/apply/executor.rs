@@ -211,9 +211,156 @@ pub enum Event {
         failed: usize,
         /// Deletions per second so far.
         rate: f64,
+        /// `done` as a whole percentage of `total` (100 when there is nothing to do).
+        percent: u32,
+        /// Seconds left at the rate so far; `None` before the first result.
+        eta_seconds: Option<u64>,
+    },
+    /// Why a run was refused or ended in an error; `--json` prints it just before the
+    /// `summary`, so that a pipeline's artifact says why even when nothing was called.
+    Error {
+        /// What went wrong and what to do, with no secret in it.
+        message: String,
     },
     /// The last event.
     Summary(RunSummary),
+}
+
+/// The `format_version` of every line of apply's `--json` (and of the listing events it
+/// prints with `--refresh`). Fields may be added, and new events may appear, without a
+/// change; a field renamed, removed or given another meaning changes it.
+pub const EVENT_FORMAT_VERSION: u32 = 1;
+
+/// One line of `--json`: `format_version`, `at` (RFC 3339 UTC, milliseconds), `run` (the run's
+/// ID, as `state runs` shows it), then the event's own fields, `event` first. Serve may print
+/// its events through it too.
+#[derive(Debug, serde::Serialize)]
+pub struct EventLine<'a, E> {
+    /// [`EVENT_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// When the event happened.
+    pub at: String,
+    /// The run's ID.
+    pub run: uuid::Uuid,
+    /// The event (an internally tagged enum: its `event` field comes first).
+    #[serde(flatten)]
+    pub event: &'a E,
+}
+
+/// `event` as one JSON line (without the newline), stamped with the run and `at`.
+pub fn event_line<E: serde::Serialize>(
+    run: uuid::Uuid,
+    at: jiff::Timestamp,
+    event: &E,
+) -> serde_json::Result<String> {
+    serde_json::to_string(&EventLine {
+        format_version: EVENT_FORMAT_VERSION,
+        at: crate::ledger::history::millis(at),
+        run,
+        event,
+    })
+}
+
+/// How many conversations each failure group names.
+pub const FAILURES_SHOWN_PER_CODE: usize = 3;
+/// How many failed users a summary names (for the command that retries them).
+pub const FAILED_USERS_SHOWN: usize = 10;
+
+/// A conversation named in a failure group.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailedConversation {
+    /// From_Account.
+    pub from: String,
+    /// `user` or `group`.
+    #[serde(rename = "type")]
+    pub kind: PeerKind,
+    /// The other side's ID.
+    pub peer: String,
+}
+
+/// The failures that share one code, for the recap at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailureGroup {
+    /// The server's code; `None` for a transport failure that outlasted the retries.
+    pub code: Option<i64>,
+    /// The first failure's message.
+    pub message: String,
+    /// How many failed with this code.
+    pub count: usize,
+    /// The first [`FAILURES_SHOWN_PER_CODE`] of them.
+    pub first: Vec<FailedConversation>,
+}
+
+/// Failures grouped by code, as a run goes: memory is a few conversations per code, whatever
+/// the number of failures.
+#[derive(Clone, Debug, Default)]
+pub struct FailureRecap {
+    groups: Vec<FailureGroup>,
+    users: BTreeSet<String>,
+}
+
+impl FailureRecap {
+    /// Adds one failure.
+    pub fn add(
+        &mut self,
+        from: &str,
+        kind: PeerKind,
+        peer: &str,
+        code: Option<i64>,
+        message: &str,
+    ) {
+        let i = match self.groups.iter().position(|g| g.code == code) {
+            Some(i) => i,
+            None => {
+                self.groups.push(FailureGroup {
+                    code,
+                    message: message.to_owned(),
+                    count: 0,
+                    first: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        let group = &mut self.groups[i];
+        group.count += 1;
+        if group.first.len() < FAILURES_SHOWN_PER_CODE {
+            group.first.push(FailedConversation {
+                from: from.to_owned(),
+                kind,
+                peer: peer.to_owned(),
+            });
+        }
+        // Counted exactly up to one past the shown ones: enough to say "and more".
+        if self.users.len() <= FAILED_USERS_SHOWN {
+            self.users.insert(from.to_owned());
+        }
+    }
+
+    /// The groups, the most frequent first (then by code, transport failures last).
+    pub fn groups(&self) -> Vec<FailureGroup> {
+        let mut groups = self.groups.clone();
+        groups.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.code.is_none().cmp(&b.code.is_none()))
+                .then(a.code.cmp(&b.code))
+        });
+        groups
+    }
+
+    /// The users with a failure: the first [`FAILED_USERS_SHOWN`] by ID, and whether there
+    /// are more.
+    pub fn users(&self) -> (Vec<String>, bool) {
+        let more = self.users.len() > FAILED_USERS_SHOWN;
+        (
+            self.users
+                .iter()
+                .take(FAILED_USERS_SHOWN)
+                .cloned()
+                .collect(),
+            more,
+        )
+    }
 }
 
 /// How a run went (not to be confused with [`crate::plan::Summary`], the plan's counts).
@@ -237,6 +384,14 @@ pub struct RunSummary {
     pub forgotten: usize,
     /// Deletions that failed.
     pub failed: usize,
+    /// The failures grouped by code, the most frequent first, each with its first few
+    /// conversations: the recap at the end of a run.
+    pub failures: Vec<FailureGroup>,
+    /// Users with a failed deletion (at most [`FAILED_USERS_SHOWN`]), for the command that
+    /// retries them.
+    pub failed_users: Vec<String>,
+    /// Whether more users than `failed_users` had a failure.
+    pub more_failed_users: bool,
     /// Deletions never started because the run stopped.
     pub not_started: usize,
     /// Why the run stopped early, if it did.
@@ -412,6 +567,16 @@ impl<K: Clone + Eq + std::hash::Hash> FailurePattern<K> {
     }
 }
 
+/// The share done, as a whole percentage, and the seconds left at `rate` (`None` while
+/// nothing is done yet, so no rate is known).
+pub fn progress_figures(done: usize, total: usize, rate: f64) -> (u32, Option<u64>) {
+    let percent = (done.min(total) * 100)
+        .checked_div(total)
+        .map_or(100, |p| p as u32);
+    let eta = (rate > 0.0).then(|| (total.saturating_sub(done) as f64 / rate).ceil() as u64);
+    (percent, eta)
+}
+
 /// What [`execute`] comes to.
 #[derive(Debug)]
 pub struct Executed<R> {
@@ -469,6 +634,7 @@ where
     // Every distinct user that does not exist; only the first few are named in the summary.
     let mut missing: BTreeSet<UserId> = BTreeSet::new();
     let mut stop_message: Option<String> = None;
+    let mut recap = FailureRecap::default();
 
     let slots_ref = &slots;
     let mut results = futures::stream::iter(deletions)
@@ -508,7 +674,8 @@ where
                 let done = summary.deleted + summary.already_absent + summary.failed;
                 let secs = started.elapsed().as_secs_f64();
                 let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-                on_event(&Event::Progress { done, total, failed: summary.failed, rate });
+                let (percent, eta_seconds) = progress_figures(done, total, rate);
+                on_event(&Event::Progress { done, total, failed: summary.failed, rate, percent, eta_seconds });
                 continue;
             }
         };
@@ -564,6 +731,13 @@ where
             }
             DeletionOutcome::ItemFailed { code, message } => {
                 summary.failed += 1;
+                recap.add(
+                    deletion.key.from.as_str(),
+                    deletion.key.peer.kind(),
+                    deletion.key.peer.id(),
+                    code,
+                    &message,
+                );
                 on_event(&Event::Failed {
                     from: deletion.key.from.to_string(),
                     kind: deletion.key.peer.kind(),
@@ -619,6 +793,8 @@ where
         });
     }
     summary.stop_message = stop_message;
+    summary.failures = recap.groups();
+    (summary.failed_users, summary.more_failed_users) = recap.users();
     summary.missing_user_count = missing.len();
     summary.missing_users = missing
         .iter()

@@ -35,8 +35,10 @@ pub mod executor;
 mod store;
 
 pub use executor::{
-    Deleter, Deletion, DeletionOutcome, Event, ExecOptions, Executed, LedgerRecorder,
-    MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary, error_chain, execute,
+    Deleter, Deletion, DeletionOutcome, EVENT_FORMAT_VERSION, Event, EventLine, ExecOptions,
+    Executed, FAILED_USERS_SHOWN, FAILURES_SHOWN_PER_CODE, FailedConversation, FailureGroup,
+    FailureRecap, LedgerRecorder, MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary,
+    error_chain, event_line, execute, progress_figures,
 };
 pub use store::StateStore;
 
@@ -284,6 +286,13 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
     /// Says where and by whom the run runs (host, OS user, commit, CI job), for the history.
     pub fn ran_from(mut self, origin: RunOrigin) -> Self {
         self.run.origin = origin;
+        self
+    }
+
+    /// Gives the run the ID its events already carry (the binary makes it before planning, so
+    /// that every `--json` event of one apply, refusals included, names the same run).
+    pub fn with_run_id(mut self, run_id: uuid::Uuid) -> Self {
+        self.run.run_id = run_id;
         self
     }
 

@@ -514,8 +514,11 @@ pub enum LedgerError {
     },
 }
 
+/// The `format_version` of `state list --json`: fields may be added without a change.
+pub const LIST_FORMAT_VERSION: u32 = 1;
+
 /// Writes the `state list --json` document (README.md, "State and plans"):
-/// `{"lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
+/// `{"format_version", "lineage", "serial", "sdkappid", "entries": [{"from", "type", "peer", "clear_roaming",
 /// "deleted_at", "origin"}…]}`; with no state, `null` meta fields and no entries.
 pub fn write_list_json(
     meta: Option<&Meta>,
@@ -547,7 +550,8 @@ pub fn write_list_json(
     struct Doc<'a>(Option<&'a Meta>, &'a [StateEntry]);
     impl serde::Serialize for Doc<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("State", 4)?;
+            let mut st = s.serialize_struct("State", 5)?;
+            st.serialize_field("format_version", &LIST_FORMAT_VERSION)?;
             st.serialize_field("lineage", &self.0.map(|m| m.state.lineage))?;
             st.serialize_field("serial", &self.0.map(|m| m.state.serial))?;
             st.serialize_field("sdkappid", &self.0.map(|m| m.sdkappid))?;

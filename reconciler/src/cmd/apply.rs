@@ -47,6 +47,42 @@ pub(crate) struct Args {
 const MAX_RATE: u32 = 100_000;
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    // One ID for every event of this apply, refusals included; the history names the run by
+    // it once the run starts.
+    let run_id = uuid::Uuid::new_v4();
+    match apply(global, args, run_id) {
+        // A pipeline's artifact says why, even when nothing was called: an `error` event, then
+        // the `summary`, as the last event always is. The error itself still goes to stderr.
+        Err(e) if args.exec.json && !crate::output::is_closed_stdout(&e) => {
+            let mut output = Output::new(true, global.quiet, 0, run_id);
+            output.event(&Event::Error {
+                message: crate::redact::text(&report_chain(&e)),
+            });
+            output.event(&Event::Summary(RunSummary::default()));
+            output.finish();
+            Err(e)
+        }
+        result => result,
+    }
+}
+
+/// A report's message and its causes, on one line.
+fn report_chain(report: &miette::Report) -> String {
+    let mut text = String::new();
+    for cause in report.chain() {
+        let line = cause.to_string();
+        if text.ends_with(&line) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&line);
+    }
+    text
+}
+
+fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<ExitCode> {
     // Everything that can be refused is checked before anything is called or written.
     let exec = &args.exec;
     let rate = rate(exec.rate, global.quiet)?;
@@ -71,7 +107,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 )?
                 .check_app(desired.app.sdkappid)?;
                 let report = if args.exec.json {
-                    super::refresh::Report::Json
+                    super::refresh::Report::Json(run_id)
                 } else {
                     super::refresh::Report::Human
                 };
@@ -101,7 +137,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // waited for the lock (the plan is then made again under the lock, which it keeps).
     let mut credentials = None;
     let locked = loop {
-        if !approve(&prepared, args, global)? {
+        if !approve(&prepared, args, global, run_id)? {
             return Ok(ExitCode::SUCCESS);
         }
         // Forgetting needs no call, so a plan without deletions needs no credentials.
@@ -112,7 +148,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             confirm(args.exec.json)?;
         }
         match prepared.lock(&store, exec.lock_timeout)? {
-            Locking::Ready(locked) => break locked.ran_from(crate::cmd::state::run_origin()),
+            Locking::Ready(locked) => {
+                break locked
+                    .ran_from(crate::cmd::state::run_origin())
+                    .with_run_id(run_id);
+            }
             Locking::Replanned(again) => {
                 eprintln_lossy!(
                     "The state changed while this apply waited for the lock; it planned again \
@@ -151,6 +191,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         args.exec.json,
         global.quiet,
         locked.plan().summary.delete as usize,
+        run_id,
     );
     let applied = runtime.block_on(async {
         watch_signals(stop.clone());
@@ -164,7 +205,22 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // In-flight calls have finished; nothing else is waiting on the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let summary = applied?.summary;
-    report(&summary, args.exec.json, global.quiet);
+    let manifests: Vec<String> = args
+        .manifests
+        .manifests
+        .iter()
+        .map(|m| m.to_string_lossy().into_owned())
+        .collect();
+    let retry = crate::progress::retry_command(
+        if args.planfile.is_some() {
+            &[]
+        } else {
+            &manifests
+        },
+        &summary,
+        args.planfile.is_some(),
+    );
+    report(&summary, args.exec.json, &retry);
     Ok(exit_code(&summary))
 }
 
@@ -195,11 +251,14 @@ fn approve<W: LedgerWriter + Send + 'static>(
     prepared: &Prepared<W>,
     args: &Args,
     global: &Global,
+    run_id: uuid::Uuid,
 ) -> miette::Result<bool> {
     let quiet = global.quiet;
     let plan = prepared.plan();
     let asking = !prepared.is_saved() && !args.auto_approve;
-    if !prepared.is_saved() && !args.exec.json {
+    // `-q` prints warnings, errors and the last line only; a plan someone is asked to approve
+    // is still shown, since nobody can approve what they cannot see.
+    if !prepared.is_saved() && !args.exec.json && (asking || !quiet) {
         match super::plan::print(
             plan,
             super::plan::Format::Text,
@@ -230,7 +289,7 @@ fn approve<W: LedgerWriter + Send + 'static>(
         );
     }
     if !plan.has_changes() {
-        nothing_to_do(args.exec.json, quiet);
+        nothing_to_do(args.exec.json, quiet, run_id);
         return Ok(false);
     }
     check_max_deletes(plan, args.exec.max_deletes)?;
@@ -251,10 +310,10 @@ fn check_max_deletes(plan: &Plan, max: Option<u64>) -> miette::Result<()> {
 }
 
 /// The run of a plan without changes: no lock, no state written, the same output.
-fn nothing_to_do(json: bool, quiet: bool) {
+fn nothing_to_do(json: bool, quiet: bool, run_id: uuid::Uuid) {
     let summary = RunSummary::default();
     if json {
-        let mut output = Output::new(true, quiet, 0);
+        let mut output = Output::new(true, quiet, 0, run_id);
         output.event(&Event::Planned {
             delete: 0,
             forget: 0,
@@ -262,7 +321,7 @@ fn nothing_to_do(json: bool, quiet: bool) {
         output.event(&Event::Summary(summary.clone()));
         output.finish();
     }
-    report(&summary, json, quiet);
+    report(&summary, json, "timctl apply");
 }
 
 /// The deleter of a plan without deletions: never called, so it needs no credentials.
@@ -376,13 +435,18 @@ fn signal_exit_code(reason: StopReason) -> i32 {
     }
 }
 
-/// The warnings and the last line.
-fn report(s: &RunSummary, json: bool, quiet: bool) {
+/// The stop's message, the recap of failures and the command that retries them, the warnings,
+/// and the last line: all of it printed under `-q` too (warnings, errors and the last line are
+/// what `-q` keeps).
+fn report(s: &RunSummary, json: bool, retry: &str) {
     if let Some(message) = &s.stop_message {
         eprintln_lossy!("Error: {message}");
     }
+    for line in crate::progress::recap(s, retry) {
+        eprintln_lossy!("{line}");
+    }
     match s.stopped {
-        Some(StopReason::Interrupted | StopReason::Terminated) => eprintln_lossy!(
+        _ if crate::progress::signalled(s) => eprintln_lossy!(
             "Stopped before the end: {} deletions were not started; run apply again to finish.",
             s.not_started
         ),
@@ -392,10 +456,10 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
         ),
         _ => {}
     }
-    if s.missing_user_count > 0 && !quiet {
+    if s.missing_user_count > 0 {
         eprintln_lossy!(
             "warning: {} users do not exist (50001), so they have no conversations: {}. \
-             Their entries count as done; check the manifest for typos.",
+             Their entries count as done (already absent); check the manifest for typos.",
             s.missing_user_count,
             crate::output::shortened_list(&s.missing_users, s.missing_user_count)
         );
@@ -412,25 +476,9 @@ fn report(s: &RunSummary, json: bool, quiet: bool) {
     if json {
         return;
     }
-    let line = if s.recorded > 0 {
-        format!(
-            "Apply complete: {} deleted, {} recorded, {} forgotten, {} failed.",
-            s.deleted + s.already_absent,
-            s.recorded,
-            s.forgotten,
-            s.failed
-        )
-    } else {
-        format!(
-            "Apply complete: {} deleted, {} forgotten, {} failed.",
-            s.deleted + s.already_absent,
-            s.forgotten,
-            s.failed
-        )
-    };
     // The work is done and recorded whoever reads this: a closed stdout (`timctl apply | head`)
     // must neither panic nor change the exit code, which says how the run went.
-    let _ = writeln!(std::io::stdout(), "{line}");
+    let _ = writeln!(std::io::stdout(), "{}", crate::progress::final_line(s));
 }
 
 /// 0 when everything succeeded; 130 after Ctrl-C and 143 after SIGTERM; 1 otherwise.

@@ -31,8 +31,9 @@ pub(crate) const DEFAULT_MAX_RETRIES: u32 = 5;
 pub(crate) enum Report {
     /// Progress on stderr (a bar on a terminal, else a line every 2 s).
     Human,
-    /// One JSON event per line on stdout (`apply --json`).
-    Json,
+    /// One JSON event per line on stdout (`apply --json`), stamped with the run's ID as
+    /// apply's own events are.
+    Json(uuid::Uuid),
 }
 
 /// Reads every planned user's conversation list, retrying a transient failure of a page
@@ -217,8 +218,8 @@ impl Progress {
     }
 
     fn event(&mut self, e: &Event) {
-        if self.report == Report::Json {
-            if let Ok(line) = serde_json::to_string(e) {
+        if let Report::Json(run) = self.report {
+            if let Ok(line) = timctl_core::apply::event_line(run, jiff::Timestamp::now(), e) {
                 // A reader that went away misses the rest; listing reads and changes nothing.
                 let _ = writeln!(std::io::stdout(), "{line}");
             }

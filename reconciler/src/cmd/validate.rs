@@ -24,6 +24,9 @@ pub(crate) enum Format {
     Github,
 }
 
+/// The `format_version` of `validate --format json`: fields may be added without a change.
+const VALIDATE_FORMAT_VERSION: u32 = 1;
+
 pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // Validating needs only the counts: the loaded state is summed up and dropped here.
     // Every format prints the problems without the run's secrets.
@@ -37,11 +40,13 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         Format::Json => {
             let doc = match &result {
                 Ok((users, conversations, files)) => serde_json::json!({
+                    "format_version": VALIDATE_FORMAT_VERSION,
                     "valid": true,
                     "problems": [],
                     "summary": {"users": users, "conversations": conversations, "files": files},
                 }),
                 Err(errors) => serde_json::json!({
+                    "format_version": VALIDATE_FORMAT_VERSION,
                     "valid": false,
                     "problems": errors.problems(),
                     "summary": null,

@@ -432,3 +432,95 @@ fn a_stop_releases_calls_waiting_for_a_stalled_state() {
     assert_eq!(summary.not_started, 90);
     assert_eq!(recorded.load(Ordering::SeqCst), 10);
 }
+
+#[test]
+fn failures_are_grouped_by_code_most_frequent_first_naming_the_first_few() {
+    let mut recap = FailureRecap::default();
+    for i in 0..5 {
+        recap.add(
+            &format!("u{i}"),
+            PeerKind::User,
+            "p",
+            Some(50002),
+            "50002 (bad)",
+        );
+    }
+    recap.add("t", PeerKind::Group, "@TGS#g", None, "timed out");
+    recap.add("v", PeerKind::User, "p", Some(90001), "90001 (other)");
+    recap.add(
+        "w",
+        PeerKind::User,
+        "p",
+        Some(90001),
+        "90001 (other, again)",
+    );
+    let groups = recap.groups();
+    let codes: Vec<_> = groups.iter().map(|g| (g.code, g.count)).collect();
+    assert_eq!(codes, [(Some(50002), 5), (Some(90001), 2), (None, 1)]);
+    assert_eq!(groups[0].first.len(), FAILURES_SHOWN_PER_CODE);
+    assert_eq!(groups[0].first[0].from, "u0");
+    assert_eq!(
+        groups[1].message, "90001 (other)",
+        "the first message is kept"
+    );
+    let (users, more) = recap.users();
+    assert_eq!(users, ["t", "u0", "u1", "u2", "u3", "u4", "v", "w"]);
+    assert!(!more);
+    for i in 0..20 {
+        recap.add(
+            &format!("x{i:02}"),
+            PeerKind::User,
+            "p",
+            Some(50002),
+            "50002 (bad)",
+        );
+    }
+    let (users, more) = recap.users();
+    assert_eq!(users.len(), FAILED_USERS_SHOWN);
+    assert!(more);
+}
+
+#[test]
+fn progress_says_the_share_done_and_the_time_left() {
+    assert_eq!(progress_figures(0, 500, 0.0), (0, None));
+    assert_eq!(progress_figures(100, 500, 50.0), (20, Some(8)));
+    assert_eq!(progress_figures(499, 500, 200.0), (99, Some(1)));
+    assert_eq!(progress_figures(0, 0, 0.0), (100, None));
+}
+
+#[test]
+fn an_event_line_starts_with_its_version_time_and_run() {
+    let run: uuid::Uuid = "6f1c2e3a-0000-4000-8000-000000000001".parse().unwrap();
+    let at: jiff::Timestamp = "2026-12-05T23:50:01.123456Z".parse().unwrap();
+    let line = event_line(
+        run,
+        at,
+        &Event::Planned {
+            delete: 2,
+            forget: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        line,
+        "{\"format_version\":1,\"at\":\"2026-12-05T23:50:01.123Z\",\
+         \"run\":\"6f1c2e3a-0000-4000-8000-000000000001\",\"event\":\"planned\",\"delete\":2,\"forget\":0}"
+    );
+    let summary = event_line(run, at, &Event::Summary(RunSummary::default())).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["event"], "summary");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["failures"], serde_json::json!([]));
+    let error = event_line(
+        run,
+        at,
+        &Event::Error {
+            message: "no".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        error.ends_with("\"event\":\"error\",\"message\":\"no\"}"),
+        "{error}"
+    );
+}
