@@ -386,6 +386,16 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.record(run, origin, batch, reason),
         }
     }
+    fn record_detailed(
+        &mut self,
+        run: &RunInfo,
+        batch: &[super::DetailedDeletion],
+    ) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.record_detailed(run, batch),
+            Self::Postgres(w) => w.record_detailed(run, batch),
+        }
+    }
     fn remove(
         &mut self,
         action: EventAction,

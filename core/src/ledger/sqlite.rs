@@ -823,9 +823,38 @@ fn append_event(
     clear_roaming: bool,
     run_row: i64,
 ) -> Result<(), LedgerError> {
+    append_event_detailed(
+        tx,
+        path,
+        at,
+        action,
+        reason,
+        key,
+        clear_roaming,
+        run_row,
+        None,
+        None,
+    )
+}
+
+/// [`append_event`] with an enforced deletion's `trigger` (JSON text) and `latency_ms`.
+#[allow(clippy::too_many_arguments)]
+fn append_event_detailed(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    at: jiff::Timestamp,
+    action: EventAction,
+    reason: EventReason,
+    key: &ConversationKey,
+    clear_roaming: bool,
+    run_row: i64,
+    trigger: Option<&str>,
+    latency_ms: Option<u64>,
+) -> Result<(), LedgerError> {
     tx.prepare_cached(
-        "INSERT INTO events (at, action, reason, from_account, kind, peer, clear_roaming, run)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (at, action, reason, from_account, kind, peer, clear_roaming, run,
+                             trigger_json, latency_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -836,11 +865,98 @@ fn append_event(
             kind_code(key.peer.kind()),
             key.peer.id(),
             clear_roaming,
-            run_row
+            run_row,
+            trigger,
+            latency_ms.map(|l| l as i64)
         ])
     })
     .map_err(sqlite_err(path, "appending to the history"))?;
     Ok(())
+}
+
+/// What the history says of the `i`th item of a batch: its reason, `trigger` (JSON text) and
+/// `latency_ms`.
+type EventDetails<'a> = dyn Fn(usize) -> (EventReason, Option<String>, Option<u64>) + 'a;
+
+impl SqliteLedgerWriter {
+    /// [`LedgerWriter::record`] with each item's history details.
+    fn record_with(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[Deleted],
+        details: &EventDetails<'_>,
+    ) -> Result<Written, LedgerError> {
+        if batch.is_empty() {
+            return Ok(Written {
+                state: self.meta.state,
+                affected: 0,
+            });
+        }
+        let action = match origin {
+            Origin::Deleted => EventAction::Deleted,
+            Origin::Absent => EventAction::Recorded,
+        };
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
+        let mut affected = 0;
+        for (i, d) in batch.iter().enumerate() {
+            let (reason, trigger, latency_ms) = details(i);
+            // Inserted, or replaced when it says something else; an entry recorded the same
+            // way stays as it was (its first deletion's time and run), so the serial stays
+            // and no saved plan goes stale. `changes` is 0 when the update's WHERE refused.
+            affected += tx
+                .prepare_cached(
+                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (from_account, kind, peer) DO UPDATE SET
+                        clear_roaming = excluded.clear_roaming,
+                        deleted_at = excluded.deleted_at,
+                        run = excluded.run,
+                        origin = excluded.origin
+                     WHERE entries.clear_roaming != excluded.clear_roaming
+                        OR entries.origin != excluded.origin",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        d.key.from.as_str(),
+                        kind_code(d.key.peer.kind()),
+                        d.key.peer.id(),
+                        d.clear_roaming,
+                        d.deleted_at.as_second(),
+                        run_row,
+                        origin.as_str()
+                    ])
+                })
+                .map_err(sqlite_err(&path, "recording deletions"))?;
+            append_event_detailed(
+                &tx,
+                &path,
+                d.deleted_at,
+                action,
+                reason,
+                &d.key,
+                d.clear_roaming,
+                run_row,
+                trigger.as_deref(),
+                latency_ms,
+            )?;
+        }
+        let state = if affected > 0 {
+            Self::bump(&tx, &path, self.meta.state.lineage)?
+        } else {
+            self.meta.state
+        };
+        tx.commit()
+            .map_err(sqlite_err(&path, "committing deletions"))?;
+        self.run_row = Some((run.run_id, run_row));
+        self.meta.state = state;
+        Ok(Written { state, affected })
+    }
 }
 
 impl LedgerWriter for SqliteLedgerWriter {
@@ -878,72 +994,23 @@ impl LedgerWriter for SqliteLedgerWriter {
         batch: &[Deleted],
         reason: &dyn Fn(&ConversationKey) -> EventReason,
     ) -> Result<Written, LedgerError> {
-        if batch.is_empty() {
-            return Ok(Written {
-                state: self.meta.state,
-                affected: 0,
-            });
-        }
-        let action = match origin {
-            Origin::Deleted => EventAction::Deleted,
-            Origin::Absent => EventAction::Recorded,
-        };
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path, "starting a write"))?;
-        let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
-        let mut affected = 0;
-        for d in batch {
-            // Inserted, or replaced when it says something else; an entry recorded the same
-            // way stays as it was (its first deletion's time and run), so the serial stays
-            // and no saved plan goes stale. `changes` is 0 when the update's WHERE refused.
-            affected += tx
-                .prepare_cached(
-                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (from_account, kind, peer) DO UPDATE SET
-                        clear_roaming = excluded.clear_roaming,
-                        deleted_at = excluded.deleted_at,
-                        run = excluded.run,
-                        origin = excluded.origin
-                     WHERE entries.clear_roaming != excluded.clear_roaming
-                        OR entries.origin != excluded.origin",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        d.key.from.as_str(),
-                        kind_code(d.key.peer.kind()),
-                        d.key.peer.id(),
-                        d.clear_roaming,
-                        d.deleted_at.as_second(),
-                        run_row,
-                        origin.as_str()
-                    ])
-                })
-                .map_err(sqlite_err(&path, "recording deletions"))?;
-            append_event(
-                &tx,
-                &path,
-                d.deleted_at,
-                action,
-                reason(&d.key),
-                &d.key,
-                d.clear_roaming,
-                run_row,
-            )?;
-        }
-        let state = if affected > 0 {
-            Self::bump(&tx, &path, self.meta.state.lineage)?
-        } else {
-            self.meta.state
-        };
-        tx.commit()
-            .map_err(sqlite_err(&path, "committing deletions"))?;
-        self.run_row = Some((run.run_id, run_row));
-        self.meta.state = state;
-        Ok(Written { state, affected })
+        self.record_with(run, origin, batch, &|i| (reason(&batch[i].key), None, None))
+    }
+
+    fn record_detailed(
+        &mut self,
+        run: &RunInfo,
+        batch: &[crate::ledger::DetailedDeletion],
+    ) -> Result<Written, LedgerError> {
+        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
+        self.record_with(run, Origin::Deleted, &deleted, &|i| {
+            let d = &batch[i];
+            (
+                d.reason,
+                d.trigger.as_ref().map(|t| t.to_string()),
+                d.latency_ms,
+            )
+        })
     }
 
     fn remove(
