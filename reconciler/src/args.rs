@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Show(cmd::show::Args),
     /// Delete what the plan says, and record it in the state.
     Apply(cmd::apply::Args),
+    /// Keep the manifests' conversations deleted in real time: delete each one within a
+    /// second of the message callback that brings it back.
+    Serve(cmd::serve::Args),
     /// Print the JSON Schema of the manifest, for editors and CI validators.
     Schema(cmd::schema::Args),
     /// Read and edit the state.

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::plan::run(&cli.global, a),
         Command::Show(a) => cmd::show::run(&cli.global, a),
         Command::Apply(a) => cmd::apply::run(&cli.global, a),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Schema(a) => cmd::schema::run(&cli.global, a),
         Command::State(a) => cmd::state::run(&cli.global, a),
         Command::Usersig(a) => cmd::usersig::run(&cli.global, a),

@@ -126,11 +126,7 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
             }
             batch.clear();
         };
-        loop {
-            let first = match rx.recv() {
-                Ok(d) => d,
-                Err(_) => break,
-            };
+        while let Ok(first) = rx.recv() {
             batch.push(first);
             let deadline = Instant::now() + RECORD_INTERVAL;
             let mut closed = false;
@@ -237,6 +233,72 @@ impl<D: Deleter + 'static> Enforcer<D> {
         }
     }
 
+    /// The resync's deletions (the plan's, without refresh: what the state does not record yet),
+    /// `concurrency` at a time through `deleter`, each confirmed one sent to `recorder` with its
+    /// plan reason. Stops starting new ones when `stop` or `shutdown` is raised. Returns how many
+    /// failed or were not made (0: the resync succeeded).
+    pub async fn resync(
+        &self,
+        deletions: Vec<(Deletion, EventReason)>,
+        recorder: mpsc::Sender<DetailedDeletion>,
+        concurrency: usize,
+        shutdown: &std::sync::atomic::AtomicBool,
+    ) -> usize {
+        use futures::StreamExt;
+        let (deleter, metrics, stop) =
+            (&self.inner.deleter, &*self.inner.metrics, &self.inner.stop);
+        let results = futures::stream::iter(deletions)
+            .map(|(d, reason)| async move {
+                if stop.is_stopped() || shutdown.load(Ordering::SeqCst) {
+                    return (d, reason, DeletionOutcome::NotSent);
+                }
+                let outcome = deleter.delete(&d).await;
+                (d, reason, outcome)
+            })
+            .buffer_unordered(concurrency.max(1));
+        futures::pin_mut!(results);
+        let mut unfinished = 0;
+        while let Some((d, reason, outcome)) = results.next().await {
+            let label = reason.as_str();
+            let confirmed = match &outcome {
+                DeletionOutcome::Deleted => {
+                    metrics.deletion(label, "deleted", Some(0));
+                    true
+                }
+                DeletionOutcome::AlreadyAbsent { code } => {
+                    metrics.deletion(label, "already_absent", Some(*code));
+                    true
+                }
+                DeletionOutcome::ItemFailed { code, .. } => {
+                    metrics.deletion(label, "failed", *code);
+                    false
+                }
+                DeletionOutcome::Fatal { message } => {
+                    metrics.deletion(label, "fatal", None);
+                    lock(&self.inner.fatal).get_or_insert_with(|| message.clone());
+                    stop.stop(StopReason::Fatal);
+                    false
+                }
+                DeletionOutcome::NotSent => false,
+            };
+            if confirmed {
+                let _ = recorder.send(DetailedDeletion {
+                    deleted: Deleted {
+                        key: d.key,
+                        clear_roaming: d.clear_roaming,
+                        deleted_at: jiff::Timestamp::now(),
+                    },
+                    reason,
+                    trigger: None,
+                    latency_ms: None,
+                });
+            } else {
+                unfinished += 1;
+            }
+        }
+        unfinished
+    }
+
     /// Closes the recording channel (once every worker has dropped its use of it): the
     /// recording thread then writes its last batch and ends the run.
     pub fn close(&self) {
@@ -302,7 +364,7 @@ async fn work<D: Deleter>(
                 },
                 reason: cause.reason,
                 trigger: cause.trigger.clone(),
-                latency_ms: enforced.then(|| latency.as_millis() as u64),
+                latency_ms: enforced.then_some(latency.as_millis() as u64),
             };
             if let Some(tx) = lock(&inner.recorder).as_ref() {
                 let _ = tx.send(record);
@@ -325,6 +387,13 @@ async fn work<D: Deleter>(
                 return;
             }
         }
+    }
+}
+
+/// An enforcer and a resync share one client.
+impl<T: Deleter> Deleter for Arc<T> {
+    fn delete(&self, deletion: &Deletion) -> impl Future<Output = DeletionOutcome> + Send {
+        (**self).delete(deletion)
     }
 }
 

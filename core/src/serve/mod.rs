@@ -1,11 +1,11 @@
 //! `timctl serve`'s library: from an authenticated callback to a recorded deletion.
 //!
-//! - [`enforcer`]: the deduplicated queue with the settle rule, the deletions through the
+//! - [`enforcer`], the deduplicated queue with the settle rule, the deletions through the
 //!   apply's [`Deleter`](crate::apply::Deleter) and the recording thread.
-//! - [`http`]: the callback listener (`POST /callback`) and the ops listener (`/healthz`,
+//! - [`http`], the callback listener (`POST /callback`) and the ops listener (`/healthz`,
 //!   `/readyz`, `/metrics`) as axum routers.
-//! - [`metrics`]: the contract's metrics, through prometheus-client.
-//! - [`cidr`]: `--callback-allow`.
+//! - [`metrics`], the contract's metrics, through prometheus-client.
+//! - [`cidr`], `--callback-allow`.
 //!
 //! The binary (`reconciler/src/cmd/serve.rs`) reads flags, the token and the credentials,
 //! binds the sockets in the contract's order and waits for a signal.

@@ -5,7 +5,7 @@ use crate::ids::{Peer, UserId};
 #[derive(Default)]
 struct Counting(Mutex<Vec<(ConversationKey, tokio::time::Instant)>>);
 
-impl Deleter for Arc<Counting> {
+impl Deleter for Counting {
     async fn delete(&self, d: &Deletion) -> DeletionOutcome {
         lock(&self.0).push((d.key.clone(), tokio::time::Instant::now()));
         DeletionOutcome::Deleted
