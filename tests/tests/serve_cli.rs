@@ -509,3 +509,143 @@ impl Serve {
         self.child.take().unwrap()
     }
 }
+
+/// The Python that `.ci/steps/prometheus-client.sh` installs prometheus_client into.
+fn prometheus_python() -> std::path::PathBuf {
+    let target = timctl_tests::timctl_bin()
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .to_path_buf();
+    let python = target.join("ci-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run .ci/steps/prometheus-client.sh once (it installs Python's \
+         prometheus_client there)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_match_what_the_test_did() {
+    let python = prometheus_python();
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let alice_bob = key("alice", 1, "bob", true);
+    let before = deletions_of(&fake, &alice_bob);
+    serve.rt.block_on(async {
+        fake.send_one_to_one("bob", "alice", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        fake.send_one_to_one("bob", "zed", 2)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    let forged = callback_query(
+        APP,
+        "C2C.CallbackAfterSendMsg",
+        Some("wrong"),
+        callbacks::unix_now(),
+    );
+    assert_eq!(
+        serve
+            .post(
+                &forged,
+                callbacks::one_to_one_body("bob", "alice", 3).as_bytes(),
+                None
+            )
+            .status,
+        401
+    );
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == before + 1
+    });
+    wait_for("the queue to empty", || {
+        sample(&serve.metrics(), "timctl_queue_depth") == 0.0
+    });
+    let text = serve.metrics();
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: std::collections::BTreeMap<String, f64> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let get = |k: &str| {
+        parsed
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing: {parsed:?}"))
+    };
+    let c2c = "command=C2C.CallbackAfterSendMsg";
+    assert_eq!(
+        get(&format!("timctl_callbacks_total{{{c2c},outcome=queued}}")),
+        1.0
+    );
+    assert_eq!(
+        get(&format!("timctl_callbacks_total{{{c2c},outcome=ignored}}")),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            "timctl_callbacks_total{{{c2c},outcome=unauthorized}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get("timctl_deletions_total{outcome=deleted,reason=enforced}"),
+        1.0
+    );
+    // The first resync's three deletions, reason `new`.
+    assert_eq!(
+        get("timctl_deletions_total{outcome=deleted,reason=new}"),
+        3.0
+    );
+    assert_eq!(
+        get("timctl_api_calls_total{code=0,endpoint=v4/recentcontact/delete}"),
+        4.0
+    );
+    assert_eq!(get("timctl_enforcement_latency_seconds_count{}"), 1.0);
+    assert_eq!(
+        get("timctl_enforcement_latency_seconds_bucket{le=+Inf}"),
+        1.0
+    );
+    assert_eq!(get("timctl_queue_depth{}"), 0.0);
+    assert_eq!(get("timctl_manifest_entries{}"), 3.0);
+    assert_eq!(get("timctl_ready{}"), 1.0);
+    assert_eq!(get("timctl_active{}"), 1.0);
+    assert!(get("timctl_last_resync_success_timestamp_seconds{}") > 1.7e9);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
