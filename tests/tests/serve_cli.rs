@@ -649,3 +649,50 @@ print(json.dumps(out))
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn sigterm_mid_enforcement_exits_0_with_every_confirmed_deletion_recorded() {
+    // Slow answers, so that SIGTERM arrives while deletions are in flight.
+    let fake = Fake::start(|c| {
+        c.latency = (Duration::from_millis(300), Duration::from_millis(600));
+    });
+    let env = Env::new(&fake, &apply_common::many(5, 8));
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let resync_deletions: usize = fake.deletions().values().sum();
+    serve.rt.block_on(async {
+        let mut sends = Vec::new();
+        for u in 0..5 {
+            for p in 0..8 {
+                let fake = &fake;
+                sends.push(async move {
+                    let (user, peer) = (format!("u{u}"), format!("p{p}"));
+                    fake.send_one_to_one(&peer, &user, (u * 8 + p) as u64)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                });
+            }
+        }
+        for answer in futures::future::join_all(sends).await {
+            assert_eq!(answer.status, 200);
+        }
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let enforced_on_server: usize = fake.deletions().values().sum::<usize>() - resync_deletions;
+    assert!(enforced_on_server > 0, "SIGTERM came before any deletion");
+    // Every deletion the server confirmed is in the history, as enforced.
+    let history = apply_common::Out::from(
+        env.timctl(&["state", "history", "--json", "--limit", "0"])
+            .output()
+            .unwrap(),
+    );
+    let enforced = history
+        .stdout
+        .lines()
+        .filter(|l| l.contains(r#""reason":"enforced""#))
+        .count();
+    assert_eq!(enforced, enforced_on_server, "{}", history.stdout);
+}
