@@ -27,7 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    cli.global.init_output();
+    let json_logs =
+        matches!(&cli.command, Command::Serve(a) if a.log_format == cmd::serve::LogFormat::Json);
+    cli.global.init_output_as(json_logs);
     redact::remember_state(cli.global.state.as_os_str());
     let result = match &cli.command {
         Command::Validate(a) => cmd::validate::run(&cli.global, a),

@@ -355,7 +355,7 @@ fn a_chatty_conversation_costs_at_most_one_call_per_settle_window_and_ends_delet
 fn callbacks_that_fail_the_checks_get_their_status_cause_no_call_and_are_counted() {
     let fake = Fake::start(|_| {});
     let env = Env::new(&fake, THREE);
-    let serve = Serve::start(&env, &[], &[("TIMCTL_LOG", "trace")]);
+    let serve = Serve::start(&env, &["--log-format", "json"], &[("TIMCTL_LOG", "trace")]);
     serve.wait_first_resync();
     let resync_calls = fake.calls().len();
     let c2c = "C2C.CallbackAfterSendMsg";
@@ -421,6 +421,23 @@ fn callbacks_that_fail_the_checks_get_their_status_cause_no_call_and_are_counted
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("keep clocks in sync"), "{stderr}");
+    // --log-format json: every log line is a JSON object (the lines serve prints for people,
+    // "ready" and "stopped", are not log lines).
+    let log_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(log_lines.len() > 10, "{stderr}");
+    for line in log_lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["level"].is_string(), "{line}");
+    }
+    let skew = stderr
+        .lines()
+        .find(|l| l.contains("keep clocks in sync"))
+        .unwrap();
+    let skew: serde_json::Value = serde_json::from_str(skew).unwrap();
+    assert!(
+        skew["fields"]["skew_seconds"].as_i64().unwrap().abs() >= 119,
+        "{skew}"
+    );
     assert!(!stderr.contains(TOKEN), "the token in the logs:\n{stderr}");
     assert!(!stderr.contains(&TOKEN.chars().rev().collect::<String>()));
     // No Sign value either: the valid Sign of the stale callback was never logged.

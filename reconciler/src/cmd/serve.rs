@@ -30,8 +30,25 @@ pub(crate) const TOKEN_VARIABLE: &str = "TIMCTL_CALLBACK_TOKEN";
 /// The variable naming a file that holds the callback token.
 pub(crate) const TOKEN_FILE_VARIABLE: &str = "TIMCTL_CALLBACK_TOKEN_FILE";
 
+/// How serve writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
+    /// Log lines as text or as one JSON object per line (on stderr).
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = "TIMCTL_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
     #[command(flatten)]
     pub(crate) manifests: crate::args::ManifestArgs,
     /// Where Tencent posts callbacks (`POST /callback`).
