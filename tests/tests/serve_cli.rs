@@ -713,3 +713,77 @@ fn sigterm_mid_enforcement_exits_0_with_every_confirmed_deletion_recorded() {
         .count();
     assert_eq!(enforced, enforced_on_server, "{}", history.stdout);
 }
+
+#[test]
+fn a_second_serve_on_the_same_state_is_refused_and_readyz_says_starting_until_it_could_start() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let first = Serve::start(&env, &[], &[]);
+    let manifest = env.manifest.to_str().unwrap();
+
+    // Refused at once, naming the running serve.
+    let (listen, ops) = (free_addr(), free_addr());
+    let refused = apply_common::Out::from(
+        env.timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(refused.stderr.contains("locked by"), "{}", refused.all());
+    assert!(refused.stderr.contains("serve"), "{}", refused.all());
+
+    // Waiting for the lock: the ops listener is up, /healthz 200, /readyz 503 `starting`.
+    let (listen, ops) = (free_addr(), free_addr());
+    let mut waiting = env
+        .timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+            "--lock-timeout",
+            "60s",
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ask = |path: &str| first.rt.block_on(callbacks::get(&ops, path)).ok();
+    wait_for("the second serve's ops listener", || {
+        ask("/healthz").is_some_and(|a| a.status == 200)
+    });
+    let readyz = ask("/readyz").unwrap();
+    assert_eq!((readyz.status, readyz.body.trim()), (503, "starting"));
+    // Its callback listener is not up yet.
+    assert!(std::net::TcpStream::connect(&listen).is_err());
+
+    // Once the first stops, the second takes the lock and becomes ready.
+    let (code, stderr) = first.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_for("the second serve to become ready", || {
+        rt.block_on(callbacks::get(&ops, "/readyz"))
+            .is_ok_and(|a| a.status == 200)
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&waiting),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(waiting.wait().unwrap().code(), Some(0));
+}
