@@ -787,3 +787,38 @@ fn a_second_serve_on_the_same_state_is_refused_and_readyz_says_starting_until_it
     .unwrap();
     assert_eq!(waiting.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn serve_forgets_state_entries_no_manifest_names_any_more() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    assert_eq!(env.entries().len(), 3);
+    // carol's entry leaves the manifests.
+    env.write_manifest(
+        "  alice:\n    - user: bob\n      clear_roaming: true\n    - group: \"@TGS#2C5SZEAEF\"\n",
+    );
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let entries = env.entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|(from, _, _)| from == "alice"));
+    let history = apply_common::Out::from(
+        env.timctl(&["state", "history", "--json", "--user", "carol"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        history
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains(r#""action":"forgotten""#),
+        "{}",
+        history.stdout
+    );
+}

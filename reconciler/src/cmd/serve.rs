@@ -195,6 +195,21 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         crate::cmd::state::run_origin(),
     );
     writer.begin_run(&run)?;
+    // Entries no manifest names any more are forgotten, as apply forgets them: serve enforces
+    // exactly the manifests.
+    let forgets: Vec<_> = first_resync
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Forget)
+        .map(|c| c.key.clone())
+        .collect();
+    if !forgets.is_empty() {
+        writer.forget(&forgets)?;
+        tracing::info!(
+            forgotten = forgets.len(),
+            "forgot entries no manifest names"
+        );
+    }
 
     let stop = Stop::new();
     let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
