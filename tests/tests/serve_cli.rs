@@ -167,11 +167,13 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
             .get("/readyz")
             .is_some_and(|a| a.body.contains("first resync: done"))
     });
-    // The first resync deletes every manifest entry the state does not record yet (as apply
-    // does), carol's conversation with dave among them.
+    // The first resync reads the lists (as apply --refresh does): it deletes carol's
+    // conversation with dave, which is there; alice's with bob, absent, only to clear its
+    // roaming messages as the manifest asks; and records alice's group as absent, with no call.
     assert_eq!(deletions_of(&fake, &carol_dave), 1);
     assert!(fake.conversations("carol").is_empty());
-    assert_eq!(fake.calls().len(), 3);
+    assert_eq!(fake.calls().len(), 2);
+    wait_for("the resync's records", || env.entries().len() == 3);
 
     // One-to-one in both directions: bob writes to alice; carol writes to dave.
     let alice_bob = key("alice", 1, "bob", true);
@@ -200,7 +202,7 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
     wait_for("the enforced deletions", || {
         deletions_of(&fake, &alice_bob) == 2
             && deletions_of(&fake, &carol_dave) == 2
-            && deletions_of(&fake, &alice_group) == 2
+            && deletions_of(&fake, &alice_group) == 1
     });
     // Bob's and dave's own lists are theirs: no manifest names them.
     assert_eq!(fake.conversations("bob").len(), 1);
@@ -210,7 +212,7 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
 
     // Allowed conversations cause no call, whatever the callback says.
     let calls_before = fake.calls().len();
-    assert_eq!(calls_before, 6);
+    assert_eq!(calls_before, 5);
     for seq in 10..15 {
         serve
             .rt
@@ -224,10 +226,11 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
             .unwrap();
     }
 
-    // The state: apply is refused naming serve; plan, state list and state history work.
+    // The state: apply is refused naming serve (with --reassert it has deletions to make, so it
+    // asks for the lock); plan, state list and state history work.
     let manifest = env.manifest.to_str().unwrap();
     let refused = apply_common::Out::from(
-        env.timctl(&["apply", "-f", manifest, "--auto-approve"])
+        env.timctl(&["apply", "-f", manifest, "--auto-approve", "--reassert"])
             .output()
             .unwrap(),
     );
@@ -235,9 +238,18 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
     assert!(refused.stderr.contains("serve"), "{}", refused.all());
     let plan = env.plan(&[]);
     assert_eq!(plan.code, Some(0), "{}", plan.all());
+    // Recorded within a second of their confirmation.
     wait_for("the state records the enforced deletions", || {
-        env.entries().len() == 3
+        let history = env
+            .timctl(&["state", "history", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&history.stdout)
+            .matches(r#""reason":"enforced""#)
+            .count()
+            == 3
     });
+    assert_eq!(env.entries().len(), 3);
     let history = apply_common::Out::from(
         env.timctl(&["state", "history", "--json"])
             .output()
@@ -269,10 +281,20 @@ fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
             .unwrap()
             .starts_with("1_")
     );
+    // The first resync's events carry the refreshed plan's reasons.
     assert!(
         events
             .iter()
-            .any(|e| e["reason"] == "new" && e["peer"] == "dave")
+            .any(|e| e["reason"] == "present" && e["peer"] == "dave")
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["reason"] == "absent" && e["action"] == "recorded")
+            .count(),
+        1,
+        "{}",
+        history.stdout
     );
 
     // The metrics count what happened.
@@ -644,14 +666,15 @@ print(json.dumps(out))
         get("timctl_deletions_total{outcome=deleted,reason=enforced}"),
         1.0
     );
-    // The first resync's three deletions, reason `new`.
+    // The first resync's deletion of alice's conversation with bob (clear_roaming), and the
+    // enforced one.
     assert_eq!(
-        get("timctl_deletions_total{outcome=deleted,reason=new}"),
-        3.0
+        get("timctl_deletions_total{outcome=deleted,reason=clear_roaming}"),
+        1.0
     );
     assert_eq!(
         get("timctl_api_calls_total{code=0,endpoint=v4/recentcontact/delete}"),
-        4.0
+        2.0
     );
     assert_eq!(get("timctl_enforcement_latency_seconds_count{}"), 1.0);
     assert_eq!(
@@ -821,4 +844,24 @@ fn serve_forgets_state_entries_no_manifest_names_any_more() {
         "{}",
         history.stdout
     );
+}
+
+#[test]
+fn the_first_resync_reads_the_lists_and_deletes_what_came_back_while_serve_was_down() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    let carol_dave = key("carol", 1, "dave", false);
+    assert_eq!(deletions_of(&fake, &carol_dave), 1);
+    // Back while no serve ran (an imported message, say): the state still records it deleted.
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    assert_eq!(deletions_of(&fake, &carol_dave), 2);
+    assert!(fake.conversations("carol").is_empty());
+    // Only what the lists showed: alice's entries, absent from her list, cost no call.
+    assert_eq!(fake.deletions().values().sum::<usize>(), 4);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -389,11 +389,12 @@ impl LedgerWriter for AnyWriter {
     fn record_detailed(
         &mut self,
         run: &RunInfo,
+        origin: Origin,
         batch: &[super::DetailedDeletion],
     ) -> Result<Written, LedgerError> {
         match self {
-            Self::Sqlite(w) => w.record_detailed(run, batch),
-            Self::Postgres(w) => w.record_detailed(run, batch),
+            Self::Sqlite(w) => w.record_detailed(run, origin, batch),
+            Self::Postgres(w) => w.record_detailed(run, origin, batch),
         }
     }
     fn remove(

@@ -389,19 +389,21 @@ pub trait LedgerWriter: Ledger {
             history::EventReason::Plan(crate::plan::Reason::New)
         })
     }
-    /// Records confirmed deletions each with its own reason and, for serve's enforcement, the
+    /// Records conversations with `origin` (confirmed deletions, or absences a refresh saw),
+    /// each with its own reason and, for serve's enforcement, the
     /// callback that triggered it and the latency from its arrival (history's `trigger` and
     /// `latency_ms`). A backend that cannot store the details records the deletions with their
     /// reasons only; SQLite stores them, in the same transaction.
     fn record_detailed(
         &mut self,
         run: &RunInfo,
+        origin: Origin,
         batch: &[DetailedDeletion],
     ) -> Result<Written, LedgerError> {
         let reasons: std::collections::HashMap<&ConversationKey, history::EventReason> =
             batch.iter().map(|d| (&d.deleted.key, d.reason)).collect();
         let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record(run, Origin::Deleted, &deleted, &|k| {
+        self.record(run, origin, &deleted, &|k| {
             reasons
                 .get(k)
                 .copied()

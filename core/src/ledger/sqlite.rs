@@ -1000,10 +1000,11 @@ impl LedgerWriter for SqliteLedgerWriter {
     fn record_detailed(
         &mut self,
         run: &RunInfo,
+        origin: Origin,
         batch: &[crate::ledger::DetailedDeletion],
     ) -> Result<Written, LedgerError> {
         let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record_with(run, Origin::Deleted, &deleted, &|i| {
+        self.record_with(run, origin, &deleted, &|i| {
             let d = &batch[i];
             (
                 d.reason,

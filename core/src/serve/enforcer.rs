@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::apply::{Deleter, Deletion, DeletionOutcome};
 use crate::ids::ConversationKey;
 use crate::ledger::history::EventReason;
-use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, RunInfo};
+use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, Origin, RunInfo};
 use crate::stop::{Stop, StopReason};
 
 use super::metrics::Metrics;
@@ -115,8 +115,15 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
                 batch.clear();
                 return;
             }
-            match writer.record_detailed(&run, batch) {
-                Ok(_) => recorded += batch.len() as u64,
+            // Absences a refresh saw (no call made; reason `absent`) are recorded as such.
+            let (absent, deleted): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|d| d.reason == EventReason::Plan(crate::plan::Reason::Absent));
+            let written = writer
+                .record_detailed(&run, Origin::Deleted, &deleted)
+                .and_then(|_| writer.record_detailed(&run, Origin::Absent, &absent));
+            match written {
+                Ok(_) => recorded += deleted.len() as u64,
                 Err(e) => {
                     let message = crate::apply::executor::error_chain(&e);
                     tracing::error!(error = %message, "recording deletions failed; serve stops");

@@ -14,7 +14,7 @@ use timctl_core::apply::Deletion;
 use timctl_core::callback::{CallbackToken, ForbiddenIndex};
 use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::history::EventReason;
-use timctl_core::ledger::{Ledger, LedgerWriter, RunCommand, RunInfo};
+use timctl_core::ledger::{Deleted, DetailedDeletion, Ledger, LedgerWriter, RunCommand, RunInfo};
 use timctl_core::plan::{self, Action, Filter};
 use timctl_core::serve::cidr::Cidr;
 use timctl_core::serve::enforcer::{Enforcer, spawn_recorder};
@@ -223,12 +223,13 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     config.max_retries = args.max_retries;
     config.stop = stop.clone();
     let client = Arc::new(Client::new(config)?);
+    let enforcer_client = client.clone();
     let concurrency = ((rate / 4.0).ceil() as usize).max(1);
     let (recorder_tx, recorder) = spawn_recorder(writer, run, stop.clone());
     let resync_tx = recorder_tx.clone();
     let enforcer = runtime.block_on(async {
         Enforcer::new(
-            client,
+            enforcer_client,
             recorder_tx,
             args.settle,
             args.queue_capacity,
@@ -280,29 +281,84 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         desired.entries.len()
     );
     let shutdown = Arc::new(AtomicBool::new(false));
+    // A fatal answer to the resync's listing (the first calls serve makes) stops serve too.
+    let listing_fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let resync = {
-        let deletions: Vec<(Deletion, EventReason)> = first_resync
-            .changes
-            .iter()
-            .filter(|c| c.action == Action::Delete)
-            .map(|c| {
-                (
-                    Deletion {
-                        key: c.key.clone(),
-                        clear_roaming: c.clear_roaming,
-                    },
-                    EventReason::Plan(c.reason),
-                )
-            })
-            .collect();
-        let (enforcer, metrics, readiness, shutdown) = (
+        let listing_fatal = listing_fatal.clone();
+        let (enforcer, metrics, readiness, shutdown, client, stop) = (
             enforcer.clone(),
             metrics.clone(),
             readiness.clone(),
             shutdown.clone(),
+            client.clone(),
+            stop.clone(),
         );
         runtime.spawn(async move {
             let started = Instant::now();
+            // As `apply --refresh`: every manifest user's list is read, and what is on the
+            // server is deleted, whatever the state records (missed callbacks, imported
+            // messages, downtime). Should the listing fail, the plan without refresh still
+            // deletes what the state does not record.
+            let filter = Filter::default();
+            let wanted = plan::refresh::wanted(&desired, &filter);
+            let opts = timctl_core::refresh::ListOptions::new(concurrency);
+            // The listing's future is not `Send` (its per-user closures borrow across awaits),
+            // so it runs on a blocking thread that drives it on this runtime.
+            let handle = tokio::runtime::Handle::current();
+            let (lister, list_stop) = (client.clone(), stop.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                handle.block_on(async {
+                    timctl_core::refresh::observe(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let plan = match listed {
+                Ok((seen, _)) => plan::refresh::diff(&desired, None, &entries, &filter, &seen),
+                Err(e) if stop.reason() == Some(StopReason::Fatal) => {
+                    if let Ok(mut slot) = listing_fatal.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "the first resync could not read the conversation lists; it deletes \
+                         what the state does not record"
+                    );
+                    first_resync
+                }
+            };
+            let deletions: Vec<(Deletion, EventReason)> = plan
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Delete)
+                .map(|c| {
+                    (
+                        Deletion {
+                            key: c.key.clone(),
+                            clear_roaming: c.clear_roaming,
+                        },
+                        EventReason::Plan(c.reason),
+                    )
+                })
+                .collect();
+            // What the lists showed absent is recorded so (no call), as apply --refresh does.
+            for c in plan.changes.iter().filter(|c| c.action == Action::Record) {
+                let _ = resync_tx.send(DetailedDeletion {
+                    deleted: Deleted {
+                        key: c.key.clone(),
+                        clear_roaming: c.clear_roaming,
+                        deleted_at: jiff::Timestamp::now(),
+                    },
+                    reason: EventReason::Plan(c.reason),
+                    trigger: None,
+                    latency_ms: None,
+                });
+            }
             let n = deletions.len();
             let unfinished = enforcer
                 .resync(deletions, resync_tx, concurrency, &shutdown)
@@ -336,16 +392,31 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     shutdown.store(true, Ordering::SeqCst);
     stop_accepting.notify_one();
     runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
         let idle = enforcer.wait_idle(args.shutdown_timeout).await;
         if !idle {
             tracing::warn!("deletions still in flight at the shutdown timeout were abandoned");
             stop.stop(StopReason::Terminated);
         }
-        let _ = tokio::time::timeout(args.shutdown_timeout, resync).await;
+        // The resync holds a sender of the recording thread: a resync still running at the
+        // timeout is dropped, so that the thread can write its last batch and end.
+        let mut resync = resync;
+        if tokio::time::timeout_at(deadline, &mut resync)
+            .await
+            .is_err()
+        {
+            resync.abort();
+            let _ = resync.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     });
     let fatal_message = match stop.reason() {
-        Some(StopReason::Fatal) => enforcer.fatal(),
+        Some(StopReason::Fatal) => Some(
+            enforcer
+                .fatal()
+                .or_else(|| listing_fatal.lock().ok().and_then(|m| m.clone()))
+                .unwrap_or_else(|| "the server gave a fatal answer".to_owned()),
+        ),
         _ => None,
     };
     enforcer.close();
