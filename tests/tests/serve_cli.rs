@@ -865,3 +865,32 @@ fn the_first_resync_reads_the_lists_and_deletes_what_came_back_while_serve_was_d
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn invalid_manifests_stop_serve_before_the_state_with_exit_1_naming_where() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(
+        &fake,
+        "  alice:\n    - user: bob\n      clear_roaming: maybe\n",
+    );
+    let manifest = env.manifest.to_str().unwrap();
+    let (listen, ops) = (free_addr(), free_addr());
+    let out = apply_common::Out::from(
+        env.timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("timctl.yaml:"), "{}", out.all());
+    assert!(!env.state.exists(), "serve created the state");
+    assert!(fake.calls().is_empty());
+}
