@@ -40,5 +40,6 @@ pub mod ledger;
 pub mod manifest;
 pub mod plan;
 pub mod refresh;
+pub mod serve;
 pub mod stop;
 pub mod usersig;

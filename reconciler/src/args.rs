@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Show(cmd::show::Args),
     /// Delete what the plan says, and record it in the state.
     Apply(cmd::apply::Args),
+    /// Keep the manifests' conversations deleted in real time: delete each one within a
+    /// second of the message callback that brings it back.
+    Serve(cmd::serve::Args),
     /// Print the JSON Schema of the manifest, for editors and CI validators.
     Schema(cmd::schema::Args),
     /// Read and edit the state.
@@ -204,7 +207,9 @@ impl Global {
     }
 
     /// Sets up logging and miette's rendering from `-v`, `-q` and `--color`.
-    pub(crate) fn init_output(&self) {
+    /// Sets up logging and error reports; `json_logs` writes one JSON object per log line
+    /// (serve's `--log-format json`).
+    pub(crate) fn init_output_as(&self, json_logs: bool) {
         let level = match (self.quiet, self.verbose) {
             (true, _) => "error",
             (false, 0) => "warn",
@@ -222,13 +227,23 @@ impl Global {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_env("TIMCTL_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(self.color_stderr())
-            .without_time()
-            .with_target(false)
-            .try_init();
+        if json_logs {
+            // A log collector wants the time and the fields apart.
+            let _ = tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .try_init();
+        } else {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(self.color_stderr())
+                .without_time()
+                .with_target(false)
+                .try_init();
+        }
         let color = self.color_stderr();
         let _ = miette::set_hook(Box::new(move |_| {
             Box::new(

@@ -26,6 +26,7 @@ const MANIFEST_COMMANDS: &[&str] = &[
     "validate",
     "plan",
     "apply",
+    "serve",
     "fmt",
     "usersig",
     "state list",
@@ -37,8 +38,14 @@ const MANIFEST_COMMANDS: &[&str] = &[
     "state prune-history",
 ];
 /// The commands that write a run into the state's history.
-const RUN_COMMANDS: &[&str] = &["apply", "state rm", "state migrate", "state prune-history"];
-const CALLING_COMMANDS: &[&str] = &["plan", "apply", "usersig"];
+const RUN_COMMANDS: &[&str] = &[
+    "apply",
+    "serve",
+    "state rm",
+    "state migrate",
+    "state prune-history",
+];
+const CALLING_COMMANDS: &[&str] = &["plan", "apply", "serve", "usersig"];
 
 pub(crate) const VARIABLES: &[Variable] = &[
     Variable {
@@ -91,6 +98,19 @@ pub(crate) const VARIABLES: &[Variable] = &[
         name: "GITLAB_CI",
         commands: RUN_COMMANDS,
         doc: "When true, the run's history names its GitLab CI job: CI_JOB_URL.",
+    },
+    Variable {
+        name: "TIMCTL_CALLBACK_TOKEN",
+        commands: &["serve"],
+        doc: "The token of the callback configuration in the Tencent Cloud Chat console: a \
+              callback is accepted only when its Sign is hex(SHA-256(token + RequestTime)) and \
+              RequestTime is within 60 s. Never shown.",
+    },
+    Variable {
+        name: "TIMCTL_CALLBACK_TOKEN_FILE",
+        commands: &["serve"],
+        doc: "A file holding the callback token (surrounding whitespace ignored), for systemd \
+              credentials and Kubernetes secrets; TIMCTL_CALLBACK_TOKEN wins when both are set.",
     },
     Variable {
         name: "TIMCTL_LOG",
@@ -255,6 +275,23 @@ fn exit_status(path: &str) -> &'static [(&'static str, &'static str)] {
                 "Stopped by SIGTERM: calls in flight finished and were recorded first.",
             ),
         ],
+        "serve" => &[
+            (
+                "0",
+                "Stopped by SIGTERM or SIGINT: deletions in flight finished and were recorded, \
+                 the lock was released.",
+            ),
+            (
+                "1",
+                "Refused to start (invalid manifests, no callback token, the lock, a listener \
+                 address in use), or stopped by a fatal answer (bad key, unknown app) or a \
+                 state write failing, with one message saying which.",
+            ),
+            (
+                "130, 143",
+                "A second SIGINT or SIGTERM during the shutdown: exited at once.",
+            ),
+        ],
         "usersig" => &[
             (
                 "0",
@@ -354,6 +391,16 @@ fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             (
                 "In CI: look at the server first, never more than 500 deletions, one JSON event per line:",
                 "timctl apply -f manifests/ --refresh --auto-approve --max-deletes 500 --lock-timeout 10m --json",
+            ),
+        ],
+        "serve" => &[
+            (
+                "Enforce the manifests, with the token from a file (as a systemd credential):",
+                "TIMCTL_CALLBACK_TOKEN_FILE=/run/credentials/timctl/token timctl serve -f manifests/",
+            ),
+            (
+                "In a pod: the ops listener on every address, callbacks only from the gateway:",
+                "timctl serve -f /manifests --ops-listen 0.0.0.0:9464 --callback-allow 10.0.0.0/8",
             ),
         ],
         "schema" => &[(

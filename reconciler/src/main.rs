@@ -27,7 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    cli.global.init_output();
+    let json_logs =
+        matches!(&cli.command, Command::Serve(a) if a.log_format == cmd::serve::LogFormat::Json);
+    cli.global.init_output_as(json_logs);
     redact::remember_state(cli.global.state.as_os_str());
     let result = match &cli.command {
         Command::Validate(a) => cmd::validate::run(&cli.global, a),
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::plan::run(&cli.global, a),
         Command::Show(a) => cmd::show::run(&cli.global, a),
         Command::Apply(a) => cmd::apply::run(&cli.global, a),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Schema(a) => cmd::schema::run(&cli.global, a),
         Command::State(a) => cmd::state::run(&cli.global, a),
         Command::Usersig(a) => cmd::usersig::run(&cli.global, a),

@@ -34,6 +34,7 @@
 //! lists and their paging are in [`conversations`].
 
 pub mod bench;
+pub mod callbacks;
 pub mod conversations;
 pub mod measure;
 pub mod pg;
@@ -227,6 +228,12 @@ struct Shared {
     calls: Mutex<Vec<CallRecord>>,
     lists: Mutex<conversations::Lists>,
     list_calls: Mutex<BTreeMap<String, usize>>,
+    /// Where sent messages' callbacks go.
+    callback: Mutex<Option<callbacks::CallbackTarget>>,
+    /// When each conversation a message brought back (it was absent) came back.
+    recreated: Mutex<HashMap<(String, FakePeer), Instant>>,
+    /// How long each re-created conversation lived until its deletion, in deletion order.
+    lifetimes: Mutex<Vec<Duration>>,
 }
 
 /// Closes the connection it belongs to, for [`Fault::Drop`].
@@ -263,6 +270,9 @@ impl FakeTim {
             calls: Mutex::new(Vec::new()),
             lists: Mutex::new(conversations::Lists::default()),
             list_calls: Mutex::new(BTreeMap::new()),
+            callback: Mutex::new(None),
+            recreated: Mutex::new(HashMap::new()),
+            lifetimes: Mutex::new(Vec::new()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let accept = tokio::spawn(async move {
@@ -340,6 +350,62 @@ impl FakeTim {
     /// real message would touch the other side's too; tests name each list they change).
     pub fn send_message(&self, user: &str, peer: FakePeer) {
         lock(&self.shared.lists).message(user, peer, false);
+    }
+
+    /// Posts the callbacks of messages sent from now on to `target`.
+    pub fn callbacks_to(&self, target: callbacks::CallbackTarget) {
+        *lock(&self.shared.callback) = Some(target);
+    }
+
+    /// A new message in `user`'s list with `peer`, noting when it brought the conversation
+    /// back (it was absent), for [`FakeTim::lifetimes`].
+    fn message_noting_return(&self, user: &str, peer: FakePeer) {
+        let mut lists = lock(&self.shared.lists);
+        let was_there = lists.list(user).iter().any(|c| c.peer == peer);
+        lists.message(user, peer.clone(), false);
+        if !was_there {
+            lock(&self.shared.recreated).insert((user.to_owned(), peer), Instant::now());
+        }
+    }
+
+    /// A one-to-one message from `from` to `to`, as Tencent handles one: the conversation is
+    /// (back) in both users' lists, then the `C2C.CallbackAfterSendMsg` callback is posted to
+    /// the target set with [`FakeTim::callbacks_to`] (its answer returned; `None` without a
+    /// target). `seq` becomes the message's MsgSeq and MsgKey.
+    pub async fn send_one_to_one(
+        &self,
+        from: &str,
+        to: &str,
+        seq: u64,
+    ) -> Option<std::io::Result<callbacks::CallbackAnswer>> {
+        self.message_noting_return(from, FakePeer::user(to));
+        self.message_noting_return(to, FakePeer::user(from));
+        let target = lock(&self.shared.callback).clone()?;
+        let body = callbacks::one_to_one_body(from, to, seq);
+        Some(target.post("C2C.CallbackAfterSendMsg", &body).await)
+    }
+
+    /// A message from `from` in `group` whose members are `members`: the group's conversation
+    /// is (back) in every member's list, then `Group.CallbackAfterSendMsg` is posted.
+    pub async fn send_group(
+        &self,
+        from: &str,
+        group: &str,
+        members: &[&str],
+        seq: u64,
+    ) -> Option<std::io::Result<callbacks::CallbackAnswer>> {
+        for member in members {
+            self.message_noting_return(member, FakePeer::group(group));
+        }
+        let target = lock(&self.shared.callback).clone()?;
+        let body = callbacks::group_body(from, group, seq);
+        Some(target.post("Group.CallbackAfterSendMsg", &body).await)
+    }
+
+    /// How long each conversation a message brought back lived until it was deleted, by
+    /// fake-tim's clock, in the order of the deletions.
+    pub fn lifetimes(&self) -> Vec<Duration> {
+        lock(&self.shared.lifetimes).clone()
     }
 
     /// `user`'s conversation list, oldest message first.
@@ -518,7 +584,13 @@ async fn handle(
                     1 => FakePeer::user(&key.peer),
                     _ => FakePeer::group(&key.peer),
                 };
-                lock(&shared.lists).remove(&key.from, &peer);
+                let removed = lock(&shared.lists).remove(&key.from, &peer);
+                if removed
+                    && let Some(came_back) =
+                        lock(&shared.recreated).remove(&(key.from.clone(), peer))
+                {
+                    lock(&shared.lifetimes).push(came_back.elapsed());
+                }
             }
             lock(&shared.calls).push(CallRecord { key, code });
             match code {

@@ -386,6 +386,17 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.record(run, origin, batch, reason),
         }
     }
+    fn record_detailed(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[super::DetailedDeletion],
+    ) -> Result<Written, LedgerError> {
+        match self {
+            Self::Sqlite(w) => w.record_detailed(run, origin, batch),
+            Self::Postgres(w) => w.record_detailed(run, origin, batch),
+        }
+    }
     fn remove(
         &mut self,
         action: EventAction,

@@ -111,6 +111,19 @@ pub struct Deleted {
     pub deleted_at: jiff::Timestamp,
 }
 
+/// A confirmed deletion with what the history says about it beyond the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetailedDeletion {
+    /// The deletion.
+    pub deleted: Deleted,
+    /// Why (`enforced` for serve's callback work).
+    pub reason: history::EventReason,
+    /// For an enforced deletion: the callback that triggered it, a JSON object.
+    pub trigger: Option<serde_json::Value>,
+    /// For an enforced deletion: from the callback's arrival to the confirmed deletion.
+    pub latency_ms: Option<u64>,
+}
+
 /// Which command a run was (`state runs` shows it exactly so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunCommand {
@@ -374,6 +387,27 @@ pub trait LedgerWriter: Ledger {
     fn record_deleted(&mut self, run: &RunInfo, batch: &[Deleted]) -> Result<Written, LedgerError> {
         self.record(run, Origin::Deleted, batch, &|_| {
             history::EventReason::Plan(crate::plan::Reason::New)
+        })
+    }
+    /// Records conversations with `origin` (confirmed deletions, or absences a refresh saw),
+    /// each with its own reason and, for serve's enforcement, the
+    /// callback that triggered it and the latency from its arrival (history's `trigger` and
+    /// `latency_ms`). A backend that cannot store the details records the deletions with their
+    /// reasons only; SQLite stores them, in the same transaction.
+    fn record_detailed(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[DetailedDeletion],
+    ) -> Result<Written, LedgerError> {
+        let reasons: std::collections::HashMap<&ConversationKey, history::EventReason> =
+            batch.iter().map(|d| (&d.deleted.key, d.reason)).collect();
+        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
+        self.record(run, origin, &deleted, &|k| {
+            reasons
+                .get(k)
+                .copied()
+                .unwrap_or(history::EventReason::Enforced)
         })
     }
     /// Records conversations a refresh saw absent from their user's list (no call was made):

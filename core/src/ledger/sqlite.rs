@@ -810,8 +810,8 @@ pub(crate) fn insert_run(
 
 /// One event appended to the history.
 const APPEND_EVENT: &str = "INSERT INTO events
-    (at, action, reason, from_account, kind, peer, clear_roaming, run)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (at, action, reason, from_account, kind, peer, clear_roaming, run, trigger_json, latency_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Appends one event (inside the caller's transaction).
 #[expect(
@@ -838,47 +838,27 @@ fn append_event(
                 kind_code(key.peer.kind()),
                 key.peer.id(),
                 clear_roaming,
-                run_row
+                run_row,
+                None::<&str>,
+                None::<i64>
             ])
         })
         .map_err(sqlite_err(path, "appending to the history"))?;
     Ok(())
 }
 
-impl LedgerWriter for SqliteLedgerWriter {
-    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path, "starting a write"))?;
-        let row = Self::run_row(&tx, &path, self.run_row, run)?;
-        tx.commit()
-            .map_err(sqlite_err(&path, "recording the run"))?;
-        self.run_row = Some((run.run_id, row));
-        Ok(())
-    }
+/// What the history says of the `i`th item of a batch: its reason, `trigger` (JSON text) and
+/// `latency_ms`.
+type EventDetails<'a> = dyn Fn(usize) -> (EventReason, Option<String>, Option<u64>) + 'a;
 
-    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET ended_at = ?2, counts = ?3 WHERE run_id = ?1",
-                params![
-                    run.run_id.as_bytes().as_slice(),
-                    run.ended_at.map(|t| t.as_millisecond()),
-                    run.counts_json()
-                ],
-            )
-            .map_err(sqlite_err(&self.path, "recording the run's end"))?;
-        Ok(())
-    }
-
-    fn record(
+impl SqliteLedgerWriter {
+    /// [`LedgerWriter::record`] with each item's history details.
+    fn record_with(
         &mut self,
         run: &RunInfo,
         origin: Origin,
         batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
+        details: &EventDetails<'_>,
     ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -919,7 +899,8 @@ impl LedgerWriter for SqliteLedgerWriter {
                 .prepare_cached(APPEND_EVENT)
                 .map_err(sqlite_err(&path, "appending to the history"))?;
             let (action, origin) = (action.as_str(), origin.as_str());
-            for d in batch {
+            for (i, d) in batch.iter().enumerate() {
+                let (reason, trigger, latency_ms) = details(i);
                 let (from, kind, peer) = (
                     d.key.from.as_str(),
                     kind_code(d.key.peer.kind()),
@@ -940,12 +921,14 @@ impl LedgerWriter for SqliteLedgerWriter {
                     .execute(params![
                         d.deleted_at.as_millisecond(),
                         action,
-                        reason(&d.key).as_str(),
+                        reason.as_str(),
                         from,
                         kind,
                         peer,
                         d.clear_roaming,
-                        run_row
+                        run_row,
+                        trigger.as_deref(),
+                        latency_ms.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
                     ])
                     .map_err(sqlite_err(&path, "appending to the history"))?;
             }
@@ -960,6 +943,62 @@ impl LedgerWriter for SqliteLedgerWriter {
         self.run_row = Some((run.run_id, run_row));
         self.meta.state = state;
         Ok(Written { state, affected })
+    }
+}
+
+impl LedgerWriter for SqliteLedgerWriter {
+    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path, "starting a write"))?;
+        let row = Self::run_row(&tx, &path, self.run_row, run)?;
+        tx.commit()
+            .map_err(sqlite_err(&path, "recording the run"))?;
+        self.run_row = Some((run.run_id, row));
+        Ok(())
+    }
+
+    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET ended_at = ?2, counts = ?3 WHERE run_id = ?1",
+                params![
+                    run.run_id.as_bytes().as_slice(),
+                    run.ended_at.map(|t| t.as_millisecond()),
+                    run.counts_json()
+                ],
+            )
+            .map_err(sqlite_err(&self.path, "recording the run's end"))?;
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[Deleted],
+        reason: &dyn Fn(&ConversationKey) -> EventReason,
+    ) -> Result<Written, LedgerError> {
+        self.record_with(run, origin, batch, &|i| (reason(&batch[i].key), None, None))
+    }
+
+    fn record_detailed(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[crate::ledger::DetailedDeletion],
+    ) -> Result<Written, LedgerError> {
+        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
+        self.record_with(run, origin, &deleted, &|i| {
+            let d = &batch[i];
+            (
+                d.reason,
+                d.trigger.as_ref().map(|t| t.to_string()),
+                d.latency_ms,
+            )
+        })
     }
 
     fn remove(

@@ -8,6 +8,7 @@ pub(crate) mod man;
 pub(crate) mod plan;
 pub(crate) mod refresh;
 pub(crate) mod schema;
+pub(crate) mod serve;
 pub(crate) mod show;
 pub(crate) mod state;
 pub(crate) mod usersig;

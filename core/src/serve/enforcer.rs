@@ -1,0 +1,412 @@
+//! From queued conversations to recorded deletions.
+//!
+//! A conversation is in the queue once however many messages arrive for it (a map from its
+//! key to one slot). The first message's deletion starts at once; messages that arrive while
+//! it runs, or within `settle` of its start, mark the slot, and one more deletion follows at
+//! the window's end; so a conversation costs at most one call per window, and the last message
+//! is always followed by a deletion. Deletions go through the apply's
+//! [`Deleter`](crate::apply::Deleter) (the same client, limiter, retries and fatal stop), and
+//! every confirmed one goes to a recording thread that commits a batch at most
+//! [`RECORD_INTERVAL`] after it, with its history event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::apply::{Deleter, Deletion, DeletionOutcome};
+use crate::ids::ConversationKey;
+use crate::ledger::history::EventReason;
+use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, Origin, RunInfo};
+use crate::stop::{Stop, StopReason};
+
+use super::metrics::Metrics;
+
+/// A confirmed deletion is in the state at most this long after its confirmation (plus the
+/// write itself): the contract's "within a second".
+pub const RECORD_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why a deletion is made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cause {
+    /// When the callback (or the resync's decision) arrived.
+    pub arrived: Instant,
+    /// The history's reason.
+    pub reason: EventReason,
+    /// The callback that triggered it, for an enforced deletion.
+    pub trigger: Option<serde_json::Value>,
+}
+
+/// What [`Enforcer::enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A deletion starts now.
+    Started,
+    /// A deletion runs or waits for its window: one more is scheduled at the window's end.
+    Merged,
+    /// The queue is full; nothing was queued.
+    Overflow,
+}
+
+struct Slot {
+    /// A message arrived during the current deletion's window: delete once more at its end,
+    /// for this (the earliest waiting) cause.
+    again: Option<Cause>,
+}
+
+struct Inner<D> {
+    deleter: D,
+    settle: Duration,
+    capacity: usize,
+    slots: Mutex<HashMap<ConversationKey, Slot>>,
+    recorder: Mutex<Option<mpsc::Sender<DetailedDeletion>>>,
+    metrics: Arc<Metrics>,
+    stop: Stop,
+    fatal: Mutex<Option<String>>,
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// The queue and its workers. Cheap to clone.
+pub struct Enforcer<D> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D> Clone for Enforcer<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// The recording thread: it owns the state's writer (and so its lock) until the enforcer is
+/// closed, then ends the run and hands the writer back.
+pub struct RecorderThread<W> {
+    handle: std::thread::JoinHandle<(W, Result<(), String>)>,
+}
+
+impl<W> RecorderThread<W> {
+    /// Waits for the last batch; the writer comes back with the first failure, if any.
+    pub fn join(self) -> (W, Result<(), String>) {
+        match self.handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// Starts the recording thread for `run` on `writer`. A failed write raises `stop` (as
+/// apply's recorder does: no call may be made whose result cannot be recorded).
+pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
+    mut writer: W,
+    mut run: RunInfo,
+    stop: Stop,
+) -> (mpsc::Sender<DetailedDeletion>, RecorderThread<W>) {
+    let (tx, rx) = mpsc::channel::<DetailedDeletion>();
+    let handle = std::thread::spawn(move || {
+        let mut failure: Option<String> = None;
+        let mut recorded = 0_u64;
+        let mut batch: Vec<DetailedDeletion> = Vec::new();
+        let mut write = |batch: &mut Vec<DetailedDeletion>, failure: &mut Option<String>| {
+            if batch.is_empty() || failure.is_some() {
+                batch.clear();
+                return;
+            }
+            // Absences a refresh saw (no call made; reason `absent`) are recorded as such.
+            let (absent, deleted): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|d| d.reason == EventReason::Plan(crate::plan::Reason::Absent));
+            let written = writer
+                .record_detailed(&run, Origin::Deleted, &deleted)
+                .and_then(|_| writer.record_detailed(&run, Origin::Absent, &absent));
+            match written {
+                Ok(_) => recorded += deleted.len() as u64,
+                Err(e) => {
+                    let message = crate::apply::executor::error_chain(&e);
+                    tracing::error!(error = %message, "recording deletions failed; serve stops");
+                    stop.stop(StopReason::RecordFailed);
+                    *failure = Some(message);
+                }
+            }
+            batch.clear();
+        };
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            let deadline = Instant::now() + RECORD_INTERVAL;
+            let mut closed = false;
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(d) => batch.push(d),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            write(&mut batch, &mut failure);
+            if closed {
+                break;
+            }
+        }
+        run.end([("deleted", recorded)]);
+        if let Err(e) = writer.end_run(&run)
+            && failure.is_none()
+        {
+            failure = Some(crate::apply::executor::error_chain(&e));
+        }
+        (writer, failure.map_or(Ok(()), Err))
+    });
+    (tx, RecorderThread { handle })
+}
+
+impl<D: Deleter + 'static> Enforcer<D> {
+    /// An enforcer deleting through `deleter`, recording through `recorder`, with at most
+    /// `capacity` conversations queued. `stop` is the client's: a fatal answer raises it.
+    pub fn new(
+        deleter: D,
+        recorder: mpsc::Sender<DetailedDeletion>,
+        settle: Duration,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+        stop: Stop,
+    ) -> Self {
+        Enforcer {
+            inner: Arc::new(Inner {
+                deleter,
+                settle,
+                capacity,
+                slots: Mutex::new(HashMap::new()),
+                recorder: Mutex::new(Some(recorder)),
+                metrics,
+                stop,
+                fatal: Mutex::new(None),
+                running: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// Queues the deletion of `key` for `cause` (see the module's settle rule). Must be called
+    /// within the Tokio runtime.
+    pub fn enqueue(&self, key: ConversationKey, clear_roaming: bool, cause: Cause) -> Enqueued {
+        let inner = &self.inner;
+        let mut slots = lock(&inner.slots);
+        if let Some(slot) = slots.get_mut(&key) {
+            slot.again.get_or_insert(cause);
+            return Enqueued::Merged;
+        }
+        if slots.len() >= inner.capacity {
+            return Enqueued::Overflow;
+        }
+        slots.insert(key.clone(), Slot { again: None });
+        inner.metrics.set_queue_depth(slots.len());
+        inner.running.fetch_add(1, Ordering::SeqCst);
+        drop(slots);
+        let worker = self.inner.clone();
+        tokio::spawn(async move {
+            work(&worker, key, clear_roaming, cause).await;
+            if worker.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                worker.idle.notify_waiters();
+            }
+        });
+        Enqueued::Started
+    }
+
+    /// How many conversations are queued or being deleted.
+    pub fn depth(&self) -> usize {
+        lock(&self.inner.slots).len()
+    }
+
+    /// The fatal answer that stopped serve, if one did.
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.inner.fatal).clone()
+    }
+
+    /// Waits until no deletion runs or waits (at most `timeout`); true when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.running.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.inner.running.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+
+    /// The resync's deletions (the plan's, without refresh: what the state does not record yet),
+    /// `concurrency` at a time through `deleter`, each confirmed one sent to `recorder` with its
+    /// plan reason. Stops starting new ones when `stop` or `shutdown` is raised. Returns how many
+    /// failed or were not made (0: the resync succeeded).
+    pub async fn resync(
+        &self,
+        deletions: Vec<(Deletion, EventReason)>,
+        recorder: mpsc::Sender<DetailedDeletion>,
+        concurrency: usize,
+        shutdown: &std::sync::atomic::AtomicBool,
+    ) -> usize {
+        use futures::StreamExt;
+        let (deleter, metrics, stop) =
+            (&self.inner.deleter, &*self.inner.metrics, &self.inner.stop);
+        let results = futures::stream::iter(deletions)
+            .map(|(d, reason)| async move {
+                if stop.is_stopped() || shutdown.load(Ordering::SeqCst) {
+                    return (d, reason, DeletionOutcome::NotSent);
+                }
+                let outcome = deleter.delete(&d).await;
+                (d, reason, outcome)
+            })
+            .buffer_unordered(concurrency.max(1));
+        futures::pin_mut!(results);
+        let mut unfinished = 0;
+        while let Some((d, reason, outcome)) = results.next().await {
+            let label = reason.as_str();
+            let confirmed = match &outcome {
+                DeletionOutcome::Deleted => {
+                    metrics.deletion(label, "deleted", Some(0));
+                    true
+                }
+                DeletionOutcome::AlreadyAbsent { code } => {
+                    metrics.deletion(label, "already_absent", Some(*code));
+                    true
+                }
+                DeletionOutcome::ItemFailed { code, .. } => {
+                    metrics.deletion(label, "failed", *code);
+                    false
+                }
+                DeletionOutcome::Fatal { message } => {
+                    metrics.deletion(label, "fatal", None);
+                    lock(&self.inner.fatal).get_or_insert_with(|| message.clone());
+                    stop.stop(StopReason::Fatal);
+                    false
+                }
+                DeletionOutcome::NotSent => false,
+            };
+            if confirmed {
+                let _ = recorder.send(DetailedDeletion {
+                    deleted: Deleted {
+                        key: d.key,
+                        clear_roaming: d.clear_roaming,
+                        deleted_at: jiff::Timestamp::now(),
+                    },
+                    reason,
+                    trigger: None,
+                    latency_ms: None,
+                });
+            } else {
+                unfinished += 1;
+            }
+        }
+        unfinished
+    }
+
+    /// Closes the recording channel (once every worker has dropped its use of it): the
+    /// recording thread then writes its last batch and ends the run.
+    pub fn close(&self) {
+        lock(&self.inner.recorder).take();
+    }
+}
+
+/// Deletes `key` for `cause`, then once more at the end of each window a message arrived in.
+async fn work<D: Deleter>(
+    inner: &Inner<D>,
+    key: ConversationKey,
+    clear_roaming: bool,
+    mut cause: Cause,
+) {
+    let deletion = Deletion {
+        key: key.clone(),
+        clear_roaming,
+    };
+    loop {
+        let window_end = tokio::time::Instant::now() + inner.settle;
+        let outcome = inner.deleter.delete(&deletion).await;
+        let reason = cause.reason.as_str();
+        let confirmed = match &outcome {
+            DeletionOutcome::Deleted => {
+                inner.metrics.deletion(reason, "deleted", Some(0));
+                true
+            }
+            DeletionOutcome::AlreadyAbsent { code } => {
+                inner
+                    .metrics
+                    .deletion(reason, "already_absent", Some(*code));
+                true
+            }
+            DeletionOutcome::ItemFailed { code, message } => {
+                inner.metrics.deletion(reason, "failed", *code);
+                tracing::warn!(
+                    from = %key.from.as_str(),
+                    peer = %key.peer.id(),
+                    error = %message,
+                    "a deletion failed"
+                );
+                false
+            }
+            DeletionOutcome::NotSent => false,
+            DeletionOutcome::Fatal { message } => {
+                inner.metrics.deletion(reason, "fatal", None);
+                lock(&inner.fatal).get_or_insert_with(|| message.clone());
+                inner.stop.stop(StopReason::Fatal);
+                false
+            }
+        };
+        if confirmed {
+            let latency = cause.arrived.elapsed();
+            let enforced = cause.trigger.is_some();
+            if enforced {
+                inner.metrics.enforcement_latency(latency.as_secs_f64());
+            }
+            let record = DetailedDeletion {
+                deleted: Deleted {
+                    key: key.clone(),
+                    clear_roaming,
+                    deleted_at: jiff::Timestamp::now(),
+                },
+                reason: cause.reason,
+                trigger: cause.trigger.clone(),
+                latency_ms: enforced.then_some(latency.as_millis() as u64),
+            };
+            if let Some(tx) = lock(&inner.recorder).as_ref() {
+                let _ = tx.send(record);
+            }
+        }
+        if !inner.stop.is_stopped() {
+            tokio::time::sleep_until(window_end).await;
+        }
+        let mut slots = lock(&inner.slots);
+        let again = if inner.stop.is_stopped() {
+            None
+        } else {
+            slots.get_mut(&key).and_then(|s| s.again.take())
+        };
+        match again {
+            Some(next) => cause = next,
+            None => {
+                slots.remove(&key);
+                inner.metrics.set_queue_depth(slots.len());
+                return;
+            }
+        }
+    }
+}
+
+/// An enforcer and a resync share one client.
+impl<T: Deleter> Deleter for Arc<T> {
+    fn delete(&self, deletion: &Deletion) -> impl Future<Output = DeletionOutcome> + Send {
+        (**self).delete(deletion)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! The two listeners' routers: callbacks (`POST /callback`) and ops (`/healthz`, `/readyz`,
+//! `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::apply::Deleter;
+use crate::callback::{AuthError, CallbackQuery, CallbackToken, ForbiddenIndex, parse_body};
+use crate::ledger::history::EventReason;
+
+use super::cidr::Cidr;
+use super::enforcer::{Cause, Enforcer, Enqueued};
+use super::metrics::{CallbackOutcome, Metrics, command_label};
+
+/// The largest callback body taken: a `Content-Length` over it is answered 413 before the body
+/// is read, and a body without one is cut there.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A request (headers and body) must arrive within this long: a slow client times out.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer Tencent expects (it ignores it for the "after" callbacks).
+pub const OK_ANSWER: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+
+/// What the callback listener needs.
+pub struct Callbacks<D> {
+    /// The adopted manifests' forbidden conversations.
+    pub index: ForbiddenIndex,
+    /// The console's token; `None` only with `--insecure-no-callback-auth`.
+    pub token: Option<CallbackToken>,
+    /// The manifests' app.
+    pub sdkappid: u64,
+    /// `--callback-allow`; empty allows every peer.
+    pub allow: Vec<Cidr>,
+    /// Where queued conversations go.
+    pub enforcer: Enforcer<D>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The callback listener's router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn callback_router<D: Deleter + 'static>(callbacks: Arc<Callbacks<D>>) -> Router {
+    let metrics = callbacks.metrics.clone();
+    Router::new()
+        .route("/callback", post(callback::<D>))
+        .with_state(callbacks)
+        // The limit is tower-http's; axum's own default (2 MB) is replaced by it.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Counted here, outside the limit, which answers 413 without reaching the handler.
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let metrics = metrics.clone();
+                async move {
+                    let command = CallbackQuery::parse(req.uri().query().unwrap_or(""));
+                    let response = next.run(req).await;
+                    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        metrics.callback(
+                            command_label(command.command.as_deref()),
+                            CallbackOutcome::TooLarge,
+                        );
+                    }
+                    response
+                }
+            },
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
+}
+
+async fn callback<D: Deleter + 'static>(
+    State(cb): State<Arc<Callbacks<D>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrived = Instant::now();
+    let query = CallbackQuery::parse(query.as_deref().unwrap_or(""));
+    let command = command_label(query.command.as_deref());
+    let count = |outcome| cb.metrics.callback(command, outcome);
+    if !cb.allow.is_empty() && !cb.allow.iter().any(|c| c.contains(peer.ip())) {
+        count(CallbackOutcome::Forbidden);
+        tracing::warn!(peer = %peer.ip(), "a callback from outside --callback-allow was refused");
+        return plain(StatusCode::FORBIDDEN, "this peer may not post callbacks\n");
+    }
+    if let Some(token) = &cb.token {
+        let now = jiff::Timestamp::now().as_second();
+        match token.check(&query, now) {
+            Ok(()) => {}
+            Err(AuthError::Stale { skew_seconds }) => {
+                count(CallbackOutcome::Stale);
+                tracing::warn!(
+                    skew_seconds,
+                    "a callback's RequestTime is out of the 60 s window: keep clocks in sync"
+                );
+                return plain(StatusCode::UNAUTHORIZED, "stale RequestTime\n");
+            }
+            Err(e) => {
+                count(CallbackOutcome::Unauthorized);
+                tracing::warn!(error = %e, peer = %peer.ip(), "a callback failed authentication");
+                return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            }
+        }
+    }
+    if !query.is_for_app(cb.sdkappid) {
+        count(CallbackOutcome::Forbidden);
+        tracing::warn!("a callback for another SdkAppid was refused");
+        return plain(StatusCode::FORBIDDEN, "another app's callback\n");
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            if status != StatusCode::PAYLOAD_TOO_LARGE {
+                count(CallbackOutcome::Malformed);
+            }
+            return rejection.into_response();
+        }
+    };
+    let Some(command_name) = query.command.as_deref() else {
+        count(CallbackOutcome::Malformed);
+        return plain(StatusCode::BAD_REQUEST, "CallbackCommand is missing\n");
+    };
+    let message = match parse_body(command_name, &body) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            count(CallbackOutcome::Ignored);
+            return ok();
+        }
+        Err(e) => {
+            count(CallbackOutcome::Malformed);
+            tracing::warn!(error = %e, "a malformed callback was refused");
+            return plain(StatusCode::BAD_REQUEST, "malformed callback body\n");
+        }
+    };
+    let concerned = cb.index.concerned(&message);
+    if concerned.is_empty() {
+        count(CallbackOutcome::Ignored);
+        return ok();
+    }
+    let trigger = super::trigger(&message);
+    let mut overflow = false;
+    for f in concerned {
+        let cause = Cause {
+            arrived,
+            reason: EventReason::Enforced,
+            trigger: Some(trigger.clone()),
+        };
+        if cb.enforcer.enqueue(f.key, f.clear_roaming, cause) == Enqueued::Overflow {
+            overflow = true;
+        }
+    }
+    if overflow {
+        tracing::warn!("the queue is full: a callback's conversations were not queued");
+        count(CallbackOutcome::Overflow);
+    } else {
+        count(CallbackOutcome::Queued);
+    }
+    ok()
+}
+
+fn ok() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        OK_ANSWER,
+    )
+        .into_response()
+}
+
+/// What `/readyz` says.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    ready: AtomicBool,
+    first_resync_done: AtomicBool,
+}
+
+impl Readiness {
+    /// Ready: the manifests are loaded, the state is held and the callback listener is up.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The first resync has finished.
+    pub fn set_first_resync_done(&self) {
+        self.first_resync_done.store(true, Ordering::SeqCst);
+    }
+
+    fn answer(&self) -> (StatusCode, String) {
+        let resync = if self.first_resync_done.load(Ordering::SeqCst) {
+            "first resync: done"
+        } else {
+            "first resync: running"
+        };
+        if self.ready.load(Ordering::SeqCst) {
+            (StatusCode::OK, format!("ready: active; {resync}\n"))
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned())
+        }
+    }
+}
+
+/// The ops listener's router.
+pub fn ops_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.answer() }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+}

@@ -1,0 +1,67 @@
+//! `timctl serve`'s library: from an authenticated callback to a recorded deletion.
+//!
+//! - [`enforcer`], the deduplicated queue with the settle rule, the deletions through the
+//!   apply's [`Deleter`](crate::apply::Deleter) and the recording thread.
+//! - [`http`], the callback listener (`POST /callback`) and the ops listener (`/healthz`,
+//!   `/readyz`, `/metrics`) as axum routers.
+//! - [`metrics`], the contract's metrics, through prometheus-client.
+//! - [`cidr`], `--callback-allow`.
+//!
+//! The binary (`reconciler/src/cmd/serve.rs`) reads flags, the token and the credentials,
+//! binds the sockets in the contract's order and waits for a signal.
+
+pub mod cidr;
+pub mod enforcer;
+pub mod http;
+pub mod metrics;
+
+use crate::callback::Message;
+
+/// The history's `trigger` of an enforced deletion: `{"command", "msg_key"}` for a one-to-one
+/// message, `{"command", "group_id", "msg_seq"}` for a group message; `command` always, the
+/// others when the callback carried them.
+pub fn trigger(message: &Message) -> serde_json::Value {
+    let mut t = serde_json::Map::new();
+    match message {
+        Message::OneToOne { msg_key, .. } => {
+            t.insert("command".into(), crate::callback::C2C_AFTER_SEND.into());
+            if let Some(k) = msg_key {
+                t.insert("msg_key".into(), k.as_str().into());
+            }
+        }
+        Message::Group { group, msg_seq } => {
+            t.insert("command".into(), crate::callback::GROUP_AFTER_SEND.into());
+            t.insert("group_id".into(), group.as_str().into());
+            if let Some(s) = msg_seq {
+                t.insert("msg_seq".into(), (*s).into());
+            }
+        }
+    }
+    serde_json::Value::Object(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_carry_the_command_and_what_the_callback_named() {
+        let one = Message::OneToOne {
+            from: "a".into(),
+            to: "b".into(),
+            msg_key: Some("1_2_3".into()),
+        };
+        assert_eq!(
+            trigger(&one),
+            serde_json::json!({"command": "C2C.CallbackAfterSendMsg", "msg_key": "1_2_3"})
+        );
+        let group = Message::Group {
+            group: "g".into(),
+            msg_seq: None,
+        };
+        assert_eq!(
+            trigger(&group),
+            serde_json::json!({"command": "Group.CallbackAfterSendMsg", "group_id": "g"})
+        );
+    }
+}

@@ -1,0 +1,896 @@
+//! `timctl serve` end to end: the real binary, fake-tim posting the documented callbacks over
+//! loopback, a real SQLite state.
+
+mod apply_common;
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use apply_common::{APP, Env, Fake, KEY, THREE, wait_for};
+use timctl_tests::callbacks::{self, CallbackAnswer, CallbackTarget, callback_query, post_raw};
+use timctl_tests::{ConversationKey, FakePeer};
+
+/// The callback token set "in the console"; it must never show up in serve's logs.
+const TOKEN: &str = "serve-e2e-callback-token-5f3a9c";
+const GROUP: &str = "@TGS#2C5SZEAEF";
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A running `timctl serve` and the runtime the test talks to it with.
+struct Serve {
+    child: Option<Child>,
+    listen: String,
+    ops: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Serve {
+    fn start(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
+        let (listen, ops) = (free_addr(), free_addr());
+        let manifest = env.manifest.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "serve",
+            "-f",
+            &manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = env.timctl(&args);
+        cmd.env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let serve = Serve {
+            child: Some(child),
+            listen,
+            ops,
+            rt,
+        };
+        wait_for("serve never became ready", || {
+            serve.get("/readyz").is_some_and(|a| a.status == 200)
+        });
+        serve
+    }
+
+    /// Waits until `/readyz` says the first resync is done.
+    fn wait_first_resync(&self) {
+        wait_for("the first resync", || {
+            self.get("/readyz")
+                .is_some_and(|a| a.body.contains("first resync: done"))
+        });
+    }
+
+    fn get(&self, path: &str) -> Option<CallbackAnswer> {
+        self.rt.block_on(callbacks::get(&self.ops, path)).ok()
+    }
+
+    fn target(&self) -> CallbackTarget {
+        CallbackTarget {
+            addr: self.listen.clone(),
+            path: "/callback".into(),
+            token: Some(TOKEN.into()),
+            sdkappid: APP,
+        }
+    }
+
+    /// Posts a callback with `query` and `body` as given.
+    fn post(&self, query: &str, body: &[u8], content_length: Option<usize>) -> CallbackAnswer {
+        self.rt
+            .block_on(post_raw(
+                &self.listen,
+                &format!("/callback?{query}"),
+                body,
+                content_length,
+            ))
+            .unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics").unwrap().body
+    }
+
+    /// Sends SIGTERM and waits: the exit code and everything printed.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code(), stderr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn key(from: &str, kind: u8, peer: &str, clear: bool) -> ConversationKey {
+    ConversationKey {
+        from: from.into(),
+        kind,
+        peer: peer.into(),
+        clear_ramble: Some(u8::from(clear)),
+    }
+}
+
+fn deletions_of(fake: &Fake, k: &ConversationKey) -> usize {
+    fake.deletions().get(k).copied().unwrap_or(0)
+}
+
+/// The value of the sample `line_start` (metric name and labels) in OpenMetrics text.
+fn sample(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn serve_resyncs_then_deletes_what_messages_bring_back_and_records_it() {
+    let fake = Fake::start(|_| {});
+    // Present on the server before serve starts: the first resync deletes it.
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &[], &[("TIMCTL_LOG", "trace")]);
+    fake.callbacks_to(serve.target());
+    let carol_dave = key("carol", 1, "dave", false);
+    wait_for("the first resync", || {
+        serve
+            .get("/readyz")
+            .is_some_and(|a| a.body.contains("first resync: done"))
+    });
+    // The first resync reads the lists (as apply --refresh does): it deletes carol's
+    // conversation with dave, which is there; alice's with bob, absent, only to clear its
+    // roaming messages as the manifest asks; and records alice's group as absent, with no call.
+    assert_eq!(deletions_of(&fake, &carol_dave), 1);
+    assert!(fake.conversations("carol").is_empty());
+    assert_eq!(fake.calls().len(), 2);
+    wait_for("the resync's records", || env.entries().len() == 3);
+
+    // One-to-one in both directions: bob writes to alice; carol writes to dave.
+    let alice_bob = key("alice", 1, "bob", true);
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#
+    );
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("carol", "dave", 2))
+        .unwrap()
+        .unwrap();
+    // A group message: alice is a member.
+    let alice_group = key("alice", 2, GROUP, false);
+    serve
+        .rt
+        .block_on(fake.send_group("zed", GROUP, &["alice", "zed"], 3))
+        .unwrap()
+        .unwrap();
+    wait_for("the enforced deletions", || {
+        deletions_of(&fake, &alice_bob) == 2
+            && deletions_of(&fake, &carol_dave) == 2
+            && deletions_of(&fake, &alice_group) == 1
+    });
+    // Bob's and dave's own lists are theirs: no manifest names them.
+    assert_eq!(fake.conversations("bob").len(), 1);
+    assert_eq!(fake.conversations("dave").len(), 1);
+    assert!(fake.conversations("alice").is_empty());
+    assert!(fake.conversations("carol").is_empty());
+
+    // Allowed conversations cause no call, whatever the callback says.
+    let calls_before = fake.calls().len();
+    assert_eq!(calls_before, 5);
+    for seq in 10..15 {
+        serve
+            .rt
+            .block_on(fake.send_one_to_one("bob", "zed", seq))
+            .unwrap()
+            .unwrap();
+        serve
+            .rt
+            .block_on(fake.send_group("bob", "@TGS#other", &["alice"], seq))
+            .unwrap()
+            .unwrap();
+    }
+
+    // The state: apply is refused naming serve (with --reassert it has deletions to make, so it
+    // asks for the lock); plan, state list and state history work.
+    let manifest = env.manifest.to_str().unwrap();
+    let refused = apply_common::Out::from(
+        env.timctl(&["apply", "-f", manifest, "--auto-approve", "--reassert"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(refused.stderr.contains("serve"), "{}", refused.all());
+    let plan = env.plan(&[]);
+    assert_eq!(plan.code, Some(0), "{}", plan.all());
+    // Recorded within a second of their confirmation.
+    wait_for("the state records the enforced deletions", || {
+        let history = env
+            .timctl(&["state", "history", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&history.stdout)
+            .matches(r#""reason":"enforced""#)
+            .count()
+            == 3
+    });
+    assert_eq!(env.entries().len(), 3);
+    let history = apply_common::Out::from(
+        env.timctl(&["state", "history", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(history.code, Some(0), "{}", history.all());
+    let events: Vec<serde_json::Value> = history
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let enforced: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "enforced")
+        .collect();
+    assert_eq!(enforced.len(), 3, "{}", history.stdout);
+    for e in &enforced {
+        assert!(e["latency_ms"].as_u64().is_some(), "{e}");
+        assert!(e["trigger"]["command"].is_string(), "{e}");
+    }
+    let group_event = enforced.iter().find(|e| e["type"] == "group").unwrap();
+    assert_eq!(group_event["trigger"]["group_id"], GROUP);
+    assert_eq!(group_event["trigger"]["msg_seq"], 3);
+    let bob_event = enforced.iter().find(|e| e["peer"] == "bob").unwrap();
+    assert_eq!(bob_event["clear_roaming"], true);
+    assert!(
+        bob_event["trigger"]["msg_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("1_")
+    );
+    // The first resync's events carry the refreshed plan's reasons.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "present" && e["peer"] == "dave")
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["reason"] == "absent" && e["action"] == "recorded")
+            .count(),
+        1,
+        "{}",
+        history.stdout
+    );
+
+    // The metrics count what happened.
+    let m = serve.metrics();
+    let c2c = r#"timctl_callbacks_total{command="C2C.CallbackAfterSendMsg",outcome="#;
+    let group = r#"timctl_callbacks_total{command="Group.CallbackAfterSendMsg",outcome="#;
+    assert_eq!(sample(&m, &format!(r#"{c2c}"queued"}}"#)), 2.0, "{m}");
+    assert_eq!(sample(&m, &format!(r#"{c2c}"ignored"}}"#)), 5.0, "{m}");
+    assert_eq!(sample(&m, &format!(r#"{group}"queued"}}"#)), 1.0, "{m}");
+    assert_eq!(sample(&m, &format!(r#"{group}"ignored"}}"#)), 5.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"timctl_deletions_total{reason="enforced",outcome="deleted"}"#
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "timctl_enforcement_latency_seconds_count"), 3.0);
+    assert_eq!(sample(&m, "timctl_ready"), 1.0);
+    assert_eq!(sample(&m, "timctl_manifest_entries"), 3.0);
+    // No call for the allowed conversations.
+    assert_eq!(fake.calls().len(), calls_before, "{:?}", fake.calls());
+
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    for secret in [TOKEN, KEY] {
+        assert!(!stderr.contains(secret), "a secret in the logs:\n{stderr}");
+    }
+    assert!(!stderr.contains("Sign="), "a Sign in the logs");
+    // The lock is released: an apply now runs (and has nothing to delete).
+    let after = env.apply(&[]);
+    assert_eq!(after.code, Some(0), "{}", after.all());
+}
+
+#[test]
+fn a_chatty_conversation_costs_at_most_one_call_per_settle_window_and_ends_deleted() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let alice_bob = key("alice", 1, "bob", true);
+    let resync_calls = deletions_of(&fake, &alice_bob);
+    // 20 messages within a second: the last at 950 ms.
+    serve.rt.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut sends = Vec::new();
+        for seq in 0..20_u64 {
+            let fake = &fake;
+            sends.push(async move {
+                tokio::time::sleep_until(start + Duration::from_millis(50 * seq)).await;
+                fake.send_one_to_one("bob", "alice", seq)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            });
+        }
+        for answer in futures::future::join_all(sends).await {
+            assert_eq!(answer.status, 200);
+        }
+    });
+    wait_for("the last message's deletion", || {
+        fake.conversations("alice").is_empty()
+    });
+    // Let any scheduled deletion happen before counting.
+    wait_for("the queue to empty", || {
+        sample(&serve.metrics(), "timctl_queue_depth") == 0.0
+    });
+    let calls = deletions_of(&fake, &alice_bob) - resync_calls;
+    assert!(
+        (1..=3).contains(&calls),
+        "{calls} calls for 20 messages in a second"
+    );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn callbacks_that_fail_the_checks_get_their_status_cause_no_call_and_are_counted() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--log-format", "json"], &[("TIMCTL_LOG", "trace")]);
+    serve.wait_first_resync();
+    let resync_calls = fake.calls().len();
+    let c2c = "C2C.CallbackAfterSendMsg";
+    let body = callbacks::one_to_one_body("bob", "alice", 1);
+    let now = callbacks::unix_now();
+    let signed = |time: i64| callback_query(APP, c2c, Some(TOKEN), time);
+    let forged = callback_query(APP, c2c, Some("not-the-token"), now);
+    let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        ("forged", forged, body.clone().into_bytes(), 401),
+        ("stale", signed(now - 120), body.clone().into_bytes(), 401),
+        ("future", signed(now + 120), body.clone().into_bytes(), 401),
+        (
+            "unsigned",
+            callback_query(APP, c2c, None, now),
+            body.clone().into_bytes(),
+            401,
+        ),
+        (
+            "other app",
+            callback_query(APP + 1, c2c, Some(TOKEN), now),
+            body.clone().into_bytes(),
+            403,
+        ),
+        (
+            "malformed",
+            signed(now),
+            b"{\"From_Account\": 7".to_vec(),
+            400,
+        ),
+        ("2 MB", signed(now), vec![b' '; 2 * 1024 * 1024], 413),
+    ];
+    for (what, query, body, status) in &cases {
+        let answer = serve.post(query, body, None);
+        assert_eq!(answer.status, *status, "{what}: {answer:?}");
+    }
+    // An unknown command is answered OK and counted.
+    let alert = serve.post(
+        &callback_query(APP, "Alert.RequestOverLimit", Some(TOKEN), now),
+        br#"{"ServiceName":"openim","Command":"sendmsg","Request":100,"Limit":200}"#,
+        None,
+    );
+    assert_eq!(alert.status, 200);
+    assert_eq!(fake.calls().len(), resync_calls, "{:?}", fake.calls());
+    let m = serve.metrics();
+    let count = |outcome: &str| {
+        sample(
+            &m,
+            &format!(r#"timctl_callbacks_total{{command="{c2c}",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(count("unauthorized"), 2.0, "{m}");
+    assert_eq!(count("stale"), 2.0, "{m}");
+    assert_eq!(count("forbidden"), 1.0, "{m}");
+    assert_eq!(count("malformed"), 1.0, "{m}");
+    assert_eq!(count("too_large"), 1.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"timctl_callbacks_total{command="Alert.RequestOverLimit",outcome="ignored"}"#
+        ),
+        1.0
+    );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("keep clocks in sync"), "{stderr}");
+    // --log-format json: every log line is a JSON object (the lines serve prints for people,
+    // "ready" and "stopped", are not log lines).
+    let log_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(log_lines.len() > 10, "{stderr}");
+    for line in log_lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["level"].is_string(), "{line}");
+    }
+    let skew = stderr
+        .lines()
+        .find(|l| l.contains("keep clocks in sync"))
+        .unwrap();
+    let skew: serde_json::Value = serde_json::from_str(skew).unwrap();
+    assert!(
+        skew["fields"]["skew_seconds"].as_i64().unwrap().abs() >= 119,
+        "{skew}"
+    );
+    assert!(!stderr.contains(TOKEN), "the token in the logs:\n{stderr}");
+    assert!(!stderr.contains(&TOKEN.chars().rev().collect::<String>()));
+    // No Sign value either: the valid Sign of the stale callback was never logged.
+    let stale_sign = signed(now - 120);
+    let sign = stale_sign
+        .split("Sign=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(!stderr.contains(sign), "a Sign in the logs");
+}
+
+#[test]
+fn a_peer_outside_callback_allow_is_refused_and_counted() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--callback-allow", "10.0.0.0/8"], &[]);
+    serve.wait_first_resync();
+    let resync_calls = fake.calls().len();
+    fake.callbacks_to(serve.target());
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 403);
+    assert_eq!(fake.calls().len(), resync_calls);
+    assert_eq!(
+        sample(
+            &serve.metrics(),
+            r#"timctl_callbacks_total{command="C2C.CallbackAfterSendMsg",outcome="forbidden"}"#
+        ),
+        1.0
+    );
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_token_and_a_fatal_answer_stops_it_with_one_message() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let manifest = env.manifest.to_str().unwrap();
+    let (listen, ops) = (free_addr(), free_addr());
+    let out = apply_common::Out::from(
+        env.timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("TIMCTL_CALLBACK_TOKEN"),
+        "{}",
+        out.all()
+    );
+    assert!(!env.state.exists(), "a refused serve created the state");
+
+    // A fatal answer (the app is unknown) during the first resync: exit 1, one message.
+    fake.update(|c| c.fail_all = Some(60006));
+    let serve = Serve::start(&env, &[], &[]);
+    let mut child = serve.child_take();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("serve stopped").count(), 1, "{stderr}");
+}
+
+impl Serve {
+    fn child_take(mut self) -> Child {
+        self.child.take().unwrap()
+    }
+}
+
+/// The Python that `.ci/steps/prometheus-client.sh` installs prometheus_client into.
+fn prometheus_python() -> std::path::PathBuf {
+    let target = timctl_tests::timctl_bin()
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .to_path_buf();
+    let python = target.join("ci-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run .ci/steps/prometheus-client.sh once (it installs Python's \
+         prometheus_client there)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_match_what_the_test_did() {
+    let python = prometheus_python();
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let alice_bob = key("alice", 1, "bob", true);
+    let before = deletions_of(&fake, &alice_bob);
+    serve.rt.block_on(async {
+        fake.send_one_to_one("bob", "alice", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        fake.send_one_to_one("bob", "zed", 2)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    let forged = callback_query(
+        APP,
+        "C2C.CallbackAfterSendMsg",
+        Some("wrong"),
+        callbacks::unix_now(),
+    );
+    assert_eq!(
+        serve
+            .post(
+                &forged,
+                callbacks::one_to_one_body("bob", "alice", 3).as_bytes(),
+                None
+            )
+            .status,
+        401
+    );
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == before + 1
+    });
+    wait_for("the queue to empty", || {
+        sample(&serve.metrics(), "timctl_queue_depth") == 0.0
+    });
+    let text = serve.metrics();
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: std::collections::BTreeMap<String, f64> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let get = |k: &str| {
+        parsed
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing: {parsed:?}"))
+    };
+    let c2c = "command=C2C.CallbackAfterSendMsg";
+    assert_eq!(
+        get(&format!("timctl_callbacks_total{{{c2c},outcome=queued}}")),
+        1.0
+    );
+    assert_eq!(
+        get(&format!("timctl_callbacks_total{{{c2c},outcome=ignored}}")),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            "timctl_callbacks_total{{{c2c},outcome=unauthorized}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get("timctl_deletions_total{outcome=deleted,reason=enforced}"),
+        1.0
+    );
+    // The first resync's deletion of alice's conversation with bob (clear_roaming), and the
+    // enforced one.
+    assert_eq!(
+        get("timctl_deletions_total{outcome=deleted,reason=clear_roaming}"),
+        1.0
+    );
+    assert_eq!(
+        get("timctl_api_calls_total{code=0,endpoint=v4/recentcontact/delete}"),
+        2.0
+    );
+    assert_eq!(get("timctl_enforcement_latency_seconds_count{}"), 1.0);
+    assert_eq!(
+        get("timctl_enforcement_latency_seconds_bucket{le=+Inf}"),
+        1.0
+    );
+    assert_eq!(get("timctl_queue_depth{}"), 0.0);
+    assert_eq!(get("timctl_manifest_entries{}"), 3.0);
+    assert_eq!(get("timctl_ready{}"), 1.0);
+    assert_eq!(get("timctl_active{}"), 1.0);
+    assert!(get("timctl_last_resync_success_timestamp_seconds{}") > 1.7e9);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn sigterm_mid_enforcement_exits_0_with_every_confirmed_deletion_recorded() {
+    // Slow answers, so that SIGTERM arrives while deletions are in flight.
+    let fake = Fake::start(|c| {
+        c.latency = (Duration::from_millis(300), Duration::from_millis(600));
+    });
+    let env = Env::new(&fake, &apply_common::many(5, 8));
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let resync_deletions: usize = fake.deletions().values().sum();
+    serve.rt.block_on(async {
+        let mut sends = Vec::new();
+        for u in 0..5 {
+            for p in 0..8 {
+                let fake = &fake;
+                sends.push(async move {
+                    let (user, peer) = (format!("u{u}"), format!("p{p}"));
+                    fake.send_one_to_one(&peer, &user, (u * 8 + p) as u64)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                });
+            }
+        }
+        for answer in futures::future::join_all(sends).await {
+            assert_eq!(answer.status, 200);
+        }
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let enforced_on_server: usize = fake.deletions().values().sum::<usize>() - resync_deletions;
+    assert!(enforced_on_server > 0, "SIGTERM came before any deletion");
+    // Every deletion the server confirmed is in the history, as enforced.
+    let history = apply_common::Out::from(
+        env.timctl(&["state", "history", "--json", "--limit", "0"])
+            .output()
+            .unwrap(),
+    );
+    let enforced = history
+        .stdout
+        .lines()
+        .filter(|l| l.contains(r#""reason":"enforced""#))
+        .count();
+    assert_eq!(enforced, enforced_on_server, "{}", history.stdout);
+}
+
+#[test]
+fn a_second_serve_on_the_same_state_is_refused_and_readyz_says_starting_until_it_could_start() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let first = Serve::start(&env, &[], &[]);
+    let manifest = env.manifest.to_str().unwrap();
+
+    // Refused at once, naming the running serve.
+    let (listen, ops) = (free_addr(), free_addr());
+    let refused = apply_common::Out::from(
+        env.timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(refused.stderr.contains("locked by"), "{}", refused.all());
+    assert!(refused.stderr.contains("serve"), "{}", refused.all());
+
+    // Waiting for the lock: the ops listener is up, /healthz 200, /readyz 503 `starting`.
+    let (listen, ops) = (free_addr(), free_addr());
+    let mut waiting = env
+        .timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+            "--lock-timeout",
+            "60s",
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ask = |path: &str| first.rt.block_on(callbacks::get(&ops, path)).ok();
+    wait_for("the second serve's ops listener", || {
+        ask("/healthz").is_some_and(|a| a.status == 200)
+    });
+    let readyz = ask("/readyz").unwrap();
+    assert_eq!((readyz.status, readyz.body.trim()), (503, "starting"));
+    // Its callback listener is not up yet.
+    assert!(std::net::TcpStream::connect(&listen).is_err());
+
+    // Once the first stops, the second takes the lock and becomes ready.
+    let (code, stderr) = first.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_for("the second serve to become ready", || {
+        rt.block_on(callbacks::get(&ops, "/readyz"))
+            .is_ok_and(|a| a.status == 200)
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&waiting),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(waiting.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn serve_forgets_state_entries_no_manifest_names_any_more() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    assert_eq!(env.entries().len(), 3);
+    // carol's entry leaves the manifests.
+    env.write_manifest(
+        "  alice:\n    - user: bob\n      clear_roaming: true\n    - group: \"@TGS#2C5SZEAEF\"\n",
+    );
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let entries = env.entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|(from, _, _)| from == "alice"));
+    let history = apply_common::Out::from(
+        env.timctl(&["state", "history", "--json", "--user", "carol"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        history
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains(r#""action":"forgotten""#),
+        "{}",
+        history.stdout
+    );
+}
+
+#[test]
+fn the_first_resync_reads_the_lists_and_deletes_what_came_back_while_serve_was_down() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    let carol_dave = key("carol", 1, "dave", false);
+    assert_eq!(deletions_of(&fake, &carol_dave), 1);
+    // Back while no serve ran (an imported message, say): the state still records it deleted.
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let serve = Serve::start(&env, &[], &[]);
+    serve.wait_first_resync();
+    assert_eq!(deletions_of(&fake, &carol_dave), 2);
+    assert!(fake.conversations("carol").is_empty());
+    // Only what the lists showed: alice's entries, absent from her list, cost no call.
+    assert_eq!(fake.deletions().values().sum::<usize>(), 4);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn invalid_manifests_stop_serve_before_the_state_with_exit_1_naming_where() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(
+        &fake,
+        "  alice:\n    - user: bob\n      clear_roaming: maybe\n",
+    );
+    let manifest = env.manifest.to_str().unwrap();
+    let (listen, ops) = (free_addr(), free_addr());
+    let out = apply_common::Out::from(
+        env.timctl(&[
+            "serve",
+            "-f",
+            manifest,
+            "--listen",
+            &listen,
+            "--ops-listen",
+            &ops,
+        ])
+        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("timctl.yaml:"), "{}", out.all());
+    assert!(!env.state.exists(), "serve created the state");
+    assert!(fake.calls().is_empty());
+}
