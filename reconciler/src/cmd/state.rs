@@ -259,6 +259,43 @@ fn streamed(result: Result<(), HistoryError>) -> miette::Result<()> {
     }
 }
 
+/// How a listing is printed: a table (its header before the first row, `empty` in its place
+/// when nothing matched) or JSON Lines (nothing when nothing matched).
+struct Listing<'a, T> {
+    json: bool,
+    header: &'a dyn Fn(&mut dyn Write) -> std::io::Result<()>,
+    row: fn(&T, &mut dyn Write) -> std::io::Result<()>,
+    line: fn(&T, &mut dyn Write) -> std::io::Result<()>,
+    empty: &'a str,
+}
+
+/// Streams what `read` yields to stdout as `listing` says, never holding it all: a history of
+/// ten million events prints in constant memory. A closed stdout is a quiet exit.
+fn stream<T>(
+    listing: Listing<'_, T>,
+    read: impl FnOnce(&mut dyn FnMut(&T) -> std::io::Result<()>) -> Result<(), HistoryError>,
+) -> miette::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut header = !listing.json;
+    let result = read(&mut |item| {
+        if std::mem::take(&mut header) {
+            (listing.header)(&mut out)?;
+        }
+        if listing.json {
+            (listing.line)(item, &mut out)
+        } else {
+            (listing.row)(item, &mut out)
+        }
+    });
+    streamed(result.and_then(|()| {
+        if header {
+            writeln!(out, "{}", listing.empty).map_err(HistoryError::Write)?;
+        }
+        out.flush().map_err(HistoryError::Write)
+    }))
+}
+
 fn show_history(
     global: &Global,
     app: &AppArgs,
@@ -266,26 +303,14 @@ fn show_history(
     json: bool,
 ) -> miette::Result<ExitCode> {
     let ledger = open(global, app)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut header = !json;
-    let result = ledger.history(query, &mut |event| {
-        if std::mem::take(&mut header) {
-            history::write_event_header(&mut out)?;
-        }
-        if json {
-            history::write_event_json(event, &mut out)
-        } else {
-            history::write_event_row(event, &mut out)
-        }
-    });
-    streamed(result.and_then(|()| {
-        if header {
-            // Nothing matched: say so in the table's place (JSON Lines stay empty).
-            writeln!(out, "No events.").map_err(HistoryError::Write)?;
-        }
-        out.flush().map_err(HistoryError::Write)
-    }))?;
+    let listing = Listing {
+        json,
+        header: &|out| history::write_event_header(out),
+        row: history::write_event_row,
+        line: history::write_event_json,
+        empty: "No events.",
+    };
+    stream(listing, |each| ledger.history(query, each))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -296,25 +321,14 @@ fn show_runs(
     json: bool,
 ) -> miette::Result<ExitCode> {
     let ledger = open(global, app)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut header = !json;
-    let result = ledger.runs_newest_first(limit, &mut |run| {
-        if std::mem::take(&mut header) {
-            history::write_run_header(&mut out)?;
-        }
-        if json {
-            history::write_run_json(run, &mut out)
-        } else {
-            history::write_run_row(run, &mut out)
-        }
-    });
-    streamed(result.and_then(|()| {
-        if header {
-            writeln!(out, "No runs.").map_err(HistoryError::Write)?;
-        }
-        out.flush().map_err(HistoryError::Write)
-    }))?;
+    let listing = Listing {
+        json,
+        header: &|out| history::write_run_header(out),
+        row: history::write_run_row,
+        line: history::write_run_json,
+        empty: "No runs.",
+    };
+    stream(listing, |each| ledger.runs_newest_first(limit, each))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -448,22 +462,17 @@ fn show(global: &Global, app: &AppArgs, from: UserId, peer: Peer) -> miette::Res
         peer: Some(peer),
         ..HistoryQuery::default()
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut header = true;
-    let result = ledger.history(&query, &mut |event| {
-        if std::mem::take(&mut header) {
+    let listing = Listing {
+        json: false,
+        header: &|out| {
             writeln!(out, "\nHistory, newest first:")?;
-            history::write_event_header(&mut out)?;
-        }
-        history::write_event_row(event, &mut out)
-    });
-    streamed(result.and_then(|()| {
-        if header {
-            writeln!(out, "No history.").map_err(HistoryError::Write)?;
-        }
-        out.flush().map_err(HistoryError::Write)
-    }))?;
+            history::write_event_header(out)
+        },
+        row: history::write_event_row,
+        line: history::write_event_json,
+        empty: "No history.",
+    };
+    stream(listing, |each| ledger.history(&query, each))?;
     Ok(ExitCode::SUCCESS)
 }
 
