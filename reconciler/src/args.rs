@@ -329,6 +329,53 @@ pub(crate) struct ExecArgs {
     pub(crate) json: bool,
 }
 
+/// The highest `--rate` or `--refresh-rate` taken: far above any quota Tencent grants, so a
+/// typo of a few extra zeros is refused instead of turning the limiter off.
+const MAX_RATE: u32 = 100_000;
+
+/// A calls-per-second flag (`--rate`, `--refresh-rate`) for an endpoint documented at
+/// `documented` calls per second: at least 1, at most [`MAX_RATE`], default a little under the
+/// documentation; above it is allowed with a warning (unless `quiet`), for apps whose quota
+/// Tencent raised. The one check apply, serve and refresh share.
+pub(crate) fn calls_per_second(
+    flag: &str,
+    value: Option<u32>,
+    endpoint: &str,
+    documented: u32,
+    quiet: bool,
+) -> miette::Result<f64> {
+    let rate = match value {
+        Some(0) => return Err(miette::miette!("{flag} must be at least 1 call per second")),
+        Some(r) if r > MAX_RATE => {
+            return Err(miette::miette!(
+                "{flag} {r} is more than any quota; the most timctl takes is {MAX_RATE}"
+            ));
+        }
+        Some(r) => f64::from(r),
+        None => timctl_core::client::default_rate(documented),
+    };
+    if rate > f64::from(documented) && !quiet {
+        crate::output::eprintln_lossy!(
+            "warning: {flag} {rate} is above {endpoint}'s documented limit of {documented} calls \
+             per second; use it only if Tencent raised your app's quota, or calls will be refused \
+             (60007)"
+        );
+    }
+    Ok(rate)
+}
+
+/// The runtime the commands that call the API run on: two workers, as the machine they are
+/// sized for has two cores, with timers and I/O.
+pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    use miette::{Context, IntoDiagnostic};
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")
+}
+
 /// Reads a duration written like `30s`, `5m` or `24h`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 30s, 5m or 24h"))

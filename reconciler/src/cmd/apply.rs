@@ -12,7 +12,7 @@ use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source,
 };
-use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
+use timctl_core::client::{BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::{Ledger, LedgerWriter};
 use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
@@ -41,10 +41,6 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = render::DEFAULT_LIMIT)]
     pub(crate) limit: usize,
 }
-
-/// The highest `--rate` taken: far above any quota, low enough to keep the limiter's window
-/// small.
-const MAX_RATE: u32 = 100_000;
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // One ID for every event of this apply, refusals included; the history names the run by
@@ -85,7 +81,13 @@ fn report_chain(report: &miette::Report) -> String {
 fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<ExitCode> {
     // Everything that can be refused is checked before anything is called or written.
     let exec = &args.exec;
-    let rate = rate(exec.rate, global.quiet)?;
+    let rate = crate::args::calls_per_second(
+        "--rate",
+        exec.rate,
+        "delete",
+        RecentContactDelete::CALLS_PER_SECOND,
+        global.quiet,
+    )?;
     // Enough calls in flight to keep the rate up at 250 ms latency.
     let concurrency = match exec.concurrency {
         Some(0) => return Err(miette!("--concurrency must be at least 1 call in flight")),
@@ -178,12 +180,7 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
         }
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()
-        .wrap_err("cannot start the async runtime")?;
+    let runtime = crate::args::runtime()?;
     let mut opts = ExecOptions::new(concurrency);
     // At most one second of calls unrecorded: a stalled state holds the calls back after that.
     opts.max_unrecorded = (rate.ceil() as usize).max(1);
@@ -222,28 +219,6 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
     );
     report(&summary, args.exec.json, &retry);
     Ok(exit_code(&summary))
-}
-
-/// `--rate`, checked; the default is just under the endpoint's documented limit.
-fn rate(flag: Option<u32>, quiet: bool) -> miette::Result<f64> {
-    let documented = RecentContactDelete::CALLS_PER_SECOND;
-    let rate = match flag {
-        Some(0) => return Err(miette!("--rate must be at least 1 call per second")),
-        Some(r) if r > MAX_RATE => {
-            return Err(miette!(
-                "--rate {r} is more than any quota; the most timctl takes is {MAX_RATE}"
-            ));
-        }
-        Some(r) => f64::from(r),
-        None => client::default_rate(documented),
-    };
-    if rate > f64::from(documented) && !quiet {
-        eprintln_lossy!(
-            "warning: --rate {rate} is above the documented limit of {documented} calls per second; \
-             use it only if Tencent raised your app's quota, or calls will be refused (60007)"
-        );
-    }
-    Ok(rate)
 }
 
 /// Shows the plan and checks `--max-deletes`. False when there is nothing to do (and says so).

@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use miette::{IntoDiagnostic, WrapErr, miette};
+use miette::WrapErr;
 use timctl_core::api::{Endpoint, RecentContactGetList};
-use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
+use timctl_core::client::{BaseUrl, Client, ClientConfig};
 use timctl_core::desired::DesiredState;
 use timctl_core::plan::Filter;
 use timctl_core::plan::refresh::{self, Observations};
@@ -18,9 +18,6 @@ use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::{Global, RefreshArgs};
 use crate::output::eprintln_lossy;
-
-/// The highest `--refresh-rate` taken, as for `--rate`.
-const MAX_RATE: u32 = 100_000;
 
 /// Retries of a transient get_list failure per page when `plan --refresh` is not told
 /// (`--max-retries`), as apply's default.
@@ -48,23 +45,13 @@ pub(crate) fn observe(
     filter: &Filter,
     report: Report,
 ) -> miette::Result<Observations> {
-    let documented = RecentContactGetList::CALLS_PER_SECOND;
-    let rate = match args.refresh_rate {
-        Some(0) => return Err(miette!("--refresh-rate must be at least 1 call per second")),
-        Some(r) if r > MAX_RATE => {
-            return Err(miette!(
-                "--refresh-rate {r} is more than any quota; the most timctl takes is {MAX_RATE}"
-            ));
-        }
-        Some(r) => f64::from(r),
-        None => client::default_rate(documented),
-    };
-    if rate > f64::from(documented) && !global.quiet {
-        eprintln_lossy!(
-            "warning: --refresh-rate {rate} is above get_list's documented limit of {documented} \
-             calls per second; calls may be refused (60007)"
-        );
-    }
+    let rate = crate::args::calls_per_second(
+        "--refresh-rate",
+        args.refresh_rate,
+        "get_list",
+        RecentContactGetList::CALLS_PER_SECOND,
+        global.quiet,
+    )?;
     let credentials = crate::credentials::from_env()
         .wrap_err("--refresh reads the server's conversation lists, which needs credentials")?;
     let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
@@ -81,12 +68,7 @@ pub(crate) fn observe(
     // Enough users in flight to keep the limiter busy at 250 ms latency, as apply does.
     let opts = ListOptions::new(((rate / 4.0).ceil() as usize).max(1));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()
-        .wrap_err("cannot start the async runtime")?;
+    let runtime = crate::args::runtime()?;
     let mut progress = Progress::new(report, global.quiet, wanted.len());
     let stop = client.stop_signal().clone();
     let result = runtime.block_on(async {

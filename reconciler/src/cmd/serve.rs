@@ -12,7 +12,7 @@ use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::Deletion;
 use timctl_core::callback::{CallbackToken, ForbiddenIndex};
-use timctl_core::client::{self, BaseUrl, Client, ClientConfig};
+use timctl_core::client::{BaseUrl, Client, ClientConfig};
 use timctl_core::ledger::history::EventReason;
 use timctl_core::ledger::{Deleted, DetailedDeletion, Ledger, LedgerWriter, RunCommand, RunInfo};
 use timctl_core::plan::{self, Action, Filter};
@@ -137,20 +137,17 @@ fn bind(addr: SocketAddr, what: &str) -> miette::Result<std::net::TcpListener> {
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
-    let rate = match args.rate {
-        Some(0) => return Err(miette!("--rate must be at least 1 call per second")),
-        Some(n) => f64::from(n),
-        None => client::default_rate(RecentContactDelete::CALLS_PER_SECOND),
-    };
+    let rate = crate::args::calls_per_second(
+        "--rate",
+        args.rate,
+        "delete",
+        RecentContactDelete::CALLS_PER_SECOND,
+        false,
+    )?;
     if args.queue_capacity == 0 {
         return Err(miette!("--queue-capacity must be at least 1"));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()
-        .wrap_err("cannot start the async runtime")?;
+    let runtime = crate::args::runtime()?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
 
