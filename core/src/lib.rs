@@ -30,7 +30,7 @@ extern crate self as timctl_core;
 
 pub mod api;
 pub mod apply;
-mod apply_client;
+pub mod apply_client;
 pub mod callback;
 pub mod client;
 pub mod desired;

@@ -498,6 +498,36 @@ fn a_peer_outside_callback_allow_is_refused_and_counted() {
     );
     let (code, _) = serve.terminate();
     assert_eq!(code, Some(0));
+
+    // TIMCTL_CALLBACK_ALLOW is --callback-allow, comma-separated: loopback is in this list.
+    let serve = Serve::start(
+        &env,
+        &[],
+        &[("TIMCTL_CALLBACK_ALLOW", "10.0.0.0/8,127.0.0.0/8")],
+    );
+    fake.callbacks_to(serve.target());
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 2))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+    let serve = Serve::start(
+        &env,
+        &[],
+        &[("TIMCTL_CALLBACK_ALLOW", "10.0.0.0/8,192.0.2.7")],
+    );
+    fake.callbacks_to(serve.target());
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 3))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 403);
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
 }
 
 #[test]
@@ -893,4 +923,72 @@ fn invalid_manifests_stop_serve_before_the_state_with_exit_1_naming_where() {
     assert!(out.stderr.contains("timctl.yaml:"), "{}", out.all());
     assert!(!env.state.exists(), "serve created the state");
     assert!(fake.calls().is_empty());
+}
+
+/// The sum of a metric family's samples whose labels contain `filter`.
+fn sum_of(metrics: &str, name: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn api_calls_total_counts_every_request_sent_retries_included() {
+    let fake = Fake::start(|_| {});
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--max-retries", "8"], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    // Every request fails (HTTP 503) until two have; then the server recovers.
+    fake.update(|c| {
+        c.fault_rate = 1.0;
+        c.faults = vec![timctl_tests::Fault::Status(503)];
+    });
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    fake.wait_until("two failed attempts", |f| f.stats().faults >= 2);
+    fake.update(|c| c.fault_rate = 0.0);
+    let alice_bob = key("alice", 1, "bob", true);
+    wait_for("the retried deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+    let delete = fake.stats_for(timctl_tests::FakeEndpoint::Delete);
+    let list = fake.stats_for(timctl_tests::FakeEndpoint::GetList);
+    let m = serve.metrics();
+    let calls = "timctl_api_calls_total";
+    let delete_label = r#"endpoint="v4/recentcontact/delete""#;
+    // Every request the fake saw is counted, the failed attempts under `transient`.
+    assert_eq!(
+        sum_of(&m, calls, delete_label) as u64,
+        delete.requests,
+        "{m}"
+    );
+    assert_eq!(
+        sum_of(&m, calls, &format!(r#"{delete_label},code="transient""#)) as u64,
+        delete.faults,
+        "{m}"
+    );
+    assert!(delete.faults >= 2);
+    assert_eq!(
+        sum_of(&m, calls, r#"endpoint="v4/recentcontact/get_list""#) as u64,
+        list.requests,
+        "{m}"
+    );
+    // The deletion itself is counted once.
+    assert_eq!(
+        sample(
+            &m,
+            r#"timctl_deletions_total{reason="enforced",outcome="deleted"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
 }

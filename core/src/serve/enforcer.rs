@@ -244,16 +244,19 @@ impl<D: Deleter + 'static> Enforcer<D> {
     /// `concurrency` at a time through `deleter`, each confirmed one sent to `recorder` with its
     /// plan reason. Stops starting new ones when `stop` or `shutdown` is raised. Returns how many
     /// failed or were not made (0: the resync succeeded).
-    pub async fn resync(
+    ///
+    /// `deleter` is the enforcement's client in its limiter's background lane
+    /// ([`crate::apply_client::Background`]), so that enforcement goes first.
+    pub async fn resync<R: Deleter>(
         &self,
+        deleter: &R,
         deletions: Vec<(Deletion, EventReason)>,
         recorder: mpsc::Sender<DetailedDeletion>,
         concurrency: usize,
         shutdown: &std::sync::atomic::AtomicBool,
     ) -> usize {
         use futures::StreamExt;
-        let (deleter, metrics, stop) =
-            (&self.inner.deleter, &*self.inner.metrics, &self.inner.stop);
+        let (metrics, stop) = (&*self.inner.metrics, &self.inner.stop);
         let results = futures::stream::iter(deletions)
             .map(|(d, reason)| async move {
                 if stop.is_stopped() || shutdown.load(Ordering::SeqCst) {
@@ -269,19 +272,19 @@ impl<D: Deleter + 'static> Enforcer<D> {
             let label = reason.as_str();
             let confirmed = match &outcome {
                 DeletionOutcome::Deleted => {
-                    metrics.deletion(label, "deleted", Some(0));
+                    metrics.deletion(label, "deleted");
                     true
                 }
-                DeletionOutcome::AlreadyAbsent { code } => {
-                    metrics.deletion(label, "already_absent", Some(*code));
+                DeletionOutcome::AlreadyAbsent { .. } => {
+                    metrics.deletion(label, "already_absent");
                     true
                 }
-                DeletionOutcome::ItemFailed { code, .. } => {
-                    metrics.deletion(label, "failed", *code);
+                DeletionOutcome::ItemFailed { .. } => {
+                    metrics.deletion(label, "failed");
                     false
                 }
                 DeletionOutcome::Fatal { message } => {
-                    metrics.deletion(label, "fatal", None);
+                    metrics.deletion(label, "fatal");
                     lock(&self.inner.fatal).get_or_insert_with(|| message.clone());
                     stop.stop(StopReason::Fatal);
                     false
@@ -330,17 +333,15 @@ async fn work<D: Deleter>(
         let reason = cause.reason.as_str();
         let confirmed = match &outcome {
             DeletionOutcome::Deleted => {
-                inner.metrics.deletion(reason, "deleted", Some(0));
+                inner.metrics.deletion(reason, "deleted");
                 true
             }
-            DeletionOutcome::AlreadyAbsent { code } => {
-                inner
-                    .metrics
-                    .deletion(reason, "already_absent", Some(*code));
+            DeletionOutcome::AlreadyAbsent { .. } => {
+                inner.metrics.deletion(reason, "already_absent");
                 true
             }
-            DeletionOutcome::ItemFailed { code, message } => {
-                inner.metrics.deletion(reason, "failed", *code);
+            DeletionOutcome::ItemFailed { message, .. } => {
+                inner.metrics.deletion(reason, "failed");
                 tracing::warn!(
                     from = %key.from.as_str(),
                     peer = %key.peer.id(),
@@ -351,7 +352,7 @@ async fn work<D: Deleter>(
             }
             DeletionOutcome::NotSent => false,
             DeletionOutcome::Fatal { message } => {
-                inner.metrics.deletion(reason, "fatal", None);
+                inner.metrics.deletion(reason, "fatal");
                 lock(&inner.fatal).get_or_insert_with(|| message.clone());
                 inner.stop.stop(StopReason::Fatal);
                 false

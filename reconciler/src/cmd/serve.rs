@@ -67,8 +67,13 @@ pub(crate) struct Args {
         default_value = "127.0.0.1:9464"
     )]
     pub(crate) ops_listen: SocketAddr,
-    /// Only these peers may post callbacks (CIDR, repeatable; default: any).
-    #[arg(long = "callback-allow", value_name = "CIDR")]
+    /// Only these peers may post callbacks (CIDR, repeatable or comma-separated; default: any).
+    #[arg(
+        long = "callback-allow",
+        value_name = "CIDR",
+        env = "TIMCTL_CALLBACK_ALLOW",
+        value_delimiter = ','
+    )]
     pub(crate) callback_allow: Vec<Cidr>,
     /// Run without a callback token: anyone who can reach --listen can make serve delete
     /// what the manifests name. For trying serve out only.
@@ -219,6 +224,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     config.set_rate::<RecentContactDelete>(rate);
     config.max_retries = args.max_retries;
     config.stop = stop.clone();
+    config.attempts = Some(metrics.attempt_observer());
     let client = Arc::new(Client::new(config)?);
     let enforcer_client = client.clone();
     let concurrency = ((rate / 4.0).ceil() as usize).max(1);
@@ -357,8 +363,9 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
                 });
             }
             let n = deletions.len();
+            let background = timctl_core::apply_client::Background((*client).clone());
             let unfinished = enforcer
-                .resync(deletions, resync_tx, concurrency, &shutdown)
+                .resync(&background, deletions, resync_tx, concurrency, &shutdown)
                 .await;
             if unfinished == 0 {
                 metrics.resync_succeeded();
