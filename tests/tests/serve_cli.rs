@@ -30,8 +30,18 @@ struct Serve {
 
 impl Serve {
     fn start(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
+        Serve::start_with(env, &env.manifest, extra, vars)
+    }
+
+    /// [`Serve::start`] with `-f manifest`.
+    fn start_with(
+        env: &Env,
+        manifest: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Serve {
         let (listen, ops) = (free_addr(), free_addr());
-        let manifest = env.manifest.to_str().unwrap().to_owned();
+        let manifest = manifest.to_str().unwrap().to_owned();
         let mut args = vec![
             "serve",
             "-f",
@@ -989,6 +999,336 @@ fn api_calls_total_counts_every_request_sent_retries_included() {
         1.0,
         "{m}"
     );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Replaces `path`'s content at once (a rename), as an editor or a sync sidecar does, so that
+/// a reload never reads half a file.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp-swap");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The serve runs in the state's history, newest first.
+fn serve_runs(env: &Env) -> Vec<serde_json::Value> {
+    let out = apply_common::Out::from(env.timctl(&["state", "runs", "--json"]).output().unwrap());
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["command"] == "serve")
+        .collect()
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_and_do_not_keep_a_valid_callback_out() {
+    use std::io::Write;
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(
+        &env,
+        &["--max-connections", "4", "--client-timeout", "1s"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    // A slowloris: the request line, then one header line every 200 ms, never the end.
+    let slow = {
+        let addr = serve.listen.clone();
+        let query = callback_query(APP, "C2C.CallbackAfterSendMsg", Some(TOKEN), 0);
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let _ = write!(s, "POST /callback?{query} HTTP/1.1\r\nHost: x\r\n");
+            let mut answer = Vec::new();
+            for i in 0..300 {
+                if write!(s, "X-Slow-{i}: still sending\r\n").is_err() {
+                    return (true, answer);
+                }
+                let mut buf = [0u8; 512];
+                match s.read(&mut buf) {
+                    Ok(0) => return (true, answer),
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return (true, answer),
+                }
+            }
+            (false, answer)
+        })
+    };
+    // More idle connections than the cap: they send nothing at all.
+    let idle: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(&serve.listen).unwrap())
+        .collect();
+    // A valid callback behind them is answered all the same, and enforced.
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let alice_bob = key("alice", 1, "bob", true);
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+    // Serve closed the slow client's connection before it finished its headers, unanswered.
+    let (closed, answer) = slow.join().unwrap();
+    assert!(closed, "the slow client was never cut off");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // And every idle connection.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "an idle connection stayed open"
+        );
+    }
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn manifest_edits_are_adopted_without_a_restart_refreshing_only_the_users_they_change() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // The state records the manifests already (so serve adopts them under --max-deletes 1).
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    let serve = Serve::start(
+        &env,
+        &["--reload-interval", "200ms", "--max-deletes", "1"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    assert_eq!(serve_runs(&env).len(), 1);
+    // On the server, without a callback (an import): erin's conversation with frank, which the
+    // edit will forbid, and carol's with dave, forbidden already but not touched by the edit.
+    fake.seed_conversations("erin", [FakePeer::user("frank")], false);
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let lists_before = fake.get_list_calls();
+
+    let edited = format!("{THREE}  erin:\n    - user: frank\n");
+    replace_file(&env.manifest, &apply_common::manifest_text(&edited));
+    let erin_frank = key("erin", 1, "frank", false);
+    wait_for("the new entry enforced", || {
+        deletions_of(&fake, &erin_frank) == 1
+    });
+    let lists_after = fake.get_list_calls();
+    // Only erin's list was read again; carol's conversation waits for the periodic resync.
+    assert_eq!(
+        lists_after.get("erin").copied().unwrap_or(0),
+        1,
+        "{lists_after:?}"
+    );
+    for user in ["alice", "carol"] {
+        assert_eq!(lists_after.get(user), lists_before.get(user), "{user}");
+    }
+    assert_eq!(fake.conversations("carol").len(), 1);
+    wait_for("the adoption's run", || serve_runs(&env).len() == 2);
+    let m = serve.metrics();
+    assert_eq!(
+        sample(&m, r#"timctl_manifest_reloads_total{outcome="adopted"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "timctl_manifest_entries"), 4.0, "{m}");
+
+    // An invalid edit: counted, logged, and the set in force goes on being enforced.
+    replace_file(&env.manifest, "version: 1\nabsent: [\n");
+    wait_for("the invalid reload counted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="invalid"}"#,
+        ) >= 1.0
+    });
+    assert!(serve.get("/readyz").unwrap().body.contains("invalid"));
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("frank", "erin", 2))
+        .unwrap()
+        .unwrap();
+    wait_for("erin's entry still enforced", || {
+        deletions_of(&fake, &erin_frank) == 2
+    });
+
+    // An edit adding two deletions, over --max-deletes 1: refused, said in /readyz, and the
+    // set in force goes on being enforced.
+    let over = format!("{edited}  gina:\n    - user: h1\n    - user: h2\n");
+    replace_file(&env.manifest, &apply_common::manifest_text(&over));
+    wait_for("the refused reload counted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="refused"}"#,
+        ) == 1.0
+    });
+    let ready = serve.get("/readyz").unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(ready.body.contains("max-deletes"), "{}", ready.body);
+    fake.seed_conversations("gina", [FakePeer::user("h1")], false);
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("h1", "gina", 3))
+        .unwrap()
+        .unwrap();
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("frank", "erin", 4))
+        .unwrap()
+        .unwrap();
+    wait_for("erin's entry still enforced", || {
+        deletions_of(&fake, &erin_frank) == 3
+    });
+    assert_eq!(deletions_of(&fake, &key("gina", 1, "h1", false)), 0);
+    // The same refused content is not counted again at every interval.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="refused"}"#
+        ),
+        1.0
+    );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("max-deletes"), "{stderr}");
+}
+
+#[test]
+fn a_manifest_directory_replaced_by_a_symlink_swap_is_picked_up() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // As git-sync lays it out: `current` links to a revision's directory, and a new revision
+    // is a new directory the link is swapped to (a rename of a new link over it).
+    let root = env.dir.path().join("sync");
+    let (v1, v2) = (root.join("rev-1"), root.join("rev-2"));
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v1.join("timctl.yaml"), apply_common::manifest_text(THREE)).unwrap();
+    let edited = format!("{THREE}  erin:\n    - user: frank\n");
+    std::fs::write(v2.join("timctl.yaml"), apply_common::manifest_text(&edited)).unwrap();
+    let current = root.join("current");
+    std::os::unix::fs::symlink("rev-1", &current).unwrap();
+    let serve = Serve::start_with(&env, &current, &["--reload-interval", "200ms"], &[]);
+    serve.wait_first_resync();
+    fake.seed_conversations("erin", [FakePeer::user("frank")], false);
+    let swap = root.join("current.new");
+    std::os::unix::fs::symlink("rev-2", &swap).unwrap();
+    std::fs::rename(&swap, &current).unwrap();
+    wait_for("the swapped-in entry enforced", || {
+        deletions_of(&fake, &key("erin", 1, "frank", false)) == 1
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn the_periodic_resync_deletes_what_came_back_without_a_callback() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--resync", "1s"], &[]);
+    serve.wait_first_resync();
+    let first = sample(
+        &serve.metrics(),
+        "timctl_last_resync_success_timestamp_seconds",
+    );
+    assert!(first > 0.0);
+    // Brought back as an import would: no callback.
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    wait_for("the periodic resync's deletion", || {
+        fake.conversations("carol").is_empty()
+    });
+    wait_for("the resync's success noted", || {
+        sample(
+            &serve.metrics(),
+            "timctl_last_resync_success_timestamp_seconds",
+        ) > first
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn past_the_queue_capacity_callbacks_are_answered_and_their_users_resynced() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &apply_common::many(50, 10));
+    let serve = Serve::start(&env, &["--queue-capacity", "50", "--settle", "5s"], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let calls_before = fake.stats_for(timctl_tests::FakeEndpoint::Delete).requests;
+    assert_eq!(calls_before, 0, "nothing was on the server at start");
+    // 500 forbidden conversations brought back at once, 50 callbacks in flight at a time.
+    let answers: Vec<u16> = serve.rt.block_on(async {
+        use futures::StreamExt;
+        let sends = (0..50).flat_map(|u| (0..10).map(move |p| (u, p)));
+        futures::stream::iter(sends)
+            .map(|(u, p)| {
+                let fake = &fake;
+                async move {
+                    let (from, to) = (format!("p{p}"), format!("u{u}"));
+                    fake.send_one_to_one(&from, &to, (u * 10 + p) as u64)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .status
+                }
+            })
+            .buffer_unordered(50)
+            .collect()
+            .await
+    });
+    assert_eq!(answers.len(), 500);
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    wait_for("all 500 deleted", || {
+        (0..50).all(|u| {
+            fake.conversations(&format!("u{u}"))
+                .iter()
+                .all(|c| !c.peer.id().starts_with('p'))
+        })
+    });
+    let m = serve.metrics();
+    let c2c = r#"timctl_callbacks_total{command="C2C.CallbackAfterSendMsg",outcome="#;
+    let overflow = sample(&m, &format!(r#"{c2c}"overflow"}}"#));
+    let queued = sample(&m, &format!(r#"{c2c}"queued"}}"#));
+    assert!(overflow > 0.0, "{m}");
+    assert_eq!(overflow + queued, 500.0, "{m}");
+    let delete = fake.stats_for(timctl_tests::FakeEndpoint::Delete);
+    assert!(delete.max_in_any_second <= 200, "{delete:?}");
+    assert_eq!(delete.frequency_limited, 0, "{delete:?}");
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn history_retention_prunes_serves_own_history_as_it_runs() {
+    let fake = Fake::start(|_| {});
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--history-retention", "2s"], &[]);
+    serve.wait_first_resync();
+    let events = || {
+        let out = env
+            .timctl(&["state", "history", "--json", "--limit", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    wait_for("the first resync's events", || events() == 3);
+    // Two seconds on, they are pruned; the entries stay.
+    wait_for("the history pruned", || events() == 0);
+    assert_eq!(env.entries().len(), 3);
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }

@@ -276,10 +276,12 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             tracing::error!(
                 new_deletions = new,
                 max_deletes = max,
-                "the manifests would add more deletions than --max-deletes; serve enforces only                  the entries the state records until a reload brings acceptable manifests"
+                "the manifests would add more deletions than --max-deletes; serve enforces only \
+                 the entries the state records until a reload brings acceptable manifests"
             );
             readiness.set_manifests_note(Some(format!(
-                "refused: {new} new deletions > --max-deletes {max}; enforcing the entries the                  state records"
+                "refused: {new} new deletions > --max-deletes {max}; enforcing the entries the \
+                 state records"
             )));
             metrics.reload("refused");
             refused_digest = Some(desired.digest.clone());
