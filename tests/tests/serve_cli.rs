@@ -1332,3 +1332,165 @@ fn history_retention_prunes_serves_own_history_as_it_runs() {
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// An HTTPS connection to serve that trusts only the test CA.
+struct Https {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl Https {
+    async fn connect(addr: &str) -> Https {
+        use rustls::pki_types::pem::PemObject;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/serve");
+        let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        Https { stream }
+    }
+
+    /// The certificate serve presented.
+    fn certificate(&self) -> Vec<u8> {
+        self.stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// Posts a signed callback on this connection (kept open) and reads the answer's status.
+    async fn post_callback(&mut self, body: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let query = callback_query(
+            APP,
+            "C2C.CallbackAfterSendMsg",
+            Some(TOKEN),
+            callbacks::unix_now(),
+        );
+        let head = format!(
+            "POST /callback?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await.unwrap();
+        self.stream.write_all(body.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = self.stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "serve closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if rest.len() >= length {
+                    return head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn pem_certificate(file: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(file)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn callbacks_over_https_and_a_replaced_certificate_is_served_without_dropping_connections() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/serve");
+    let (cert, key) = (
+        env.dir.path().join("tls.crt"),
+        env.dir.path().join("tls.key"),
+    );
+    std::fs::copy(fixtures.join("cert-1.pem"), &cert).unwrap();
+    std::fs::copy(fixtures.join("key-1.pem"), &key).unwrap();
+    let serve = Serve::start(
+        &env,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--client-timeout",
+            "120s",
+        ],
+        &[],
+    );
+    serve.wait_first_resync();
+    let alice_bob = key_of("alice", "bob");
+    let mut open = serve.rt.block_on(Https::connect(&serve.listen));
+    assert_eq!(
+        open.certificate(),
+        pem_certificate(&fixtures.join("cert-1.pem"))
+    );
+    fake.send_message("alice", FakePeer::user("bob"));
+    let status = serve
+        .rt
+        .block_on(open.post_callback(&callbacks::one_to_one_body("bob", "alice", 1)));
+    assert_eq!(status, 200);
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+
+    // Rotated as cert-manager does: both files replaced while serve runs.
+    replace_file(
+        &key,
+        &std::fs::read_to_string(fixtures.join("key-2.pem")).unwrap(),
+    );
+    replace_file(
+        &cert,
+        &std::fs::read_to_string(fixtures.join("cert-2.pem")).unwrap(),
+    );
+    let second = pem_certificate(&fixtures.join("cert-2.pem"));
+    wait_for("the new certificate served", || {
+        serve
+            .rt
+            .block_on(Https::connect(&serve.listen))
+            .certificate()
+            == second
+    });
+    // The connection opened before the rotation still works.
+    fake.send_message("alice", FakePeer::user("bob"));
+    let status = serve
+        .rt
+        .block_on(open.post_callback(&callbacks::one_to_one_body("bob", "alice", 2)));
+    assert_eq!(status, 200);
+    wait_for("the second enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 3
+    });
+    // Plain HTTP gets no answer from an HTTPS listener.
+    let plain = serve
+        .rt
+        .block_on(post_raw(&serve.listen, "/callback", b"{}", None))
+        .unwrap();
+    assert_ne!(plain.status, 200);
+    drop(open);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+}
+
+fn key_of(from: &str, peer: &str) -> ConversationKey {
+    key(from, 1, peer, from == "alice" && peer == "bob")
+}
