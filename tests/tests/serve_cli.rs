@@ -1207,7 +1207,7 @@ fn manifest_edits_are_adopted_without_a_restart_refreshing_only_the_users_they_c
 }
 
 #[test]
-fn a_manifest_directory_replaced_by_a_symlink_swap_is_picked_up() {
+fn a_manifest_directory_replaced_by_a_symlink_swap_is_picked_up_on_sighup() {
     let fake = Fake::start(|_| {});
     let env = Env::new(&fake, THREE);
     // As git-sync lays it out: `current` links to a revision's directory, and a new revision
@@ -1221,12 +1221,15 @@ fn a_manifest_directory_replaced_by_a_symlink_swap_is_picked_up() {
     std::fs::write(v2.join("timctl.yaml"), apply_common::manifest_text(&edited)).unwrap();
     let current = root.join("current");
     std::os::unix::fs::symlink("rev-1", &current).unwrap();
-    let serve = Serve::start_with(&env, &current, &["--reload-interval", "200ms"], &[]);
+    // No periodic reload within the test: SIGHUP makes serve read the manifests.
+    let serve = Serve::start_with(&env, &current, &["--reload-interval", "1h"], &[]);
     serve.wait_first_resync();
     fake.seed_conversations("erin", [FakePeer::user("frank")], false);
     let swap = root.join("current.new");
     std::os::unix::fs::symlink("rev-2", &swap).unwrap();
     std::fs::rename(&swap, &current).unwrap();
+    let pid = rustix::process::Pid::from_child(serve.child.as_ref().unwrap());
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     wait_for("the swapped-in entry enforced", || {
         deletions_of(&fake, &key("erin", 1, "frank", false)) == 1
     });
@@ -1493,4 +1496,56 @@ fn callbacks_over_https_and_a_replaced_certificate_is_served_without_dropping_co
 
 fn key_of(from: &str, peer: &str) -> ConversationKey {
     key(from, 1, peer, from == "alice" && peer == "bob")
+}
+
+#[test]
+fn manifests_over_max_deletes_at_start_are_not_adopted_until_an_acceptable_edit() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // An empty state: all three entries would be new deletions.
+    let serve = Serve::start(
+        &env,
+        &["--max-deletes", "1", "--reload-interval", "200ms"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let ready = serve.get("/readyz").unwrap();
+    assert!(ready.body.contains("refused"), "{}", ready.body);
+    let m = serve.metrics();
+    assert_eq!(
+        sample(&m, r#"timctl_manifest_reloads_total{outcome="refused"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "timctl_manifest_entries"), 0.0, "{m}");
+    // Nothing the state records, so nothing is enforced: no call at all.
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    // An edit down to one new deletion is adopted, and enforced.
+    replace_file(
+        &env.manifest,
+        &apply_common::manifest_text("  carol:\n    - user: dave\n"),
+    );
+    wait_for("the acceptable edit adopted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="adopted"}"#,
+        ) == 1.0
+    });
+    assert!(!serve.get("/readyz").unwrap().body.contains("refused"));
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("dave", "carol", 2))
+        .unwrap()
+        .unwrap();
+    wait_for("the adopted entry enforced", || {
+        deletions_of(&fake, &key("carol", 1, "dave", false)) == 1
+    });
+    assert_eq!(deletions_of(&fake, &key("alice", 1, "bob", true)), 0);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
 }
