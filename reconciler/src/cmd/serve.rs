@@ -396,6 +396,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         readiness.clone(),
         args.resync,
         listing_fatal.clone(),
+        stop_accepting.subscribe(),
     ));
     let hangup = Arc::new(tokio::sync::Notify::new());
     let reloads = runtime.spawn(reload_loop(Reloading {
@@ -501,6 +502,7 @@ async fn resync_loop(
     readiness: Arc<Readiness>,
     every: Duration,
     listing_fatal: Arc<std::sync::Mutex<Option<String>>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut scope = Scope::Full;
     let mut first = true;
@@ -559,6 +561,7 @@ async fn resync_loop(
         scope = loop {
             tokio::select! {
                 () = &mut timer => break Scope::Full,
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => return,
                 () = pending.marked() => if let Some(marked) = pending.take() {
                     break marked;
                 },
