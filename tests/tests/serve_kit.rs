@@ -168,7 +168,12 @@ fn a_callback_deletes_and_the_alerts_metrics_are_exported(
     // Bob's own list is his: no manifest names it.
     assert_eq!(fake.conversations("bob").len(), 1, "{what}");
 
-    let metrics = serve.get("/metrics").unwrap().body;
+    // The deletion is counted once serve has its answer, a moment after fake-tim removed it.
+    let mut metrics = String::new();
+    wait_for("the enforced deletion counted", || {
+        metrics = serve.get("/metrics").unwrap().body;
+        metrics.contains(r#"timctl_deletions_total{reason="enforced",outcome="deleted"} 1"#)
+    });
     let rules = read("examples/serve/prometheus/timctl-alerts.yaml");
     let mut used: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
