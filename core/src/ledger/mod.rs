@@ -124,6 +124,33 @@ pub struct DetailedDeletion {
     pub latency_ms: Option<u64>,
 }
 
+/// One item of a batch to record, as every backend writes it: the entry, and what its history
+/// event says beyond it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ToRecord<'a> {
+    /// The deletion (or observed absence) to record.
+    pub deleted: &'a Deleted,
+    /// Why.
+    pub reason: history::EventReason,
+    /// For an enforced deletion: the callback that triggered it, a JSON object.
+    pub trigger: Option<&'a serde_json::Value>,
+    /// For an enforced deletion: from the callback's arrival to the confirmed deletion.
+    pub latency_ms: Option<u64>,
+}
+
+impl ToRecord<'_> {
+    /// The event's `trigger` as stored: JSON text.
+    pub(crate) fn trigger_text(&self) -> Option<String> {
+        self.trigger.map(serde_json::Value::to_string)
+    }
+
+    /// The event's `latency_ms` as stored: a 64-bit signed integer, saturated.
+    pub(crate) fn latency_sql(&self) -> Option<i64> {
+        self.latency_ms
+            .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+    }
+}
+
 /// Which command a run was (`state runs` shows it exactly so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunCommand {
@@ -359,18 +386,41 @@ pub trait LedgerWriter: Ledger {
     /// Writes `run`'s end and counts ([`RunInfo::end`]) into its row.
     fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
     /// Records conversations with `origin`, attributed to `run`, each with the history event
-    /// `reason(key)` says (action `deleted` for [`Origin::Deleted`], `recorded` for
-    /// [`Origin::Absent`]; at the batch item's `deleted_at`). An entry is inserted, or
-    /// replaced when it says something else (its `clear_roaming` or origin); one the state
-    /// already records the same way is left as it was, and only the event is appended. The
-    /// serial is bumped only when an entry changed. An empty batch writes nothing.
+    /// its item describes (action `deleted` for [`Origin::Deleted`], `recorded` for
+    /// [`Origin::Absent`]; at the item's `deleted_at`; with its reason, and for serve's
+    /// enforcement its `trigger` and `latency_ms`). An entry is inserted, or replaced when it
+    /// says something else (its `clear_roaming` or origin); one the state already records the
+    /// same way is left as it was, and only the event is appended. The serial is bumped only
+    /// when an entry changed. An empty batch writes nothing.
+    ///
+    /// Every record goes through here, on both backends: [`LedgerWriter::record`],
+    /// [`LedgerWriter::record_detailed`] and the others only say what each item's event holds.
+    fn record_items(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[ToRecord<'_>],
+    ) -> Result<Written, LedgerError>;
+    /// Records conversations with `origin`, attributed to `run`, each with the history event
+    /// `reason(key)` says and no trigger or latency (see [`LedgerWriter::record_items`]).
     fn record(
         &mut self,
         run: &RunInfo,
         origin: Origin,
         batch: &[Deleted],
         reason: &dyn Fn(&ConversationKey) -> history::EventReason,
-    ) -> Result<Written, LedgerError>;
+    ) -> Result<Written, LedgerError> {
+        let items: Vec<ToRecord<'_>> = batch
+            .iter()
+            .map(|deleted| ToRecord {
+                deleted,
+                reason: reason(&deleted.key),
+                trigger: None,
+                latency_ms: None,
+            })
+            .collect();
+        self.record_items(run, origin, &items)
+    }
     /// Drops entries from the state (no call is made), each with an event of `action` and
     /// `reason`, attributed to the run last begun or recorded (an error when there is none).
     /// Entries not in the state are skipped; `affected` says how many were there. An empty
@@ -390,25 +440,25 @@ pub trait LedgerWriter: Ledger {
         })
     }
     /// Records conversations with `origin` (confirmed deletions, or absences a refresh saw),
-    /// each with its own reason and, for serve's enforcement, the
-    /// callback that triggered it and the latency from its arrival (history's `trigger` and
-    /// `latency_ms`). A backend that cannot store the details records the deletions with their
-    /// reasons only; SQLite stores them, in the same transaction.
+    /// each with its own reason and, for serve's enforcement, the callback that triggered it
+    /// and the latency from its arrival (history's `trigger` and `latency_ms`), in the same
+    /// transaction as the entries, on either backend.
     fn record_detailed(
         &mut self,
         run: &RunInfo,
         origin: Origin,
         batch: &[DetailedDeletion],
     ) -> Result<Written, LedgerError> {
-        let reasons: std::collections::HashMap<&ConversationKey, history::EventReason> =
-            batch.iter().map(|d| (&d.deleted.key, d.reason)).collect();
-        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record(run, origin, &deleted, &|k| {
-            reasons
-                .get(k)
-                .copied()
-                .unwrap_or(history::EventReason::Enforced)
-        })
+        let items: Vec<ToRecord<'_>> = batch
+            .iter()
+            .map(|d| ToRecord {
+                deleted: &d.deleted,
+                reason: d.reason,
+                trigger: d.trigger.as_ref(),
+                latency_ms: d.latency_ms,
+            })
+            .collect();
+        self.record_items(run, origin, &items)
     }
     /// Records conversations a refresh saw absent from their user's list (no call was made):
     /// origin [`Origin::Absent`], reason `absent`; `deleted_at` is when the absence was

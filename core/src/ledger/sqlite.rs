@@ -27,8 +27,8 @@ use super::lock::{
     StateLock, check_dir, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
 };
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
-    Snapshot, StateEntry, StateRef, Written,
+    Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin, Snapshot,
+    StateEntry, StateRef, ToRecord, Written,
 };
 use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
 
@@ -847,18 +847,13 @@ fn append_event(
     Ok(())
 }
 
-/// What the history says of the `i`th item of a batch: its reason, `trigger` (JSON text) and
-/// `latency_ms`.
-type EventDetails<'a> = dyn Fn(usize) -> (EventReason, Option<String>, Option<u64>) + 'a;
-
 impl SqliteLedgerWriter {
-    /// [`LedgerWriter::record`] with each item's history details.
+    /// [`LedgerWriter::record_items`].
     fn record_with(
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        details: &EventDetails<'_>,
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -899,8 +894,8 @@ impl SqliteLedgerWriter {
                 .prepare_cached(APPEND_EVENT)
                 .map_err(sqlite_err(&path, "appending to the history"))?;
             let (action, origin) = (action.as_str(), origin.as_str());
-            for (i, d) in batch.iter().enumerate() {
-                let (reason, trigger, latency_ms) = details(i);
+            for item in batch {
+                let d = item.deleted;
                 let (from, kind, peer) = (
                     d.key.from.as_str(),
                     kind_code(d.key.peer.kind()),
@@ -921,14 +916,14 @@ impl SqliteLedgerWriter {
                     .execute(params![
                         d.deleted_at.as_millisecond(),
                         action,
-                        reason.as_str(),
+                        item.reason.as_str(),
                         from,
                         kind,
                         peer,
                         d.clear_roaming,
                         run_row,
-                        trigger.as_deref(),
-                        latency_ms.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+                        item.trigger_text(),
+                        item.latency_sql()
                     ])
                     .map_err(sqlite_err(&path, "appending to the history"))?;
             }
@@ -974,31 +969,13 @@ impl LedgerWriter for SqliteLedgerWriter {
         Ok(())
     }
 
-    fn record(
+    fn record_items(
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
-        self.record_with(run, origin, batch, &|i| (reason(&batch[i].key), None, None))
-    }
-
-    fn record_detailed(
-        &mut self,
-        run: &RunInfo,
-        origin: Origin,
-        batch: &[crate::ledger::DetailedDeletion],
-    ) -> Result<Written, LedgerError> {
-        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record_with(run, origin, &deleted, &|i| {
-            let d = &batch[i];
-            (
-                d.reason,
-                d.trigger.as_ref().map(|t| t.to_string()),
-                d.latency_ms,
-            )
-        })
+        self.record_with(run, origin, batch)
     }
 
     fn remove(
