@@ -10,22 +10,40 @@
 
 use std::path::PathBuf;
 
-use crate::ids::ConversationKey;
+use crate::ids::{ConversationKey, PeerKind};
 
 pub mod history;
 pub mod location;
-pub mod lock;
 pub mod migrate;
 pub mod postgres;
+pub mod remove;
 pub mod sqlite;
 
 pub use location::{
     AnyLedger, AnyWriter, LocatedStore, LocationError, StateLocation, StateName, open_read,
     prune_history,
 };
-pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use postgres::{PgError, PgLedger, PgLedgerWriter};
-pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
+pub use sqlite::lock::{self, LockError, LockHolder, StateLock, StatePathError};
+pub use sqlite::{SqliteError, SqliteLedger, SqliteLedgerWriter};
+
+/// The API's conversation type as both backends store it: 1 one-to-one, 2 group. Sorting by it
+/// sorts users first, as `Peer`'s `Ord` does.
+pub(crate) fn kind_code(kind: PeerKind) -> i16 {
+    match kind {
+        PeerKind::User => 1,
+        PeerKind::Group => 2,
+    }
+}
+
+/// The conversation type stored as `code`, if it is one ([`kind_code`]).
+pub(crate) fn kind_of_code(code: i64) -> Option<PeerKind> {
+    match code {
+        1 => Some(PeerKind::User),
+        2 => Some(PeerKind::Group),
+        _ => None,
+    }
+}
 
 /// Which state a plan was made against: the ledger's lineage and serial.
 ///
@@ -70,6 +88,15 @@ impl Origin {
         match self {
             Origin::Deleted => "deleted",
             Origin::Absent => "absent",
+        }
+    }
+
+    /// The history's action for recording an entry of this origin: `deleted`, or `recorded`
+    /// for an observed absence.
+    pub fn event_action(self) -> history::EventAction {
+        match self {
+            Origin::Deleted => history::EventAction::Deleted,
+            Origin::Absent => history::EventAction::Recorded,
         }
     }
 
@@ -494,37 +521,6 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
-    /// The state's directory or file is refused (a link, a special file, a directory another
-    /// user could change).
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Path(#[from] StatePathError),
-    /// SQLite failed.
-    #[error("the state database {path} failed while {doing}")]
-    #[diagnostic(code(timctl::state::sqlite))]
-    Sqlite {
-        /// What timctl was doing.
-        doing: &'static str,
-        /// The database.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The file exists and is not a timctl ledger.
-    #[error("{path} is not a timctl state database ({why})")]
-    #[diagnostic(
-        code(timctl::state::not_a_ledger),
-        help(
-            "point --state (TIMCTL_STATE) at a timctl state file, or at a path that does not exist yet"
-        )
-    )]
-    NotALedger {
-        /// The file.
-        path: PathBuf,
-        /// What gave it away.
-        why: String,
-    },
     /// The ledger was written by a newer timctl.
     #[error(
         "the state database {path} has schema version {found}; this timctl ({version}) knows up to {supported}"
@@ -559,23 +555,14 @@ pub enum LedgerError {
         /// The app that was asked for.
         requested: u64,
     },
-    /// The stored data breaks an invariant (edited by hand, or corrupted).
-    #[error("the state database {path} holds invalid data: {what}")]
-    #[diagnostic(code(timctl::state::corrupt))]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
+    /// The SQLite backend failed (see [`sqlite::SqliteError`]).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sqlite(#[from] SqliteError),
     /// The PostgreSQL backend failed (see [`postgres::PgError`]).
     #[error(transparent)]
     #[diagnostic(transparent)]
     Postgres(#[from] PgError),
-    /// The state's lock file could not be taken.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Lock(#[from] LockError),
     /// The state location or name was refused.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -587,15 +574,18 @@ pub enum LedgerError {
         /// The state.
         location: String,
     },
-    /// A writer was asked to open a ledger with a lock taken for another path.
-    #[error("the lock held is for {locked}, not for the state {path}")]
-    #[diagnostic(code(timctl::state::wrong_lock))]
-    WrongLock {
-        /// The state.
-        path: PathBuf,
-        /// The state the lock is for.
-        locked: PathBuf,
-    },
+}
+
+impl From<StatePathError> for LedgerError {
+    fn from(e: StatePathError) -> Self {
+        SqliteError::from(e).into()
+    }
+}
+
+impl From<LockError> for LedgerError {
+    fn from(e: LockError) -> Self {
+        SqliteError::from(e).into()
+    }
 }
 
 /// The `format_version` of `state list --json`: fields may be added without a change.

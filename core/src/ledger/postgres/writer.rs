@@ -610,10 +610,7 @@ impl PgLedgerWriter {
             });
         }
         let run_row = self.ensure_run_row(run)?;
-        let action = match origin {
-            Origin::Deleted => EventAction::Deleted,
-            Origin::Absent => EventAction::Recorded,
-        };
+        let action = origin.event_action();
         // One statement cannot write a row twice; should a batch name one conversation twice,
         // its last record wins, as it would in two batches (and the history keeps one event).
         let last: HashMap<&ConversationKey, usize> = batch
