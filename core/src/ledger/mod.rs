@@ -1,12 +1,14 @@
-//! The ledger: timctl's memory of what it has deleted.
+//! The ledger: timctl's memory of what it has deleted, and the history of how it got there.
 //!
 //! The planner and apply see the ledger only through the [`Ledger`] (read) and
-//! [`LedgerWriter`] (write) traits, so that another backend (PostgreSQL) can come later without
-//! touching them. The embedded default is [`sqlite`]: one SQLite file, mode 0600.
+//! [`LedgerWriter`] (write) traits. Two backends sit side by side behind them: [`sqlite`] (one
+//! file, mode 0600, the default; its lock file in [`sqlite::lock`], its errors
+//! [`SqliteError`]) and [`postgres`] (a database of many named states; its advisory lock, its
+//! errors [`PgError`]). [`location`] picks one from `--state` and opens it; [`remove`] and
+//! [`migrate`] are the `state rm` and `state migrate` operations over either.
 //!
-//! Writes need the exclusive [`lock::StateLock`]; a [`sqlite::SqliteLedgerWriter`] cannot be
-//! made without one, so a write without the lock is not representable. Reads need neither a
-//! lock nor credentials.
+//! Writes need the state's exclusive lock; a writer cannot be made without one, so a write
+//! without the lock is not representable. Reads need neither a lock nor credentials.
 
 use std::path::PathBuf;
 
