@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::sqlite::SCHEMA_VERSION;
 use timctl_core::ledger::{
-    Deleted, Ledger, LedgerError, LedgerWriter, LockError, Origin, RunInfo, SqliteLedger,
-    SqliteLedgerWriter, StateLock,
+    Deleted, Ledger, LedgerError, LedgerWriter, LockError, Origin, RunInfo, SqliteError,
+    SqliteLedger, SqliteLedgerWriter, StateLock,
 };
 
 const APP: u64 = 1_400_000_001;
@@ -281,7 +281,7 @@ fn a_file_that_is_not_a_ledger_is_refused_and_left_alone() {
         writer(&text, APP).map(|_| ()),
     ] {
         match result {
-            Err(e @ LedgerError::NotALedger { .. }) => {
+            Err(LedgerError::Sqlite(e @ SqliteError::NotALedger { .. })) => {
                 assert!(e.to_string().contains("not an SQLite database"), "{e}");
             }
             other => panic!("expected NotALedger, got {other:?}"),
@@ -295,7 +295,7 @@ fn a_file_that_is_not_a_ledger_is_refused_and_left_alone() {
         .execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY);")
         .unwrap();
     match writer(&other, APP) {
-        Err(e @ LedgerError::NotALedger { .. }) => {
+        Err(LedgerError::Sqlite(e @ SqliteError::NotALedger { .. })) => {
             assert!(e.to_string().contains("another program"), "{e}")
         }
         other => panic!("expected NotALedger, got {other:?}"),
@@ -338,7 +338,7 @@ fn a_writer_needs_the_lock_of_its_own_state() {
     let lock = StateLock::acquire(&dir.path().join("a.db"), "test", Duration::ZERO).unwrap();
     assert!(matches!(
         SqliteLedgerWriter::create_or_open(&dir.path().join("b.db"), APP, lock),
-        Err(LedgerError::WrongLock { .. })
+        Err(LedgerError::Sqlite(SqliteError::WrongLock { .. }))
     ));
     assert!(!dir.path().join("b.db").exists());
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::history::{Event, EventReason, HistoryQuery};
 use timctl_core::ledger::{
-    self, AnyLedger, AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocatedStore,
-    LocationError, Origin, PgError, RunCommand, RunInfo, RunOrigin, StateLocation, StateName,
-    migrate,
+    self, AnyLedger, AnyWriter, Deleted, DetailedDeletion, Ledger, LedgerError, LedgerWriter,
+    LocatedStore, LocationError, Origin, PgError, RunCommand, RunInfo, RunOrigin, StateLocation,
+    StateName, migrate,
 };
 use timctl_core::plan::Reason;
 use timctl_tests::pg::PgCluster;
@@ -182,6 +182,7 @@ conformance!(
     absences_keep_their_origin,
     a_batch_naming_recorded_entries_is_one_write,
     a_first_batch_naming_one_conversation_twice_keeps_the_last,
+    enforced_deletions_keep_their_trigger_and_latency,
 );
 
 /// A writer's very first batch naming one conversation twice (the PostgreSQL writer has not
@@ -1220,4 +1221,92 @@ fn sqlite_schema_2_state_upgrades_with_entries_intact_and_empty_history() {
     )
     .unwrap();
     upgrade_from_fixture(&b);
+}
+
+/// serve's enforced deletions carry the callback that triggered them and the latency from its
+/// arrival into the history, on both backends, through the same write as the entries: in a
+/// writer's first batch (on PostgreSQL, the plain insert) and in a later one re-deleting a
+/// recorded conversation (the upsert); an item without them (a resync's) has neither.
+fn enforced_deletions_keep_their_trigger_and_latency(b: Backend) {
+    let mut w = b.writer(APP).unwrap();
+    let run = RunInfo::start(RunCommand::Serve, "d", RunOrigin::default());
+    let c2c = serde_json::json!({"command": "C2C.CallbackAfterSendMsg", "msg_key": "1_2_3"});
+    let group = serde_json::json!({"command": "Group.CallbackAfterSendMsg", "group_id": "@TGS#g", "msg_seq": 7});
+    let detailed =
+        |from: &str, peer: &str, at: i64, trigger: Option<&serde_json::Value>, latency_ms| {
+            DetailedDeletion {
+                deleted: deleted(from, peer, false, at),
+                reason: if trigger.is_some() {
+                    EventReason::Enforced
+                } else {
+                    EventReason::Plan(Reason::CameBack)
+                },
+                trigger: trigger.cloned(),
+                latency_ms,
+            }
+        };
+    let first = w
+        .record_detailed(
+            &run,
+            Origin::Deleted,
+            &[
+                detailed("a", "user:b", 10, Some(&c2c), Some(42)),
+                detailed("a", "user:c", 10, None, None),
+            ],
+        )
+        .unwrap();
+    assert_eq!(first.affected, 2);
+    // The conversation came back and serve deleted it again: history only.
+    let again = w
+        .record_detailed(
+            &run,
+            Origin::Deleted,
+            &[
+                detailed(
+                    "a",
+                    "group:@TGS#g",
+                    20,
+                    Some(&group),
+                    Some(u64::from(u32::MAX) + 1),
+                ),
+                detailed("a", "user:b", 20, Some(&c2c), Some(7)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(again.affected, 1, "only the group is new");
+    drop(w);
+    let r = b.reader(Some(APP)).unwrap();
+    let mut seen: Vec<(String, String, Option<serde_json::Value>, Option<u64>)> = all_events(&r)
+        .into_iter()
+        .rev()
+        .map(|e| {
+            (
+                e.key.peer.to_string(),
+                e.reason.as_str().to_owned(),
+                e.trigger,
+                e.latency_ms,
+            )
+        })
+        .collect();
+    // Within a batch, events keep the batch's order; batches come oldest first.
+    seen.sort_by_key(|(peer, _, _, latency)| (peer.clone(), *latency));
+    assert_eq!(
+        seen,
+        [
+            (
+                "group:@TGS#g".into(),
+                "enforced".into(),
+                Some(group),
+                Some(u64::from(u32::MAX) + 1)
+            ),
+            (
+                "user:b".into(),
+                "enforced".into(),
+                Some(c2c.clone()),
+                Some(7)
+            ),
+            ("user:b".into(), "enforced".into(), Some(c2c), Some(42)),
+            ("user:c".into(), "came_back".into(), None, None),
+        ]
+    );
 }

@@ -25,7 +25,7 @@ use crate::ids::ConversationKey;
 use crate::ledger::history::{EventAction, EventReason};
 use crate::ledger::{
     Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
-    Snapshot, StateRef, Written,
+    Snapshot, StateRef, ToRecord, Written,
 };
 use crate::plan::refresh::Observations;
 use crate::plan::{self, Action, Filter, Plan, PlanError, Reason, StalePlan};
@@ -468,14 +468,13 @@ impl<W: LedgerWriter> LedgerWriter for WithReasons<W> {
     fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
         self.writer.end_run(run)
     }
-    fn record(
+    fn record_items(
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
-        self.writer.record(run, origin, batch, reason)
+        self.writer.record_items(run, origin, batch)
     }
     fn remove(
         &mut self,

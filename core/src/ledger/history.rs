@@ -2,10 +2,10 @@
 //! runs that made them (`timctl state history`, `timctl state runs`).
 //!
 //! Events are appended by the writers in the same transaction as the change they describe
-//! (`sqlite.rs`, `postgres/writer.rs`); nothing updates one, and only
-//! [`prune`](crate::ledger::AnyLedger) (`state prune-history`) deletes them. Reading streams
-//! them, newest first, from one read transaction, through a callback: a history of ten million
-//! events is never held in memory.
+//! (`sqlite/writer.rs`, `postgres/writer.rs`, both through `LedgerWriter::record_items`);
+//! nothing updates one, and only [`prune`](crate::ledger::AnyLedger) (`state prune-history`)
+//! deletes them. Reading streams them, newest first, from one read transaction, through a
+//! callback: a history of ten million events is never held in memory.
 
 use crate::ids::{ConversationKey, Peer, UserId};
 use crate::ledger::{LedgerError, RunInfo};

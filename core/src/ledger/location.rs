@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::history::{Event, EventAction, EventReason, HistoryError, HistoryQuery};
 use super::postgres::{PgLedger, PgLedgerWriter, PgLocation};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, SqliteLedger,
-    SqliteLedgerWriter, StateLock, Written,
+    Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, SqliteLedger,
+    SqliteLedgerWriter, StateLock, ToRecord, Written,
 };
 use crate::ids::ConversationKey;
 
@@ -374,27 +374,15 @@ impl LedgerWriter for AnyWriter {
             Self::Postgres(w) => w.end_run(run),
         }
     }
-    fn record(
+    fn record_items(
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
         match self {
-            Self::Sqlite(w) => w.record(run, origin, batch, reason),
-            Self::Postgres(w) => w.record(run, origin, batch, reason),
-        }
-    }
-    fn record_detailed(
-        &mut self,
-        run: &RunInfo,
-        origin: Origin,
-        batch: &[super::DetailedDeletion],
-    ) -> Result<Written, LedgerError> {
-        match self {
-            Self::Sqlite(w) => w.record_detailed(run, origin, batch),
-            Self::Postgres(w) => w.record_detailed(run, origin, batch),
+            Self::Sqlite(w) => w.record_items(run, origin, batch),
+            Self::Postgres(w) => w.record_items(run, origin, batch),
         }
     }
     fn remove(

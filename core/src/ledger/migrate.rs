@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::history::Event;
-use super::location::{AnyWriter, LocatedStore, StateLocation};
+use super::location::{AnyWriter, LocatedStore, StateLocation, StateName};
 use super::{Ledger, LedgerError, Meta, RunInfo, SqliteLedger, StateLock};
 
 /// A stream of events, oldest first: called with where each one goes.
@@ -57,10 +57,39 @@ pub enum MigrateError {
         /// The app.
         sdkappid: u64,
     },
+    /// The destination is the source itself: copying would write over the state being read.
+    #[error("--to names the state being copied ({location}); give another destination")]
+    SameState {
+        /// The state.
+        location: String,
+    },
     /// A state could not be locked, read or written.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ledger(#[from] LedgerError),
+}
+
+/// Where `state migrate` copies the state at `from` to: `to`, as the state `to_name` there (by
+/// default, an SQLite file's one state, or in PostgreSQL the source's name). Refuses a
+/// destination that is the source itself: a copy never writes over a written state (and
+/// [`migrate`] refuses any destination that already holds one).
+pub fn destination(
+    from: &LocatedStore,
+    to: StateLocation,
+    to_name: Option<StateName>,
+) -> Result<LocatedStore, MigrateError> {
+    let name = match (&to, to_name) {
+        (_, Some(name)) => name,
+        (StateLocation::Sqlite(_), None) => StateName::default(),
+        (StateLocation::Postgres(_), None) => from.name().clone(),
+    };
+    let to = LocatedStore::new(to, name).map_err(LedgerError::from)?;
+    if &to == from {
+        return Err(MigrateError::SameState {
+            location: from.to_string(),
+        });
+    }
+    Ok(to)
 }
 
 /// Copies the state of `sdkappid` at `from` to `to` (see the module's documentation), recording
@@ -120,4 +149,79 @@ pub fn migrate(
         to: to_shown,
         meta: snapshot.meta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(path: &str) -> StateLocation {
+        StateLocation::Sqlite(path.into())
+    }
+
+    fn postgres(url: &str) -> StateLocation {
+        StateLocation::parse(url.as_ref()).unwrap()
+    }
+
+    fn store(location: StateLocation, name: &str) -> LocatedStore {
+        LocatedStore::new(location, StateName::new(name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_destinations_name_defaults_by_backend() {
+        let pg = store(postgres("postgres://u@db.example/timctl"), "prod");
+        // Into SQLite: the file's one state.
+        assert_eq!(
+            destination(&pg, sqlite("copy.db"), None).unwrap(),
+            store(sqlite("copy.db"), "default")
+        );
+        // Into PostgreSQL: the source's name, unless another is given.
+        let file = store(sqlite("state.db"), "default");
+        let other_db = postgres("postgres://u@db.example/other");
+        assert_eq!(
+            destination(&pg, other_db.clone(), None).unwrap(),
+            store(other_db.clone(), "prod")
+        );
+        assert_eq!(
+            destination(
+                &file,
+                other_db.clone(),
+                Some(StateName::new("staging").unwrap())
+            )
+            .unwrap(),
+            store(other_db, "staging")
+        );
+    }
+
+    #[test]
+    fn a_copy_never_writes_over_the_state_it_reads() {
+        let file = store(sqlite("state.db"), "default");
+        let same = destination(&file, sqlite("state.db"), None);
+        match same {
+            Err(e @ MigrateError::SameState { .. }) => assert_eq!(
+                e.to_string(),
+                "--to names the state being copied (state.db); give another destination"
+            ),
+            other => panic!("expected SameState, got {other:?}"),
+        }
+        let pg = store(postgres("postgres://u@db.example/timctl"), "prod");
+        assert!(matches!(
+            destination(&pg, postgres("postgres://u@db.example/timctl"), None),
+            Err(MigrateError::SameState { .. })
+        ));
+        // Another state of the same database is another destination.
+        assert!(
+            destination(
+                &pg,
+                postgres("postgres://u@db.example/timctl"),
+                Some(StateName::new("prod-copy").unwrap())
+            )
+            .is_ok()
+        );
+        // A name for an SQLite file is refused as `--state-name` is.
+        assert!(matches!(
+            destination(&pg, sqlite("copy.db"), Some(StateName::new("x").unwrap())),
+            Err(MigrateError::Ledger(LedgerError::Location(_)))
+        ));
+    }
 }

@@ -1,31 +1,51 @@
-//! The ledger: timctl's memory of what it has deleted.
+//! The ledger: timctl's memory of what it has deleted, and the history of how it got there.
 //!
 //! The planner and apply see the ledger only through the [`Ledger`] (read) and
-//! [`LedgerWriter`] (write) traits, so that another backend (PostgreSQL) can come later without
-//! touching them. The embedded default is [`sqlite`]: one SQLite file, mode 0600.
+//! [`LedgerWriter`] (write) traits. Two backends sit side by side behind them: [`sqlite`] (one
+//! file, mode 0600, the default; its lock file in [`sqlite::lock`], its errors
+//! [`SqliteError`]) and [`postgres`] (a database of many named states; its advisory lock, its
+//! errors [`PgError`]). [`location`] picks one from `--state` and opens it; [`remove`] and
+//! [`migrate`] are the `state rm` and `state migrate` operations over either.
 //!
-//! Writes need the exclusive [`lock::StateLock`]; a [`sqlite::SqliteLedgerWriter`] cannot be
-//! made without one, so a write without the lock is not representable. Reads need neither a
-//! lock nor credentials.
+//! Writes need the state's exclusive lock; a writer cannot be made without one, so a write
+//! without the lock is not representable. Reads need neither a lock nor credentials.
 
 use std::path::PathBuf;
 
-use crate::ids::ConversationKey;
+use crate::ids::{ConversationKey, PeerKind};
 
 pub mod history;
 pub mod location;
-pub mod lock;
 pub mod migrate;
 pub mod postgres;
+pub mod remove;
 pub mod sqlite;
 
 pub use location::{
     AnyLedger, AnyWriter, LocatedStore, LocationError, StateLocation, StateName, open_read,
     prune_history,
 };
-pub use lock::{LockError, LockHolder, StateLock, StatePathError};
 pub use postgres::{PgError, PgLedger, PgLedgerWriter};
-pub use sqlite::{SqliteLedger, SqliteLedgerWriter};
+pub use sqlite::lock::{self, LockError, LockHolder, StateLock, StatePathError};
+pub use sqlite::{SqliteError, SqliteLedger, SqliteLedgerWriter};
+
+/// The API's conversation type as both backends store it: 1 one-to-one, 2 group. Sorting by it
+/// sorts users first, as `Peer`'s `Ord` does.
+pub(crate) fn kind_code(kind: PeerKind) -> i16 {
+    match kind {
+        PeerKind::User => 1,
+        PeerKind::Group => 2,
+    }
+}
+
+/// The conversation type stored as `code`, if it is one ([`kind_code`]).
+pub(crate) fn kind_of_code(code: i64) -> Option<PeerKind> {
+    match code {
+        1 => Some(PeerKind::User),
+        2 => Some(PeerKind::Group),
+        _ => None,
+    }
+}
 
 /// Which state a plan was made against: the ledger's lineage and serial.
 ///
@@ -70,6 +90,15 @@ impl Origin {
         match self {
             Origin::Deleted => "deleted",
             Origin::Absent => "absent",
+        }
+    }
+
+    /// The history's action for recording an entry of this origin: `deleted`, or `recorded`
+    /// for an observed absence.
+    pub fn event_action(self) -> history::EventAction {
+        match self {
+            Origin::Deleted => history::EventAction::Deleted,
+            Origin::Absent => history::EventAction::Recorded,
         }
     }
 
@@ -122,6 +151,33 @@ pub struct DetailedDeletion {
     pub trigger: Option<serde_json::Value>,
     /// For an enforced deletion: from the callback's arrival to the confirmed deletion.
     pub latency_ms: Option<u64>,
+}
+
+/// One item of a batch to record, as every backend writes it: the entry, and what its history
+/// event says beyond it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ToRecord<'a> {
+    /// The deletion (or observed absence) to record.
+    pub deleted: &'a Deleted,
+    /// Why.
+    pub reason: history::EventReason,
+    /// For an enforced deletion: the callback that triggered it, a JSON object.
+    pub trigger: Option<&'a serde_json::Value>,
+    /// For an enforced deletion: from the callback's arrival to the confirmed deletion.
+    pub latency_ms: Option<u64>,
+}
+
+impl ToRecord<'_> {
+    /// The event's `trigger` as stored: JSON text.
+    pub(crate) fn trigger_text(&self) -> Option<String> {
+        self.trigger.map(serde_json::Value::to_string)
+    }
+
+    /// The event's `latency_ms` as stored: a 64-bit signed integer, saturated.
+    pub(crate) fn latency_sql(&self) -> Option<i64> {
+        self.latency_ms
+            .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+    }
 }
 
 /// Which command a run was (`state runs` shows it exactly so).
@@ -359,18 +415,41 @@ pub trait LedgerWriter: Ledger {
     /// Writes `run`'s end and counts ([`RunInfo::end`]) into its row.
     fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError>;
     /// Records conversations with `origin`, attributed to `run`, each with the history event
-    /// `reason(key)` says (action `deleted` for [`Origin::Deleted`], `recorded` for
-    /// [`Origin::Absent`]; at the batch item's `deleted_at`). An entry is inserted, or
-    /// replaced when it says something else (its `clear_roaming` or origin); one the state
-    /// already records the same way is left as it was, and only the event is appended. The
-    /// serial is bumped only when an entry changed. An empty batch writes nothing.
+    /// its item describes (action `deleted` for [`Origin::Deleted`], `recorded` for
+    /// [`Origin::Absent`]; at the item's `deleted_at`; with its reason, and for serve's
+    /// enforcement its `trigger` and `latency_ms`). An entry is inserted, or replaced when it
+    /// says something else (its `clear_roaming` or origin); one the state already records the
+    /// same way is left as it was, and only the event is appended. The serial is bumped only
+    /// when an entry changed. An empty batch writes nothing.
+    ///
+    /// Every record goes through here, on both backends: [`LedgerWriter::record`],
+    /// [`LedgerWriter::record_detailed`] and the others only say what each item's event holds.
+    fn record_items(
+        &mut self,
+        run: &RunInfo,
+        origin: Origin,
+        batch: &[ToRecord<'_>],
+    ) -> Result<Written, LedgerError>;
+    /// Records conversations with `origin`, attributed to `run`, each with the history event
+    /// `reason(key)` says and no trigger or latency (see [`LedgerWriter::record_items`]).
     fn record(
         &mut self,
         run: &RunInfo,
         origin: Origin,
         batch: &[Deleted],
         reason: &dyn Fn(&ConversationKey) -> history::EventReason,
-    ) -> Result<Written, LedgerError>;
+    ) -> Result<Written, LedgerError> {
+        let items: Vec<ToRecord<'_>> = batch
+            .iter()
+            .map(|deleted| ToRecord {
+                deleted,
+                reason: reason(&deleted.key),
+                trigger: None,
+                latency_ms: None,
+            })
+            .collect();
+        self.record_items(run, origin, &items)
+    }
     /// Drops entries from the state (no call is made), each with an event of `action` and
     /// `reason`, attributed to the run last begun or recorded (an error when there is none).
     /// Entries not in the state are skipped; `affected` says how many were there. An empty
@@ -390,25 +469,25 @@ pub trait LedgerWriter: Ledger {
         })
     }
     /// Records conversations with `origin` (confirmed deletions, or absences a refresh saw),
-    /// each with its own reason and, for serve's enforcement, the
-    /// callback that triggered it and the latency from its arrival (history's `trigger` and
-    /// `latency_ms`). A backend that cannot store the details records the deletions with their
-    /// reasons only; SQLite stores them, in the same transaction.
+    /// each with its own reason and, for serve's enforcement, the callback that triggered it
+    /// and the latency from its arrival (history's `trigger` and `latency_ms`), in the same
+    /// transaction as the entries, on either backend.
     fn record_detailed(
         &mut self,
         run: &RunInfo,
         origin: Origin,
         batch: &[DetailedDeletion],
     ) -> Result<Written, LedgerError> {
-        let reasons: std::collections::HashMap<&ConversationKey, history::EventReason> =
-            batch.iter().map(|d| (&d.deleted.key, d.reason)).collect();
-        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record(run, origin, &deleted, &|k| {
-            reasons
-                .get(k)
-                .copied()
-                .unwrap_or(history::EventReason::Enforced)
-        })
+        let items: Vec<ToRecord<'_>> = batch
+            .iter()
+            .map(|d| ToRecord {
+                deleted: &d.deleted,
+                reason: d.reason,
+                trigger: d.trigger.as_ref(),
+                latency_ms: d.latency_ms,
+            })
+            .collect();
+        self.record_items(run, origin, &items)
     }
     /// Records conversations a refresh saw absent from their user's list (no call was made):
     /// origin [`Origin::Absent`], reason `absent`; `deleted_at` is when the absence was
@@ -444,37 +523,6 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
-    /// The state's directory or file is refused (a link, a special file, a directory another
-    /// user could change).
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Path(#[from] StatePathError),
-    /// SQLite failed.
-    #[error("the state database {path} failed while {doing}")]
-    #[diagnostic(code(timctl::state::sqlite))]
-    Sqlite {
-        /// What timctl was doing.
-        doing: &'static str,
-        /// The database.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The file exists and is not a timctl ledger.
-    #[error("{path} is not a timctl state database ({why})")]
-    #[diagnostic(
-        code(timctl::state::not_a_ledger),
-        help(
-            "point --state (TIMCTL_STATE) at a timctl state file, or at a path that does not exist yet"
-        )
-    )]
-    NotALedger {
-        /// The file.
-        path: PathBuf,
-        /// What gave it away.
-        why: String,
-    },
     /// The ledger was written by a newer timctl.
     #[error(
         "the state database {path} has schema version {found}; this timctl ({version}) knows up to {supported}"
@@ -509,23 +557,14 @@ pub enum LedgerError {
         /// The app that was asked for.
         requested: u64,
     },
-    /// The stored data breaks an invariant (edited by hand, or corrupted).
-    #[error("the state database {path} holds invalid data: {what}")]
-    #[diagnostic(code(timctl::state::corrupt))]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
+    /// The SQLite backend failed (see [`sqlite::SqliteError`]).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sqlite(#[from] SqliteError),
     /// The PostgreSQL backend failed (see [`postgres::PgError`]).
     #[error(transparent)]
     #[diagnostic(transparent)]
     Postgres(#[from] PgError),
-    /// The state's lock file could not be taken.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Lock(#[from] LockError),
     /// The state location or name was refused.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -537,15 +576,18 @@ pub enum LedgerError {
         /// The state.
         location: String,
     },
-    /// A writer was asked to open a ledger with a lock taken for another path.
-    #[error("the lock held is for {locked}, not for the state {path}")]
-    #[diagnostic(code(timctl::state::wrong_lock))]
-    WrongLock {
-        /// The state.
-        path: PathBuf,
-        /// The state the lock is for.
-        locked: PathBuf,
-    },
+}
+
+impl From<StatePathError> for LedgerError {
+    fn from(e: StatePathError) -> Self {
+        SqliteError::from(e).into()
+    }
+}
+
+impl From<LockError> for LedgerError {
+    fn from(e: LockError) -> Self {
+        SqliteError::from(e).into()
+    }
 }
 
 /// The `format_version` of `state list --json`: fields may be added without a change.

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::ids::{ConversationKey, Peer, UserId};
-use timctl_core::ledger::history::{self, EventAction, EventReason, HistoryError, HistoryQuery};
+use timctl_core::ledger::history::{self, HistoryError, HistoryQuery};
 use timctl_core::ledger::migrate::{self, MigrateError};
+use timctl_core::ledger::remove;
 use timctl_core::ledger::{
-    self, AnyLedger, Ledger, LedgerWriter, LocatedStore, RunCommand, RunInfo, RunOrigin, Snapshot,
-    StateLocation, StateName,
+    self, AnyLedger, Ledger, LocatedStore, RunCommand, RunInfo, RunOrigin, Snapshot, StateLocation,
+    StateName,
 };
 
 use crate::args::Global;
@@ -537,56 +538,28 @@ fn rm(
         .parse()
         .into_diagnostic()
         .wrap_err("the conversation must be user:ID or group:ID")?;
-    let missing = |location: &str| {
-        miette!(
-            help = "`timctl state list` shows what the state holds",
-            "{from} {peer} is not in the state {location}; nothing was removed"
-        )
-    };
+    let key = ConversationKey::new(from, peer);
+    let store = global.state_store()?;
+    let sdkappid = asked_app(store.location(), app)?;
     if dry_run {
         // A dry run changes nothing, so it needs no lock, like `state list`.
-        let ledger = open(global, app)?;
-        let found = ledger
-            .entries()?
-            .iter()
-            .any(|e| e.key.from == from && e.key.peer == peer);
-        if !found {
-            return Err(missing(&ledger.location()));
-        }
+        remove::check_entry(&store, sdkappid, &key)?;
         crate::output::to_stdout("the result", |out| {
             writeln!(
                 out,
-                "Would remove {from} {peer} from the state (dry run; nothing changed)."
+                "Would remove {key} from the state (dry run; nothing changed)."
             )
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let store = global.state_store()?;
-    let Some(sdkappid) = app_to_lock(&store, app)? else {
-        return Err(missing(&store.to_string()));
-    };
-    let Some(mut ledger) = store.open_existing_writer(sdkappid, "state rm", lock_timeout)? else {
-        return Err(missing(&store.to_string()));
-    };
-    let key = ConversationKey::new(from.clone(), peer.clone());
-    if !ledger.entries()?.iter().any(|e| e.key == key) {
-        // Checked before the run is written, so a refusal writes nothing.
-        return Err(missing(&ledger.location()));
-    }
-    let mut run = RunInfo::start(RunCommand::StateRm, "", run_origin());
-    ledger.begin_run(&run)?;
-    let written = ledger.remove(EventAction::Removed, EventReason::Requested, &[key])?;
-    run.end([("removed", written.affected as u64)]);
-    ledger.end_run(&run)?;
-    if written.affected == 0 {
-        return Err(missing(&ledger.location()));
-    }
+    let run = RunInfo::start(RunCommand::StateRm, "", run_origin());
+    let removed = remove::remove_entry(&store, sdkappid, &key, lock_timeout, run)?;
     // Removed whether or not anyone reads this line.
     crate::output::to_stdout("the result (the entry was removed)", |out| {
         writeln!(
             out,
-            "Removed {from} {peer} from the state (serial {}). The conversation itself was not touched.",
-            written.state.serial
+            "Removed {key} from the state (serial {}). The conversation itself was not touched.",
+            removed.state.serial
         )
     })?;
     Ok(ExitCode::SUCCESS)
@@ -600,18 +573,9 @@ fn migrate(
     lock_timeout: std::time::Duration,
 ) -> miette::Result<ExitCode> {
     let from = global.state_store()?;
-    let dest = StateLocation::parse(to)?;
-    let dest_name = match (&dest, to_name) {
-        (_, Some(name)) => StateName::new(name)?,
-        (StateLocation::Sqlite(_), None) => StateName::default(),
-        (StateLocation::Postgres(_), None) => from.name().clone(),
-    };
-    let dest = LocatedStore::new(dest, dest_name)?;
-    if from == dest {
-        return Err(miette!(
-            "--to names the state being copied ({from}); give another destination"
-        ));
-    }
+    let to = StateLocation::parse(to)?;
+    let to_name = to_name.map(StateName::new).transpose()?;
+    let dest = migrate::destination(&from, to, to_name)?;
     let Some(sdkappid) = app_to_lock(&from, app)? else {
         return Err(miette!("there is no state at {from} to migrate"));
     };

@@ -8,10 +8,10 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 
 use super::{
-    HISTORY_SCHEMA, PgError, PgLedger, PgLocation, connect, kind_code, lock_client, query_err,
-    read_state_rows, run_columns, run_from_row, schema_version, sdkappid_sql,
+    HISTORY_SCHEMA, PgError, PgLedger, PgLocation, connect, kind_code, kind_of_code, lock_client,
+    query_err, read_state_rows, run_columns, run_from_row, schema_version, sdkappid_sql,
 };
-use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, UserId};
 use crate::ledger::RunInfo;
 use crate::ledger::history::{Event, EventAction, EventReason, HistoryError, HistoryQuery};
 
@@ -130,11 +130,9 @@ pub(super) fn event_from_row(r: &postgres::Row, location: &PgLocation) -> Result
     let (at, action, reason): (i64, &str, &str) = (r.get(0), r.get(1), r.get(2));
     let from = UserId::new(r.get::<_, &str>(3))
         .map_err(|e| corrupt(format!("an event's From_Account: {e}")))?;
-    let kind = match r.get::<_, i16>(4) {
-        1 => PeerKind::User,
-        2 => PeerKind::Group,
-        other => return Err(corrupt(format!("an event of {from} has type {other}"))),
-    };
+    let kind = r.get::<_, i16>(4);
+    let kind = kind_of_code(i64::from(kind))
+        .ok_or_else(|| corrupt(format!("an event of {from} has type {kind}")))?;
     let peer = Peer::from_parts(kind, r.get::<_, &str>(5))
         .map_err(|e| corrupt(format!("an event of {from} has a bad peer: {e}")))?;
     let trigger: Option<&str> = r.get(8);

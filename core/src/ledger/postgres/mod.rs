@@ -20,7 +20,8 @@ use std::sync::{Mutex, MutexGuard};
 use postgres::fallible_iterator::FallibleIterator;
 
 use super::{Ledger, Meta, RunCommand, RunInfo, RunOrigin, Snapshot, StateEntry, StateRef};
-use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
+pub(super) use super::{kind_code, kind_of_code};
+use crate::ids::{ConversationKey, Peer, UserId};
 
 pub mod config;
 mod history;
@@ -268,13 +269,6 @@ pub enum PgError {
 /// refused, never truncated.
 pub(crate) fn sdkappid_sql(sdkappid: u64) -> Result<i64, PgError> {
     i64::try_from(sdkappid).map_err(|_| PgError::SdkAppIdRange { sdkappid })
-}
-
-fn kind_code(kind: PeerKind) -> i16 {
-    match kind {
-        PeerKind::User => 1,
-        PeerKind::Group => 2,
-    }
 }
 
 /// Builds the `Query` error of `state` for what was being done.
@@ -583,11 +577,9 @@ fn read_entries(
     while let Some(r) = rows.next().map_err(query_err(location, doing))? {
         let from = UserId::new(r.get::<_, &str>(0))
             .map_err(|e| corrupt(format!("an entry's From_Account: {e}")))?;
-        let kind = match r.get::<_, i16>(1) {
-            1 => PeerKind::User,
-            2 => PeerKind::Group,
-            other => return Err(corrupt(format!("an entry of {from} has type {other}"))),
-        };
+        let kind = r.get::<_, i16>(1);
+        let kind = kind_of_code(i64::from(kind))
+            .ok_or_else(|| corrupt(format!("an entry of {from} has type {kind}")))?;
         let peer = Peer::from_parts(kind, r.get::<_, &str>(2))
             .map_err(|e| corrupt(format!("an entry of {from} has a bad peer: {e}")))?;
         let (deleted_at, run): (i64, i64) = (r.get(4), r.get(5));

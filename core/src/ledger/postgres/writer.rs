@@ -13,7 +13,7 @@ use crate::ids::ConversationKey;
 use crate::ledger::history::{Event, EventAction, EventReason};
 use crate::ledger::migrate::EventSource;
 use crate::ledger::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateRef, Written,
+    Ledger, LedgerError, LedgerWriter, Meta, Origin, RunInfo, Snapshot, StateRef, ToRecord, Written,
 };
 
 /// A PostgreSQL state opened for writing, through the session that holds its advisory lock.
@@ -441,13 +441,15 @@ pub(super) fn insert_run(
 ///
 /// Parameters: `$1` state, `$2`…`$8` one array per column (from, kind, peer, clear_roaming,
 /// deleted_at in seconds, event time in milliseconds, reason), `$9` run, `$10` origin, `$11`
-/// event action.
+/// event action, `$12` and `$13` two more arrays (trigger as JSON text, latency_ms).
 fn record_sql(on_conflict: &str) -> String {
     format!(
         "WITH input AS (
             SELECT * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[],
-                                 $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY
-              AS i(from_account, kind, peer, clear_roaming, deleted_at, at, reason, n)),
+                                 $6::bigint[], $7::bigint[], $8::text[], $12::text[],
+                                 $13::bigint[]) WITH ORDINALITY
+              AS i(from_account, kind, peer, clear_roaming, deleted_at, at, reason,
+                   trigger_json, latency_ms, n)),
          written AS (
             INSERT INTO timctl.entries
               (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
@@ -456,8 +458,10 @@ fn record_sql(on_conflict: &str) -> String {
             RETURNING 1),
          logged AS (
             INSERT INTO timctl.events
-              (state, at, action, reason, from_account, kind, peer, clear_roaming, run)
-            SELECT $1, at, $11, reason, from_account, kind, peer, clear_roaming, $9 FROM input
+              (state, at, action, reason, from_account, kind, peer, clear_roaming, run,
+               trigger_json, latency_ms)
+            SELECT $1, at, $11, reason, from_account, kind, peer, clear_roaming, $9,
+                   trigger_json::jsonb, latency_ms FROM input
             ORDER BY n),
          bumped AS (
             UPDATE timctl.states SET serial = serial + 1
@@ -521,17 +525,22 @@ struct Columns<'a> {
     deleted_at: Vec<i64>,
     at: Vec<i64>,
     reason: Vec<&'static str>,
+    trigger: Vec<Option<String>>,
+    latency_ms: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
-    fn push(&mut self, d: &'a Deleted, reason: EventReason) {
+    fn push(&mut self, item: &ToRecord<'a>) {
+        let d = item.deleted;
         self.from.push(d.key.from.as_str());
         self.kind.push(kind_code(d.key.peer.kind()));
         self.peer.push(d.key.peer.id());
         self.clear_roaming.push(d.clear_roaming);
         self.deleted_at.push(d.deleted_at.as_second());
         self.at.push(d.deleted_at.as_millisecond());
-        self.reason.push(reason.as_str());
+        self.reason.push(item.reason.as_str());
+        self.trigger.push(item.trigger_text());
+        self.latency_ms.push(item.latency_sql());
     }
 }
 
@@ -592,8 +601,7 @@ impl PgLedgerWriter {
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        reasons: &[EventReason],
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
         if batch.is_empty() {
             return Ok(Written {
@@ -602,25 +610,25 @@ impl PgLedgerWriter {
             });
         }
         let run_row = self.ensure_run_row(run)?;
-        let action = match origin {
-            Origin::Deleted => EventAction::Deleted,
-            Origin::Absent => EventAction::Recorded,
-        };
+        let action = origin.event_action();
         // One statement cannot write a row twice; should a batch name one conversation twice,
         // its last record wins, as it would in two batches (and the history keeps one event).
-        let last: HashMap<&ConversationKey, usize> =
-            batch.iter().enumerate().map(|(i, d)| (&d.key, i)).collect();
+        let last: HashMap<&ConversationKey, usize> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (&item.deleted.key, i))
+            .collect();
         let mut cols = Columns::default();
-        for (i, (d, &reason)) in batch.iter().zip(reasons).enumerate() {
-            if last[&d.key] == i {
-                cols.push(d, reason);
+        for (i, item) in batch.iter().enumerate() {
+            if last[&item.deleted.key] == i {
+                cols.push(item);
             }
         }
         let location = &self.location;
         let doing = "recording deletions";
         let session = self.session.get_mut();
         let (origin, action) = (origin.as_str(), action.as_str());
-        let params: [&(dyn postgres::types::ToSql + Sync); 11] = [
+        let params: [&(dyn postgres::types::ToSql + Sync); 13] = [
             &self.state,
             &cols.from,
             &cols.kind,
@@ -632,6 +640,8 @@ impl PgLedgerWriter {
             &run_row,
             &origin,
             &action,
+            &cols.trigger,
+            &cols.latency_ms,
         ];
         // A plain insert costs the server about two thirds of what an upsert does (no
         // conflict check before each row, no confirmation after it), and most batches are new
@@ -773,17 +783,13 @@ impl LedgerWriter for PgLedgerWriter {
         off_runtime(|| self.end_run_blocking(run))
     }
 
-    fn record(
+    fn record_items(
         &mut self,
         run: &RunInfo,
         origin: Origin,
-        batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
+        batch: &[ToRecord<'_>],
     ) -> Result<Written, LedgerError> {
-        // The batch's reasons are read here, on the caller's thread: `reason` need not be
-        // `Sync`.
-        let reasons: Vec<EventReason> = batch.iter().map(|d| reason(&d.key)).collect();
-        off_runtime(|| self.record_blocking(run, origin, batch, &reasons))
+        off_runtime(|| self.record_blocking(run, origin, batch))
     }
 
     fn remove(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OpenFlags, params};
 
 use super::{
-    APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, SqliteLedgerWriter, insert_run, kind_code,
-    open_private, open_sqlite, sqlite_err,
+    APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, SqliteError, SqliteLedgerWriter, insert_run,
+    kind_code, open_private, open_sqlite, sqlite_err,
 };
 use crate::ledger::history::Event;
 use crate::ledger::migrate::EventSource;
@@ -67,9 +67,11 @@ pub(crate) fn write_new(
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sqlite_err(path, doing))?;
     let meta = &snapshot.meta;
-    let sdkappid = i64::try_from(meta.sdkappid).map_err(|_| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what: format!("SDKAppID {} does not fit the state", meta.sdkappid),
+    let sdkappid = i64::try_from(meta.sdkappid).map_err(|_| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what: format!("SDKAppID {} does not fit the state", meta.sdkappid),
+        })
     })?;
     tx.execute(
         "INSERT INTO meta (id, lineage, serial, sdkappid, created_at, created_by)
@@ -87,9 +89,11 @@ pub(crate) fn write_new(
     for r in &snapshot.runs {
         rows.insert(r.run_id, insert_run(&tx, path, r, "INSERT")?);
     }
-    let unknown_run = |what: String| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what,
+    let unknown_run = |what: String| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what,
+        })
     };
     {
         let mut stmt = tx

@@ -13,10 +13,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
 
 use super::{
-    Found, HISTORY_SCHEMA, SqliteLedger, check_file, insert_run, inspect, kind_code, open_sqlite,
-    resolve_state_for_read, run_columns, run_from_row, sqlite_err,
+    Found, HISTORY_SCHEMA, SqliteError, SqliteLedger, check_file, insert_run, inspect, kind_code,
+    kind_of_code, open_sqlite, resolve_state_for_read, run_columns, run_from_row, sqlite_err,
 };
-use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, UserId};
 use crate::ledger::history::{Event, EventAction, EventReason, HistoryError, HistoryQuery};
 use crate::ledger::{LedgerError, RunInfo};
 
@@ -202,9 +202,11 @@ pub(super) fn event_from_row(
     path: &Path,
 ) -> Result<(i64, Event), LedgerError> {
     let doing = "reading the history";
-    let corrupt = |what: String| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what,
+    let corrupt = |what: String| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what,
+        })
     };
     let get = |r: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
         Ok((
@@ -228,11 +230,7 @@ pub(super) fn event_from_row(
     let ((id, at, action, reason, from, kind), (peer, clear_roaming, run_id, trigger, latency)) =
         get(r).map_err(sqlite_err(path, doing))?;
     let from = UserId::new(from).map_err(|e| corrupt(format!("event {id}'s From_Account: {e}")))?;
-    let kind = match kind {
-        1 => PeerKind::User,
-        2 => PeerKind::Group,
-        other => return Err(corrupt(format!("event {id} has type {other}"))),
-    };
+    let kind = kind_of_code(kind).ok_or_else(|| corrupt(format!("event {id} has type {kind}")))?;
     let peer = Peer::from_parts(kind, peer)
         .map_err(|e| corrupt(format!("event {id} has a bad peer: {e}")))?;
     Ok((

@@ -15,22 +15,84 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub(crate) mod copy;
 mod history;
+pub mod lock;
+mod writer;
+
+pub use writer::SqliteLedgerWriter;
+pub(crate) use writer::insert_run;
 
 pub(crate) use history::prune as prune_history;
 
-use super::history::{EventAction, EventReason};
-use super::lock::{
-    StateLock, check_dir, check_file, open_private, resolve_state_for_read, resolve_state_for_write,
-};
 use super::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
-    Snapshot, StateEntry, StateRef, Written,
+    Ledger, LedgerError, Meta, Origin, RunCommand, RunInfo, RunOrigin, Snapshot, StateEntry,
+    StateRef, kind_code, kind_of_code,
 };
-use crate::ids::{ConversationKey, Peer, PeerKind, UserId};
+use crate::ids::{ConversationKey, Peer, UserId};
+use lock::{
+    LockError, StatePathError, check_dir, check_file, open_private, resolve_state_for_read,
+};
+
+/// Why the SQLite state could not be read or written (beside [`super::postgres::PgError`]).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SqliteError {
+    /// The state's directory or file is refused (a link, a special file, a directory another
+    /// user could change).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] StatePathError),
+    /// SQLite failed.
+    #[error("the state database {path} failed while {doing}")]
+    #[diagnostic(code(timctl::state::sqlite))]
+    Query {
+        /// What timctl was doing.
+        doing: &'static str,
+        /// The database.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file exists and is not a timctl ledger.
+    #[error("{path} is not a timctl state database ({why})")]
+    #[diagnostic(
+        code(timctl::state::not_a_ledger),
+        help(
+            "point --state (TIMCTL_STATE) at a timctl state file, or at a path that does not exist yet"
+        )
+    )]
+    NotALedger {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// The stored data breaks an invariant (edited by hand, or corrupted).
+    #[error("the state database {path} holds invalid data: {what}")]
+    #[diagnostic(code(timctl::state::corrupt))]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The state's lock file could not be taken.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lock(#[from] LockError),
+    /// A writer was asked to open a ledger with a lock taken for another path.
+    #[error("the lock held is for {locked}, not for the state {path}")]
+    #[diagnostic(code(timctl::state::wrong_lock))]
+    WrongLock {
+        /// The state.
+        path: PathBuf,
+        /// The state the lock is for.
+        locked: PathBuf,
+    },
+}
 
 /// `PRAGMA application_id` of a timctl ledger: "TIMC" in ASCII.
 pub const APPLICATION_ID: i32 = 0x5449_4d43;
@@ -113,21 +175,14 @@ enum Found {
     Ledger(u32),
 }
 
-/// The API's conversation type: 1 one-to-one, 2 group. Sorting by it sorts users first, as
-/// `Peer`'s `Ord` does.
-fn kind_code(kind: PeerKind) -> i64 {
-    match kind {
-        PeerKind::User => 1,
-        PeerKind::Group => 2,
-    }
-}
-
 fn sqlite_err(path: &Path, doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
     let path = path.to_owned();
-    move |source| LedgerError::Sqlite {
-        doing,
-        path,
-        source,
+    move |source| {
+        LedgerError::from(SqliteError::Query {
+            doing,
+            path,
+            source,
+        })
     }
 }
 
@@ -191,10 +246,10 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
         };
         let (kind, name, table) = (text(0)?, text(1)?, text(2)?);
         if !expected_object(&kind, &name, &table) {
-            return Err(LedgerError::NotALedger {
+            return Err(LedgerError::from(SqliteError::NotALedger {
                 path: path.to_owned(),
                 why: format!("it holds a {kind} named {name:?} that timctl did not create"),
-            });
+            }));
         }
     }
     Ok(())
@@ -210,18 +265,20 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
     let (app_id, version) = match ids {
         Ok(ids) => ids,
         Err(e) if is_not_a_database(&e) => {
-            return Err(LedgerError::NotALedger {
+            return Err(LedgerError::from(SqliteError::NotALedger {
                 path: path.to_owned(),
                 why: "it is not an SQLite database".to_owned(),
-            });
+            }));
         }
         Err(e) => return Err(sqlite_err(path, "reading its header")(e)),
     };
     match app_id {
         APPLICATION_ID => {
-            let version = u32::try_from(version).map_err(|_| LedgerError::Corrupt {
-                path: path.to_owned(),
-                what: format!("schema version {version}"),
+            let version = u32::try_from(version).map_err(|_| {
+                LedgerError::from(SqliteError::Corrupt {
+                    path: path.to_owned(),
+                    what: format!("schema version {version}"),
+                })
             })?;
             if version > SCHEMA_VERSION {
                 Err(LedgerError::NewerFormat {
@@ -244,16 +301,16 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
             if objects == 0 {
                 Ok(Found::Empty)
             } else {
-                Err(LedgerError::NotALedger {
+                Err(LedgerError::from(SqliteError::NotALedger {
                     path: path.to_owned(),
                     why: "it is an SQLite database of another program".to_owned(),
-                })
+                }))
             }
         }
-        other => Err(LedgerError::NotALedger {
+        other => Err(LedgerError::from(SqliteError::NotALedger {
             path: path.to_owned(),
             why: format!("it is an SQLite database with application_id {other:#x}"),
-        }),
+        })),
     }
 }
 
@@ -281,9 +338,11 @@ fn read_meta(
     let Some((lineage, serial, sdkappid, created_at, created_by)) = row else {
         return Ok(None);
     };
-    let corrupt = |what: String| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what,
+    let corrupt = |what: String| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what,
+        })
     };
     Ok(Some(Meta {
         state: StateRef {
@@ -338,9 +397,11 @@ fn run_from_row(r: &rusqlite::Row<'_>, path: &Path) -> Result<(i64, RunInfo), Le
         (id, run_id, timctl_version, manifest_digest, started_at, command),
         (commit, host, os_user, ci_job_url, ended_at, counts),
     ) = read(r).map_err(sqlite_err(path, "reading runs"))?;
-    let corrupt = |what: String| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what,
+    let corrupt = |what: String| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what,
+        })
     };
     Ok((
         id,
@@ -417,9 +478,11 @@ fn read_entries(
     let mut rows = stmt
         .query([])
         .map_err(sqlite_err(path, "reading entries"))?;
-    let corrupt = |what: String| LedgerError::Corrupt {
-        path: path.to_owned(),
-        what,
+    let corrupt = |what: String| {
+        LedgerError::from(SqliteError::Corrupt {
+            path: path.to_owned(),
+            what,
+        })
     };
     while let Some(r) = rows.next().map_err(sqlite_err(path, "reading entries"))? {
         let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
@@ -437,11 +500,8 @@ fn read_entries(
             read(r).map_err(sqlite_err(path, "reading entries"))?;
         let from =
             UserId::new(from).map_err(|e| corrupt(format!("an entry's From_Account: {e}")))?;
-        let kind = match kind {
-            1 => PeerKind::User,
-            2 => PeerKind::Group,
-            other => return Err(corrupt(format!("an entry of {from} has type {other}"))),
-        };
+        let kind = kind_of_code(kind)
+            .ok_or_else(|| corrupt(format!("an entry of {from} has type {kind}")))?;
         let peer = Peer::from_parts(kind, peer)
             .map_err(|e| corrupt(format!("an entry of {from} has a bad peer: {e}")))?;
         let run_id = *runs
@@ -527,7 +587,7 @@ impl SqliteLedger {
             // A killed writer left a hot journal, which a read-only connection cannot roll
             // back. Rolling it back needs write access to the files but changes no committed
             // data, so open read-write for just that; timctl itself still writes nothing.
-            Err(LedgerError::Sqlite { source, .. })
+            Err(LedgerError::Sqlite(SqliteError::Query { source, .. }))
                 if source.sqlite_error().is_some_and(|e| {
                     e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK
                 }) =>
@@ -574,485 +634,5 @@ impl Ledger for SqliteLedger {
             (Some(conn), Some(meta)) => read_snapshot(conn, &self.path, meta.schema_version),
             _ => Ok(None),
         }
-    }
-}
-
-/// A ledger opened for writing. It owns the state's exclusive lock for as long as it lives.
-#[derive(Debug)]
-pub struct SqliteLedgerWriter {
-    path: PathBuf,
-    conn: Connection,
-    meta: Meta,
-    /// The `runs` row of the last run recorded, so each batch need not look it up.
-    run_row: Option<(uuid::Uuid, i64)>,
-    _lock: StateLock,
-}
-
-impl SqliteLedgerWriter {
-    /// Opens the ledger at `path` for writing, creating it (its directory, the file with mode
-    /// 0600, the schema, a fresh lineage at serial 1) bound to `sdkappid` when there is none.
-    /// Migrates an older schema. Refuses a ledger bound to another app.
-    pub fn create_or_open(
-        path: &Path,
-        sdkappid: u64,
-        lock: StateLock,
-    ) -> Result<Self, LedgerError> {
-        let (conn, meta) = Self::open_conn(path, &lock)?;
-        let meta = match meta {
-            Some(meta) => meta,
-            None => {
-                let lineage = uuid::Uuid::new_v4();
-                let now = jiff::Timestamp::now().as_second();
-                let sdkappid_sql = i64::try_from(sdkappid).map_err(|_| LedgerError::Corrupt {
-                    path: path.to_owned(),
-                    what: format!("SDKAppID {sdkappid} does not fit the state"),
-                })?;
-                conn.execute(
-                    "INSERT INTO meta (id, lineage, serial, sdkappid, created_at, created_by)
-                     VALUES (1, ?1, 1, ?2, ?3, ?4)",
-                    params![
-                        lineage.to_string(),
-                        sdkappid_sql,
-                        now,
-                        env!("CARGO_PKG_VERSION")
-                    ],
-                )
-                .map_err(sqlite_err(path, "creating its meta"))?;
-                read_meta(&conn, path, SCHEMA_VERSION)?.ok_or_else(|| LedgerError::Corrupt {
-                    path: path.to_owned(),
-                    what: "the meta just written is missing".to_owned(),
-                })?
-            }
-        };
-        let writer = Self {
-            path: path.to_owned(),
-            conn,
-            meta,
-            run_row: None,
-            _lock: lock,
-        };
-        writer.check_app(sdkappid)?;
-        Ok(writer)
-    }
-
-    /// Opens an existing ledger for writing (for `state rm`); `Ok(None)` when there is no
-    /// state, and then nothing is created but the lock file.
-    pub fn open_existing(path: &Path, lock: StateLock) -> Result<Option<Self>, LedgerError> {
-        let Some(resolved) = resolve_state_for_read(path)? else {
-            return Ok(None);
-        };
-        if check_file(&resolved)?.is_none() {
-            return Ok(None);
-        }
-        let (conn, meta) = Self::open_conn(path, &lock)?;
-        Ok(meta.map(|meta| Self {
-            path: path.to_owned(),
-            conn,
-            meta,
-            run_row: None,
-            _lock: lock,
-        }))
-    }
-
-    /// Opens (creating the file 0600 if needed) and migrates; the meta if there is one.
-    fn open_conn(path: &Path, lock: &StateLock) -> Result<(Connection, Option<Meta>), LedgerError> {
-        let resolved = resolve_state_for_write(path)?;
-        if lock.state() != resolved {
-            return Err(LedgerError::WrongLock {
-                path: path.to_owned(),
-                locked: lock.state().to_owned(),
-            });
-        }
-        check_file(&resolved)?;
-        // Create the file ourselves so that it is 0600 from the first byte; SQLite gives its
-        // journal the same mode.
-        open_private(&resolved).map_err(|source| LedgerError::Io {
-            doing: "create",
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut conn = open_sqlite(&resolved, path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        let found = inspect(&conn, path)?;
-        conn.pragma_update(None, "journal_mode", "DELETE")
-            .map_err(sqlite_err(path, "setting journal_mode"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite_err(path, "setting synchronous"))?;
-        let from = match found {
-            Found::Empty => 0,
-            Found::Ledger(v) => v,
-        };
-        if from < SCHEMA_VERSION {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
-                .map_err(sqlite_err(path, "starting a migration"))?;
-            for migration in &MIGRATIONS[from as usize..] {
-                tx.execute_batch(migration)
-                    .map_err(sqlite_err(path, "migrating its schema"))?;
-            }
-            tx.pragma_update(None, "application_id", APPLICATION_ID)
-                .map_err(sqlite_err(path, "migrating its schema"))?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(sqlite_err(path, "migrating its schema"))?;
-            tx.commit()
-                .map_err(sqlite_err(path, "committing a migration"))?;
-        }
-        // A process killed at the wrong moment can leave a journal that is not hot (SQLite
-        // ignores it, and the read above already rolled back any hot one) but still lies
-        // beside the database until the next write. Rewriting one header field in a
-        // transaction makes SQLite replace and delete it, so the state is one file again.
-        let mut journal = resolved.as_os_str().to_owned();
-        journal.push("-journal");
-        if Path::new(&journal).exists() {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(sqlite_err(path, "clearing a stale journal"))?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(sqlite_err(path, "clearing a stale journal"))?;
-            tx.commit()
-                .map_err(sqlite_err(path, "clearing a stale journal"))?;
-        }
-        let meta = read_meta(&conn, path, SCHEMA_VERSION)?;
-        Ok((conn, meta))
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Bumps the serial inside `tx` and returns the new state.
-    fn bump(
-        tx: &rusqlite::Transaction<'_>,
-        path: &Path,
-        lineage: uuid::Uuid,
-    ) -> Result<StateRef, LedgerError> {
-        let serial: i64 = tx
-            .query_row(
-                "UPDATE meta SET serial = serial + 1 WHERE id = 1 RETURNING serial",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sqlite_err(path, "bumping the serial"))?;
-        Ok(StateRef {
-            lineage,
-            serial: serial as u64,
-        })
-    }
-}
-
-impl Ledger for SqliteLedgerWriter {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn meta(&self) -> Option<&Meta> {
-        Some(&self.meta)
-    }
-
-    fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
-        read_snapshot(&self.conn, &self.path, self.meta.schema_version)
-    }
-}
-
-impl SqliteLedgerWriter {
-    /// The `runs` row of `run`, inserted if this writer has not written it yet.
-    fn run_row(
-        tx: &rusqlite::Transaction<'_>,
-        path: &Path,
-        known: Option<(uuid::Uuid, i64)>,
-        run: &RunInfo,
-    ) -> Result<i64, LedgerError> {
-        if let Some((id, row)) = known
-            && id == run.run_id
-        {
-            return Ok(row);
-        }
-        insert_run(tx, path, run, "INSERT OR IGNORE")?;
-        tx.query_row(
-            "SELECT id FROM runs WHERE run_id = ?1",
-            [run.run_id.as_bytes().as_slice()],
-            |r| r.get(0),
-        )
-        .map_err(sqlite_err(path, "recording the run"))
-    }
-}
-
-/// Inserts `run`'s row (`verb`: `INSERT` or `INSERT OR IGNORE`); its row ID.
-pub(crate) fn insert_run(
-    conn: &Connection,
-    path: &Path,
-    run: &RunInfo,
-    verb: &str,
-) -> Result<i64, LedgerError> {
-    conn.prepare_cached(&format!(
-        "{verb} INTO runs (run_id, timctl_version, manifest_digest, started_at, command,
-           commit_id, host, os_user, ci_job_url, ended_at, counts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-    ))
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            run.run_id.as_bytes().as_slice(),
-            run.timctl_version,
-            run.manifest_digest,
-            run.started_at.as_second(),
-            run.command.as_str(),
-            run.origin.commit,
-            run.origin.host,
-            run.origin.os_user,
-            run.origin.ci_job_url,
-            run.ended_at.map(|t| t.as_millisecond()),
-            run.counts_json(),
-        ])
-    })
-    .map_err(sqlite_err(path, "recording the run"))?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// One event appended to the history.
-const APPEND_EVENT: &str = "INSERT INTO events
-    (at, action, reason, from_account, kind, peer, clear_roaming, run, trigger_json, latency_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
-/// Appends one event (inside the caller's transaction).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one column each; a struct for one call site would only rename them"
-)]
-fn append_event(
-    tx: &rusqlite::Transaction<'_>,
-    path: &Path,
-    at: jiff::Timestamp,
-    action: EventAction,
-    reason: EventReason,
-    key: &ConversationKey,
-    clear_roaming: bool,
-    run_row: i64,
-) -> Result<(), LedgerError> {
-    tx.prepare_cached(APPEND_EVENT)
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                at.as_millisecond(),
-                action.as_str(),
-                reason.as_str(),
-                key.from.as_str(),
-                kind_code(key.peer.kind()),
-                key.peer.id(),
-                clear_roaming,
-                run_row,
-                None::<&str>,
-                None::<i64>
-            ])
-        })
-        .map_err(sqlite_err(path, "appending to the history"))?;
-    Ok(())
-}
-
-/// What the history says of the `i`th item of a batch: its reason, `trigger` (JSON text) and
-/// `latency_ms`.
-type EventDetails<'a> = dyn Fn(usize) -> (EventReason, Option<String>, Option<u64>) + 'a;
-
-impl SqliteLedgerWriter {
-    /// [`LedgerWriter::record`] with each item's history details.
-    fn record_with(
-        &mut self,
-        run: &RunInfo,
-        origin: Origin,
-        batch: &[Deleted],
-        details: &EventDetails<'_>,
-    ) -> Result<Written, LedgerError> {
-        if batch.is_empty() {
-            return Ok(Written {
-                state: self.meta.state,
-                affected: 0,
-            });
-        }
-        let action = match origin {
-            Origin::Deleted => EventAction::Deleted,
-            Origin::Absent => EventAction::Recorded,
-        };
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path, "starting a write"))?;
-        let run_row = Self::run_row(&tx, &path, self.run_row, run)?;
-        let mut affected = 0;
-        {
-            // Prepared once per batch, not per item.
-            // Inserted, or replaced when it says something else; an entry recorded the same
-            // way stays as it was (its first deletion's time and run), so the serial stays
-            // and no saved plan goes stale. `changes` is 0 when the update's WHERE refused.
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO entries (from_account, kind, peer, clear_roaming, deleted_at, run, origin)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (from_account, kind, peer) DO UPDATE SET
-                        clear_roaming = excluded.clear_roaming,
-                        deleted_at = excluded.deleted_at,
-                        run = excluded.run,
-                        origin = excluded.origin
-                     WHERE entries.clear_roaming != excluded.clear_roaming
-                        OR entries.origin != excluded.origin",
-                )
-                .map_err(sqlite_err(&path, "recording deletions"))?;
-            let mut event = tx
-                .prepare_cached(APPEND_EVENT)
-                .map_err(sqlite_err(&path, "appending to the history"))?;
-            let (action, origin) = (action.as_str(), origin.as_str());
-            for (i, d) in batch.iter().enumerate() {
-                let (reason, trigger, latency_ms) = details(i);
-                let (from, kind, peer) = (
-                    d.key.from.as_str(),
-                    kind_code(d.key.peer.kind()),
-                    d.key.peer.id(),
-                );
-                affected += upsert
-                    .execute(params![
-                        from,
-                        kind,
-                        peer,
-                        d.clear_roaming,
-                        d.deleted_at.as_second(),
-                        run_row,
-                        origin
-                    ])
-                    .map_err(sqlite_err(&path, "recording deletions"))?;
-                event
-                    .execute(params![
-                        d.deleted_at.as_millisecond(),
-                        action,
-                        reason.as_str(),
-                        from,
-                        kind,
-                        peer,
-                        d.clear_roaming,
-                        run_row,
-                        trigger.as_deref(),
-                        latency_ms.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
-                    ])
-                    .map_err(sqlite_err(&path, "appending to the history"))?;
-            }
-        }
-        let state = if affected > 0 {
-            Self::bump(&tx, &path, self.meta.state.lineage)?
-        } else {
-            self.meta.state
-        };
-        tx.commit()
-            .map_err(sqlite_err(&path, "committing deletions"))?;
-        self.run_row = Some((run.run_id, run_row));
-        self.meta.state = state;
-        Ok(Written { state, affected })
-    }
-}
-
-impl LedgerWriter for SqliteLedgerWriter {
-    fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path, "starting a write"))?;
-        let row = Self::run_row(&tx, &path, self.run_row, run)?;
-        tx.commit()
-            .map_err(sqlite_err(&path, "recording the run"))?;
-        self.run_row = Some((run.run_id, row));
-        Ok(())
-    }
-
-    fn end_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET ended_at = ?2, counts = ?3 WHERE run_id = ?1",
-                params![
-                    run.run_id.as_bytes().as_slice(),
-                    run.ended_at.map(|t| t.as_millisecond()),
-                    run.counts_json()
-                ],
-            )
-            .map_err(sqlite_err(&self.path, "recording the run's end"))?;
-        Ok(())
-    }
-
-    fn record(
-        &mut self,
-        run: &RunInfo,
-        origin: Origin,
-        batch: &[Deleted],
-        reason: &dyn Fn(&ConversationKey) -> EventReason,
-    ) -> Result<Written, LedgerError> {
-        self.record_with(run, origin, batch, &|i| (reason(&batch[i].key), None, None))
-    }
-
-    fn record_detailed(
-        &mut self,
-        run: &RunInfo,
-        origin: Origin,
-        batch: &[crate::ledger::DetailedDeletion],
-    ) -> Result<Written, LedgerError> {
-        let deleted: Vec<Deleted> = batch.iter().map(|d| d.deleted.clone()).collect();
-        self.record_with(run, origin, &deleted, &|i| {
-            let d = &batch[i];
-            (
-                d.reason,
-                d.trigger.as_ref().map(|t| t.to_string()),
-                d.latency_ms,
-            )
-        })
-    }
-
-    fn remove(
-        &mut self,
-        action: EventAction,
-        reason: EventReason,
-        batch: &[ConversationKey],
-    ) -> Result<Written, LedgerError> {
-        let unchanged = Written {
-            state: self.meta.state,
-            affected: 0,
-        };
-        if batch.is_empty() {
-            return Ok(unchanged);
-        }
-        let Some((_, run_row)) = self.run_row else {
-            return Err(LedgerError::NoRun {
-                location: self.location(),
-            });
-        };
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path, "starting a write"))?;
-        let now = jiff::Timestamp::now();
-        let mut affected = 0;
-        for key in batch {
-            let removed: Option<bool> = tx
-                .prepare_cached(
-                    "DELETE FROM entries WHERE from_account = ?1 AND kind = ?2 AND peer = ?3
-                     RETURNING clear_roaming",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![key.from.as_str(), kind_code(key.peer.kind()), key.peer.id()],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                })
-                .map_err(sqlite_err(&path, "forgetting entries"))?;
-            if let Some(clear_roaming) = removed {
-                affected += 1;
-                append_event(&tx, &path, now, action, reason, key, clear_roaming, run_row)?;
-            }
-        }
-        if affected == 0 {
-            // Nothing changed, so this was not a write: the serial stays.
-            return Ok(unchanged);
-        }
-        let state = Self::bump(&tx, &path, self.meta.state.lineage)?;
-        tx.commit()
-            .map_err(sqlite_err(&path, "committing forgotten entries"))?;
-        self.meta.state = state;
-        Ok(Written { state, affected })
     }
 }
