@@ -28,18 +28,18 @@
 // works in integration tests and other crates.
 extern crate self as timctl_core;
 
+mod adapters;
 pub mod api;
 pub mod apply;
-mod apply_client;
 pub mod callback;
 pub mod client;
 pub mod desired;
 pub mod ids;
 pub mod input;
 pub mod ledger;
+pub mod listing;
 pub mod manifest;
 pub mod plan;
-pub mod refresh;
 pub mod serve;
 pub mod stop;
 pub mod usersig;
