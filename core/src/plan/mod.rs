@@ -344,7 +344,20 @@ pub fn make(
     seen: Option<&observed::Observations>,
 ) -> Result<Plan, PlanError> {
     let snapshot = snapshot_for(desired, ledger)?;
-    let (state, entries) = match &snapshot {
+    from_snapshot(desired, snapshot.as_ref(), filter, seen)
+}
+
+/// [`make`] once the snapshot is read (`None`: no state yet), for a caller that read it
+/// earlier: serve reads it when it takes the state's lock, and plans its resync from it once
+/// the lists are read, while the writer records callbacks' deletions elsewhere. The snapshot
+/// must be of the manifests' app, as [`make`] checks.
+pub fn from_snapshot(
+    desired: &DesiredState,
+    snapshot: Option<&crate::ledger::Snapshot>,
+    filter: &Filter,
+    seen: Option<&observed::Observations>,
+) -> Result<Plan, PlanError> {
+    let (state, entries) = match snapshot {
         Some(s) => (Some(s.meta.state), s.entries.as_slice()),
         None => (None, &[][..]),
     };
