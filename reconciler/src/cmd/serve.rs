@@ -179,9 +179,12 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let store = global.state_store()?;
     let mut writer =
         store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout)?;
-    writer.check_app(desired.app.sdkappid)?;
-    let entries = writer.entries()?;
-    let first_resync = plan::diff(&desired, None, &entries, &Filter::default());
+    // The reconcile operation, as `apply --refresh` runs it: the app checked and the users
+    // chosen on the state serve holds, the snapshot its plans are made from.
+    let filter = Filter::default();
+    let wanted = timctl_core::listing::users_to_list(&desired, &writer, &filter)?;
+    let snapshot = writer.snapshot()?;
+    let first_resync = plan::from_snapshot(&desired, snapshot.as_ref(), &filter, None)?;
     let run = RunInfo::start(
         RunCommand::Serve,
         desired.digest.clone(),
@@ -292,8 +295,6 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             // server is deleted, whatever the state records (missed callbacks, imported
             // messages, downtime). Should the listing fail, the plan without refresh still
             // deletes what the state does not record.
-            let filter = Filter::default();
-            let wanted = plan::observed::wanted(&desired, &filter);
             let opts = timctl_core::listing::ListOptions::new(concurrency);
             // The listing's future is not `Send` (its per-user closures borrow across awaits),
             // so it runs on a blocking thread that drives it on this runtime.
@@ -309,7 +310,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             let plan = match listed {
-                Ok((seen, _)) => plan::observed::diff(&desired, None, &entries, &filter, &seen),
+                // The filter names no user, so planning the snapshot planned above cannot fail.
+                Ok((seen, _)) => {
+                    plan::from_snapshot(&desired, snapshot.as_ref(), &filter, Some(&seen))
+                        .unwrap_or(first_resync)
+                }
                 Err(e) if stop.reason() == Some(StopReason::Fatal) => {
                     if let Ok(mut slot) = listing_fatal.lock() {
                         slot.get_or_insert(e);
