@@ -4,7 +4,7 @@
 //! It runs in two steps, as `plan --refresh`, `apply --refresh` and serve's resync all run it:
 //! [`users_to_list`] checks the state's app and chooses the users (nothing called, so a
 //! refusal comes before credentials are even read), then [`list`] lists them through a
-//! [`Lister`] (the client, through [`crate::adapters`]) under the run's [`Stop`], reporting
+//! [`Lister`] (the client, through `adapters`) under the run's [`Stop`], reporting
 //! through [`ListingEvent`]s.
 //!
 //! The calls themselves (get_list, its rate limiter, retries and paging) are behind the

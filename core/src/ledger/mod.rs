@@ -1,8 +1,9 @@
 //! The ledger: timctl's memory of what it has deleted.
 //!
 //! The planner and apply see the ledger only through the [`Ledger`] (read) and
-//! [`LedgerWriter`] (write) traits, so that another backend (PostgreSQL) can come later without
-//! touching them. The embedded default is [`sqlite`]: one SQLite file, mode 0600.
+//! [`LedgerWriter`] (write) traits, which both backends implement: [`sqlite`], the embedded
+//! default (one SQLite file, mode 0600), and [`postgres`]; [`location`] picks one from
+//! `--state`.
 //!
 //! Writes need the exclusive [`lock::StateLock`]; a [`sqlite::SqliteLedgerWriter`] cannot be
 //! made without one, so a write without the lock is not representable. Reads need neither a
