@@ -44,7 +44,7 @@ pub struct Deletion {
 
 /// What one deletion came to, after the client's retries: the executor's view of one
 /// [`crate::client::Outcome`] (the outcome of one call of any endpoint), mapped in
-/// `apply_client.rs`.
+/// `adapters/deleter.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeletionOutcome {
     /// The server confirmed the deletion.
