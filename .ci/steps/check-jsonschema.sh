@@ -19,8 +19,9 @@ trap 'rm -rf "$tmp"' EXIT
 timctl=$target_dir/debug/timctl
 "$timctl" schema --draft 2020-12 --out "$tmp/2020-12.json"
 "$timctl" schema --draft 07 --out "$tmp/07.json"
-# examples/ci holds CI pipelines, not manifests.
-mapfile -t examples < <(find examples -path examples/ci -prune -o \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
+# examples/ci holds CI pipelines and examples/serve deployment files (systemd, Kubernetes,
+# Prometheus), not manifests.
+mapfile -t examples < <(find examples \( -path examples/ci -o -path examples/serve \) -prune -o \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
 for draft in 2020-12 07; do
     "$venv/bin/check-jsonschema" --schemafile "$tmp/$draft.json" "${examples[@]}"
 done

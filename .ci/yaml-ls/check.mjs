@@ -43,8 +43,8 @@ function yamlFiles(dir, skip = []) {
 }
 
 let failures = 0;
-// examples/ci holds CI pipelines, not manifests.
-const examples = yamlFiles(join(root, "examples"), [join(root, "examples", "ci")]);
+// examples/ci holds CI pipelines and examples/serve deployment files, not manifests.
+const examples = yamlFiles(join(root, "examples"), [join(root, "examples", "ci"), join(root, "examples", "serve")]);
 for (const file of examples) {
   const diags = await diagnose(file);
   for (const d of diags) {
