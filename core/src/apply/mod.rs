@@ -98,6 +98,8 @@ pub struct Prepared {
 
 /// What a prepared plan was made from, which decides what happens when the state moved on.
 #[derive(Debug)]
+// One per apply, moved a few times: the size of its variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum PlannedFrom {
     /// A saved plan: carried out exactly, or refused as stale; never made again.
     Saved,
@@ -147,6 +149,8 @@ pub fn prepare(source: Source, state: &dyn Ledger) -> Result<Prepared, ApplyErro
 
 /// What [`Prepared::lock`] came to.
 #[derive(Debug)]
+// One per apply, matched at once: the size of its variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Locking {
     /// The state is as planned, and locked: go ahead.
     Ready(Locked),
