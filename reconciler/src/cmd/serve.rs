@@ -177,19 +177,18 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
     // 3. The state, under its writer lock for as long as serve runs.
     let store = global.state_store()?;
-    let mut writer = timctl_core::apply::StateStore::create_or_open(
-        &store,
-        desired.app.sdkappid,
-        "serve",
-        args.lock_timeout,
-    )?;
-    writer.check_app(desired.app.sdkappid)?;
-    let entries = writer.entries()?;
-    let first_resync = plan::diff(&desired, None, &entries, &Filter::default());
+    let mut writer =
+        store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout)?;
+    // The reconcile operation, as `apply --refresh` runs it: the app checked and the users
+    // chosen on the state serve holds, the snapshot its plans are made from.
+    let filter = Filter::default();
+    let wanted = timctl_core::listing::users_to_list(&desired, &writer, &filter)?;
+    let snapshot = writer.snapshot()?;
+    let first_resync = plan::from_snapshot(&desired, snapshot.as_ref(), &filter, None)?;
     let run = RunInfo::start(
         RunCommand::Serve,
         desired.digest.clone(),
-        crate::cmd::state::run_origin(),
+        crate::origin::run_origin(),
     );
     writer.begin_run(&run)?;
     // Entries no manifest names any more are forgotten, as apply forgets them: serve enforces
@@ -296,16 +295,14 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             // server is deleted, whatever the state records (missed callbacks, imported
             // messages, downtime). Should the listing fail, the plan without refresh still
             // deletes what the state does not record.
-            let filter = Filter::default();
-            let wanted = plan::refresh::wanted(&desired, &filter);
-            let opts = timctl_core::refresh::ListOptions::new(concurrency);
+            let opts = timctl_core::listing::ListOptions::new(concurrency);
             // The listing's future is not `Send` (its per-user closures borrow across awaits),
             // so it runs on a blocking thread that drives it on this runtime.
             let handle = tokio::runtime::Handle::current();
             let (lister, list_stop) = (client.clone(), stop.clone());
             let listed = tokio::task::spawn_blocking(move || {
                 handle.block_on(async {
-                    timctl_core::refresh::observe(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
+                    timctl_core::listing::list(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
                         .await
                         .map_err(|e| e.to_string())
                 })
@@ -313,7 +310,11 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             let plan = match listed {
-                Ok((seen, _)) => plan::refresh::diff(&desired, None, &entries, &filter, &seen),
+                // The filter names no user, so planning the snapshot planned above cannot fail.
+                Ok((seen, _)) => {
+                    plan::from_snapshot(&desired, snapshot.as_ref(), &filter, Some(&seen))
+                        .unwrap_or(first_resync)
+                }
                 Err(e) if stop.reason() == Some(StopReason::Fatal) => {
                     if let Ok(mut slot) = listing_fatal.lock() {
                         slot.get_or_insert(e);
