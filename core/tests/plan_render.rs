@@ -5,7 +5,7 @@ use timctl_core::api::Region;
 use timctl_core::desired::{App, DesiredEntry, DesiredState};
 use timctl_core::ids::{ConversationKey, UserId};
 use timctl_core::ledger::{Origin, StateEntry, StateRef};
-use timctl_core::plan::refresh::{Observation, Observations};
+use timctl_core::plan::observed::{Observation, Observations};
 use timctl_core::plan::{self, Filter, Plan, render};
 
 fn fixture() -> Plan {
@@ -39,7 +39,7 @@ fn refreshed() -> Plan {
         .into_iter()
         .collect(),
     };
-    plan::refresh::diff(&desired, Some(state_ref), &state, &Filter::default(), &seen)
+    plan::observed::diff(&desired, Some(state_ref), &state, &Filter::default(), &seen)
 }
 
 fn inputs() -> (DesiredState, Vec<StateEntry>, StateRef) {

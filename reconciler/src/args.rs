@@ -285,6 +285,29 @@ pub(crate) struct FilterArgs {
     pub(crate) exclude_users: Vec<String>,
 }
 
+impl FilterArgs {
+    /// The filter of `--reassert`, `--user` and `--exclude-user`, with IDs validated.
+    pub(crate) fn filter(&self) -> miette::Result<timctl_core::plan::Filter> {
+        use miette::{Context, IntoDiagnostic};
+        let ids = |flag: &str,
+                   ids: &[String]|
+         -> miette::Result<std::collections::BTreeSet<timctl_core::ids::UserId>> {
+            ids.iter()
+                .map(|id| {
+                    timctl_core::ids::UserId::new(id.as_str())
+                        .into_diagnostic()
+                        .wrap_err_with(|| format!("{flag} {id:?} is not a valid UserID"))
+                })
+                .collect()
+        };
+        Ok(timctl_core::plan::Filter {
+            reassert: self.reassert,
+            users: ids("--user", &self.users)?,
+            exclude_users: ids("--exclude-user", &self.exclude_users)?,
+        })
+    }
+}
+
 /// Looking at the server before planning (`--refresh`).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RefreshArgs {

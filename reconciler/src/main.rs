@@ -6,12 +6,16 @@
 use std::process::ExitCode;
 
 mod args;
+mod client;
 mod cmd;
 mod credentials;
 mod help;
+mod listing;
+mod origin;
 mod output;
 mod progress;
 mod redact;
+mod signals;
 
 use crate::output::eprintln_lossy;
 use args::Command;
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
             // the cause under a command's own message (`usersig` without `--sdkappid`).
             match report.downcast_ref::<timctl_core::manifest::ManifestErrors>() {
                 Some(errors) if errors.to_string() == report.to_string() => {
-                    cmd::validate::print_problems(errors, "load")
+                    output::print_problems(errors, "load")
                 }
                 // Whatever the error quotes, it is printed without the run's secrets.
                 _ => eprintln_lossy!("{}", redact::text(&format!("{report:?}"))),

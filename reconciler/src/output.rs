@@ -76,6 +76,66 @@ pub(crate) fn shortened_list(shown: &[impl AsRef<str>], total: usize) -> String 
     }
 }
 
+/// How a plan is printed (`plan --format`, `show --format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Prints a plan in `format` on stdout; text is coloured when `colour`
+/// ([`crate::args::Global::color_stdout`]); text and markdown show at most `limit` changes
+/// (0: all).
+pub(crate) fn print_plan(
+    plan: &timctl_core::plan::Plan,
+    format: Format,
+    limit: usize,
+    colour: bool,
+) -> miette::Result<()> {
+    use timctl_core::plan::{render, saved};
+    let limit = (limit != 0).then_some(limit);
+    to_stdout("the plan", |out| match format {
+        Format::Text => render::write_text_styled(plan, limit, colour, out),
+        Format::Json => saved::to_writer(plan, out),
+        Format::Markdown => render::write_markdown(plan, limit, out),
+    })
+}
+
+/// Each problem once, with its place in the snippet's header (or in the title for a problem
+/// about a whole file), then the count last, as rustc and cargo do:
+/// `error: could not validate the manifests due to 3 previous errors`. Without the run's
+/// secrets, whichever command prints them.
+pub(crate) fn print_problems(errors: &timctl_core::manifest::ManifestErrors, doing: &str) {
+    let errors = &crate::redact::problems(errors);
+    let mut stderr = std::io::stderr().lock();
+    for problem in errors.problems() {
+        let rendered = format!("{:?}", miette::Report::new(problem.clone()));
+        let _ = writeln!(stderr, "{}", rendered.trim_end());
+        // The other place of a duplicate on a line of its own, outside miette's wrapping, so
+        // that a terminal can make the whole path clickable.
+        if let Some((file, place)) = &problem.other {
+            let _ = writeln!(
+                stderr,
+                "  note: the other place is {}:{place}",
+                file.display()
+            );
+        }
+        let _ = writeln!(stderr);
+    }
+    let n = errors.problems().len();
+    let _ = writeln!(
+        stderr,
+        "error: could not {doing} the manifests due to {n} previous {}",
+        plural(n, "error", "errors")
+    );
+}
+
+/// `one` or `many`, as `n` says.
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 #[cfg(test)]
 mod tests {
     use super::shortened_list;

@@ -1,4 +1,5 @@
-//! What `apply` prints while it runs: JSON lines, a progress bar, or a short line now and then.
+//! What `apply` and the listing phase of `--refresh` print while they run: JSON lines, a
+//! progress bar, or a short line now and then. The one progress renderer of the binary.
 //!
 //! Everything is printed by a thread of its own: the executor hands each event over a channel
 //! and goes on, so neither a slow reader of stdout or stderr (a paused pipe, a backed-up CI log)
@@ -7,17 +8,21 @@
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use timctl_core::apply::{Event, FailureGroup, RunSummary};
 use timctl_core::ids::PeerKind;
+use timctl_core::listing::ListingEvent;
 use timctl_core::stop::StopReason;
 
 /// What the printing thread is handed.
 enum Msg {
     /// A line for stdout (a JSON event).
     Out(String),
-    /// One deletion done (the bar moves).
+    /// One deletion (or one user's list) done: the bar moves.
     Done,
+    /// The bar's message, when there is a bar (the listing's calls per second).
+    BarMessage(String),
     /// One deletion failed: the bar moves and the line is printed.
     Failed(String),
     /// A progress line, for when there is no bar.
@@ -28,6 +33,7 @@ enum Msg {
 pub(crate) struct Output {
     json: bool,
     run: uuid::Uuid,
+    started: Instant,
     tx: Option<mpsc::Sender<Msg>>,
     printer: Option<JoinHandle<()>>,
 }
@@ -37,12 +43,28 @@ impl Output {
     /// (none when `quiet`). `total` is the number of deletions; `run` is the ID every JSON
     /// line carries.
     pub(crate) fn new(json: bool, quiet: bool, total: usize, run: uuid::Uuid) -> Self {
-        let bar = (!json && !quiet && std::io::stderr().is_terminal()).then(|| bar(total));
+        Self::with_bar(json, quiet, run, || bar(total))
+    }
+
+    /// The listing phase's output: as [`Output::new`], `users` to list; feed it with
+    /// [`Output::listing_event`].
+    pub(crate) fn listing(json: bool, quiet: bool, users: usize, run: uuid::Uuid) -> Self {
+        Self::with_bar(json, quiet, run, || listing_bar(users))
+    }
+
+    fn with_bar(
+        json: bool,
+        quiet: bool,
+        run: uuid::Uuid,
+        bar: impl FnOnce() -> indicatif::ProgressBar,
+    ) -> Self {
+        let bar = (!json && !quiet && std::io::stderr().is_terminal()).then(bar);
         let (tx, rx) = mpsc::channel::<Msg>();
         let printer = std::thread::spawn(move || print(rx, bar, quiet));
         Output {
             json,
             run,
+            started: Instant::now(),
             tx: Some(tx),
             printer: Some(printer),
         }
@@ -67,12 +89,16 @@ impl Output {
         match event {
             Event::Deleted { .. } => self.send(Msg::Done),
             Event::Failed {
-                from,
-                kind,
-                peer,
+                conversation,
                 code,
                 message,
-            } => self.send(Msg::Failed(failure_line(from, *kind, peer, *code, message))),
+            } => self.send(Msg::Failed(failure_line(
+                &conversation.from,
+                conversation.kind,
+                &conversation.peer,
+                *code,
+                message,
+            ))),
             Event::Progress {
                 done,
                 total,
@@ -92,6 +118,40 @@ impl Output {
             | Event::Recorded { .. }
             | Event::Summary(_)
             | Event::Error { .. } => {}
+        }
+    }
+
+    /// Hands a listing event over: JSON lines with `--json`, else the bar moves with each user
+    /// and shows the calls per second, or a line every few seconds says how far it got.
+    pub(crate) fn listing_event(&mut self, event: &ListingEvent) {
+        if self.json {
+            if let Ok(line) =
+                timctl_core::apply::event_line(self.run, jiff::Timestamp::now(), event)
+            {
+                self.send(Msg::Out(line));
+            }
+            return;
+        }
+        match event {
+            ListingEvent::Listed { .. } => self.send(Msg::Done),
+            ListingEvent::ListProgress {
+                done,
+                total,
+                in_flight,
+                calls_per_second,
+                eta_seconds,
+            } => {
+                self.send(Msg::BarMessage(format!("{calls_per_second:.0} calls/s")));
+                self.send(Msg::Progress(listing_line(
+                    *done,
+                    *total,
+                    *in_flight,
+                    *calls_per_second,
+                    *eta_seconds,
+                    self.started.elapsed().as_secs_f64(),
+                )));
+            }
+            ListingEvent::Listing { .. } => {}
         }
     }
 
@@ -129,6 +189,39 @@ fn bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// The listing's bar: users listed, and the calls per second as its message.
+fn listing_bar(users: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(users as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} users listed  {msg}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// The listing's progress line without a terminal: `Listing conversation lists: 120/500 users,
+/// 190 calls/s, ETA 2s (4s elapsed)`. Once no user waits, the time left is however long the
+/// lists still paging are: unknown, and said so rather than guessed from the users done.
+fn listing_line(
+    done: usize,
+    total: usize,
+    in_flight: usize,
+    calls_per_second: f64,
+    eta_seconds: Option<f64>,
+    elapsed_seconds: f64,
+) -> String {
+    let eta = match eta_seconds {
+        Some(s) => format!("ETA {s:.0}s"),
+        None if done > 0 && in_flight == 1 => "1 list still paging".to_owned(),
+        None if done > 0 && in_flight > 1 => format!("{in_flight} lists still paging"),
+        None => "ETA ?".to_owned(),
+    };
+    format!(
+        "Listing conversation lists: {done}/{total} users, {calls_per_second:.0} calls/s, {eta} ({elapsed_seconds:.0}s elapsed)"
+    )
+}
+
 /// A rate as a person reads it: `181/s`.
 pub(crate) fn per_second(rate: f64) -> String {
     format!("{:.0}/s", rate)
@@ -146,6 +239,11 @@ fn print(rx: mpsc::Receiver<Msg>, bar: Option<indicatif::ProgressBar>, quiet: bo
             Msg::Done => {
                 if let Some(bar) = &bar {
                     bar.inc(1);
+                }
+            }
+            Msg::BarMessage(message) => {
+                if let Some(bar) = &bar {
+                    bar.set_message(message);
                 }
             }
             Msg::Failed(line) => {

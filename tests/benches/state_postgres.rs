@@ -157,7 +157,7 @@ fn main() {
             drop(snapshot);
             let t = Instant::now();
             let l = ledger::open_read(location, &StateName::default(), Some(APP)).unwrap();
-            let plan = plan::make(&desired, &l, &Filter::default()).unwrap();
+            let plan = plan::make(&desired, &l, &Filter::default(), None).unwrap();
             plan_times[b].push(t.elapsed());
             assert_eq!(plan.summary.delete as usize, plan_n / 2);
             assert_eq!(plan.summary.forget as usize, plan_n / 2);

@@ -164,7 +164,9 @@ fn a_saved_plan_the_state_moved_past_before_the_lock_is_refused_under_it() {
     )
     .unwrap();
     let saved = plan::saved::read(&plan_file).unwrap();
-    let prepared = apply::prepare(Source::Saved(saved), &store).unwrap();
+    let state = timctl_core::ledger::open_read(store.location(), store.name(), Some(APP)).unwrap();
+    let prepared = apply::prepare(Source::Saved(saved), &state).unwrap();
+    drop(state);
     // Another apply moves the state on after the check without the lock.
     record_alice_bob(&mut other_apply(&env));
     let refused = prepared.lock(&store, Duration::ZERO).unwrap_err();

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use timctl_core::apply::{self, Deletion, ExecOptions, Executed, RecordError, Recorder};
+use timctl_core::apply::{self, Deletion, ExecOptions, Executed, Execution, RecordError, Recorder};
 use timctl_core::client::{BaseUrl, Client, ClientConfig, Credentials};
 use timctl_core::ids::ConversationKey as Key;
 use timctl_core::ledger::Deleted;
@@ -79,12 +79,14 @@ async fn the_executor_deletes_each_conversation_once_through_the_client() {
         record_error,
         ..
     } = apply::execute(
-        plan.clone(),
-        vec![],
-        &client,
-        memory.clone(),
-        &ExecOptions::new(32),
-        &Stop::new(),
+        Execution {
+            deletions: plan.clone(),
+            forgets: vec![],
+            deleter: &client,
+            recorder: memory.clone(),
+            opts: &ExecOptions::new(32),
+            stop: &Stop::new(),
+        },
         &mut |_| {},
     )
     .await;
@@ -126,12 +128,14 @@ async fn a_fatal_answer_stops_the_executor_with_the_clients_message() {
     });
     let client = client(&fake);
     let Executed { summary, .. } = apply::execute(
-        deletions(1000),
-        vec![],
-        &client,
-        Memory::default(),
-        &ExecOptions::new(32),
-        &Stop::new(),
+        Execution {
+            deletions: deletions(1000),
+            forgets: vec![],
+            deleter: &client,
+            recorder: Memory::default(),
+            opts: &ExecOptions::new(32),
+            stop: &Stop::new(),
+        },
         &mut |_| {},
     )
     .await;

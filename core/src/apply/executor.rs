@@ -44,7 +44,7 @@ pub struct Deletion {
 
 /// What one deletion came to, after the client's retries: the executor's view of one
 /// [`crate::client::Outcome`] (the outcome of one call of any endpoint), mapped in
-/// `apply_client.rs`.
+/// `adapters/deleter.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeletionOutcome {
     /// The server confirmed the deletion.
@@ -156,13 +156,9 @@ impl ExecOptions {
 pub enum Event {
     /// A refresh saw this conversation absent; it was written to the state with no call.
     Recorded {
-        /// From_Account.
-        from: String,
-        /// `user` or `group`.
-        #[serde(rename = "type")]
-        kind: PeerKind,
-        /// The other side's ID.
-        peer: String,
+        /// The conversation: `from`, `type`, `peer` in the JSON line.
+        #[serde(flatten)]
+        conversation: Conversation,
         /// What the manifest asks (kept with the record).
         clear_roaming: bool,
     },
@@ -175,13 +171,9 @@ pub enum Event {
     },
     /// A deletion was confirmed (or there was nothing to delete).
     Deleted {
-        /// From_Account.
-        from: String,
-        /// `user` or `group`.
-        #[serde(rename = "type")]
-        kind: PeerKind,
-        /// The other side's ID.
-        peer: String,
+        /// The conversation: `from`, `type`, `peer` in the JSON line.
+        #[serde(flatten)]
+        conversation: Conversation,
         /// Whether roaming messages were cleared.
         clear_roaming: bool,
         /// The server said there was nothing to delete (the user does not exist).
@@ -189,13 +181,9 @@ pub enum Event {
     },
     /// A deletion failed.
     Failed {
-        /// From_Account.
-        from: String,
-        /// `user` or `group`.
-        #[serde(rename = "type")]
-        kind: PeerKind,
-        /// The other side's ID.
-        peer: String,
+        /// The conversation: `from`, `type`, `peer` in the JSON line.
+        #[serde(flatten)]
+        conversation: Conversation,
         /// The server's code, if there was one.
         code: Option<i64>,
         /// What went wrong.
@@ -266,9 +254,9 @@ pub const FAILURES_SHOWN_PER_CODE: usize = 3;
 /// How many failed users a summary names (for the command that retries them).
 pub const FAILED_USERS_SHOWN: usize = 10;
 
-/// A conversation named in a failure group.
+/// A conversation as events and failure groups name it: `from`, `type`, `peer`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct FailedConversation {
+pub struct Conversation {
     /// From_Account.
     pub from: String,
     /// `user` or `group`.
@@ -276,6 +264,17 @@ pub struct FailedConversation {
     pub kind: PeerKind,
     /// The other side's ID.
     pub peer: String,
+}
+
+impl Conversation {
+    /// The conversation `key` names.
+    pub fn of(key: &ConversationKey) -> Self {
+        Conversation {
+            from: key.from.to_string(),
+            kind: key.peer.kind(),
+            peer: key.peer.id().to_owned(),
+        }
+    }
 }
 
 /// The failures that share one code, for the recap at the end of a run.
@@ -288,7 +287,7 @@ pub struct FailureGroup {
     /// How many failed with this code.
     pub count: usize,
     /// The first [`FAILURES_SHOWN_PER_CODE`] of them.
-    pub first: Vec<FailedConversation>,
+    pub first: Vec<Conversation>,
 }
 
 /// Failures grouped by code, as a run goes: memory is a few conversations per code, whatever
@@ -324,7 +323,7 @@ impl FailureRecap {
         let group = &mut self.groups[i];
         group.count += 1;
         if group.first.len() < FAILURES_SHOWN_PER_CODE {
-            group.first.push(FailedConversation {
+            group.first.push(Conversation {
                 from: from.to_owned(),
                 kind,
                 peer: peer.to_owned(),
@@ -526,9 +525,18 @@ fn spawn_recorder<R: Recorder + 'static>(
     (tx, handle)
 }
 
-/// Watches the most recent results for one failure that keeps repeating: an item failure's
-/// code for the executor, a kind of unreadable list for the listing phase
-/// ([`crate::refresh::observe`]).
+/// How a call failed, as the "most calls fail the same way" stop compares failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum CallFailure {
+    /// The server answered with this code.
+    Code(i64),
+    /// No answer after the retries (a transport failure).
+    NoAnswer,
+}
+
+/// Watches the most recent results for one failure that keeps repeating: a [`CallFailure`]
+/// for the executor, a kind of unreadable list for the listing phase
+/// ([`crate::listing::list`]).
 pub(crate) struct FailurePattern<K> {
     window: VecDeque<Option<K>>,
     counts: HashMap<K, usize>,
@@ -589,20 +597,39 @@ pub struct Executed<R> {
     pub record_error: Option<RecordError>,
 }
 
-/// Carries out `deletions` and `forgets`, reporting each step to `on_event`.
+/// What [`execute`] carries out, and with what.
+pub struct Execution<'a, D, R> {
+    /// The calls to make.
+    pub deletions: Vec<Deletion>,
+    /// The entries to drop from the state (no call).
+    pub forgets: Vec<ConversationKey>,
+    /// Makes the calls; obeys `stop`.
+    pub deleter: &'a D,
+    /// Writes what was confirmed; handed back in [`Executed`].
+    pub recorder: R,
+    /// Concurrency, batching, progress and the failure rule.
+    pub opts: &'a ExecOptions,
+    /// The run's one stop.
+    pub stop: &'a Stop,
+}
+
+/// Carries out the deletions and forgets of `execution`, reporting each step to `on_event`.
 pub async fn execute<D, R>(
-    deletions: Vec<Deletion>,
-    forgets: Vec<ConversationKey>,
-    deleter: &D,
-    recorder: R,
-    opts: &ExecOptions,
-    stop: &Stop,
+    execution: Execution<'_, D, R>,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Executed<R>
 where
     D: Deleter,
     R: Recorder + 'static,
 {
+    let Execution {
+        deletions,
+        forgets,
+        deleter,
+        recorder,
+        opts,
+        stop,
+    } = execution;
     let total = deletions.len();
     on_event(&Event::Planned {
         delete: total,
@@ -629,7 +656,7 @@ where
     }
 
     let started = Instant::now();
-    let mut pattern: FailurePattern<Option<i64>> =
+    let mut pattern: FailurePattern<CallFailure> =
         FailurePattern::new(opts.failure_window, opts.failure_threshold);
     // Every distinct user that does not exist; only the first few are named in the summary.
     let mut missing: BTreeSet<UserId> = BTreeSet::new();
@@ -699,9 +726,7 @@ where
             DeletionOutcome::Deleted | DeletionOutcome::AlreadyAbsent { .. } => {
                 let absent = matches!(outcome, DeletionOutcome::AlreadyAbsent { .. });
                 let event = Event::Deleted {
-                    from: deletion.key.from.to_string(),
-                    kind: deletion.key.peer.kind(),
-                    peer: deletion.key.peer.id().to_owned(),
+                    conversation: Conversation::of(&deletion.key),
                     clear_roaming: deletion.clear_roaming,
                     already_absent: absent,
                 };
@@ -731,21 +756,20 @@ where
             }
             DeletionOutcome::ItemFailed { code, message } => {
                 summary.failed += 1;
+                let conversation = Conversation::of(&deletion.key);
                 recap.add(
-                    deletion.key.from.as_str(),
-                    deletion.key.peer.kind(),
-                    deletion.key.peer.id(),
+                    &conversation.from,
+                    conversation.kind,
+                    &conversation.peer,
                     code,
                     &message,
                 );
                 on_event(&Event::Failed {
-                    from: deletion.key.from.to_string(),
-                    kind: deletion.key.peer.kind(),
-                    peer: deletion.key.peer.id().to_owned(),
+                    conversation,
                     code,
                     message,
                 });
-                Some(code)
+                Some(code.map_or(CallFailure::NoAnswer, CallFailure::Code))
             }
             DeletionOutcome::NotSent => None,
             DeletionOutcome::Fatal { message } => {
@@ -760,7 +784,10 @@ where
             }
         };
         if let Some((code, n)) = pattern.push(failure) {
-            let what = code.map_or_else(|| "a transport error".to_owned(), |c| format!("code {c}"));
+            let what = match code {
+                CallFailure::Code(c) => format!("code {c}"),
+                CallFailure::NoAnswer => "a transport error".to_owned(),
+            };
             if stop.stop(StopReason::TooManyFailures) {
                 stop_message = Some(format!(
                     "{n} of the last {} calls failed with {what}; stopping rather than \

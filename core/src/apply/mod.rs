@@ -14,9 +14,12 @@
 //!    refused before anything is called; then the [`executor`] carries the plan out under the
 //!    run's one [`Stop`].
 //!
-//! Where the state lives is a [`StateStore`]: the operation never names a backend. The binary
-//! passes a [`LocatedStore`](crate::ledger::LocatedStore), the one lock-and-open path, which
-//! `state rm` and `state migrate` use too.
+//! [`prepare`] reads the state the caller opened once, without the lock: with `--refresh`, the
+//! same reader the listing phase ([`crate::listing::users_to_list`]) checked the app on, so the
+//! state is opened once before the lock. [`Prepared::lock`] locks the state where a
+//! [`LocatedStore`] says, the one lock-and-open path, which `state rm` and `state migrate` use
+//! too; the operation never names a backend ([`AnyWriter`] is either), and the
+//! [`Ledger`]/[`LedgerWriter`] traits stay the seam that tests write fakes against.
 
 use std::time::Duration;
 
@@ -24,23 +27,21 @@ use crate::desired::DesiredState;
 use crate::ids::ConversationKey;
 use crate::ledger::history::{EventAction, EventReason};
 use crate::ledger::{
-    Deleted, Ledger, LedgerError, LedgerWriter, Meta, Origin, RunCommand, RunInfo, RunOrigin,
-    Snapshot, StateRef, ToRecord, Written,
+    AnyWriter, Deleted, Ledger, LedgerError, LedgerWriter, LocatedStore, Meta, Origin, RunCommand,
+    RunInfo, RunOrigin, Snapshot, StateRef, ToRecord, Written,
 };
-use crate::plan::refresh::Observations;
+use crate::plan::observed::Observations;
 use crate::plan::{self, Action, Filter, Plan, PlanError, Reason, StalePlan};
 use crate::stop::Stop;
 
 pub mod executor;
-mod store;
 
 pub use executor::{
-    Deleter, Deletion, DeletionOutcome, EVENT_FORMAT_VERSION, Event, EventLine, ExecOptions,
-    Executed, FAILED_USERS_SHOWN, FAILURES_SHOWN_PER_CODE, FailedConversation, FailureGroup,
+    Conversation, Deleter, Deletion, DeletionOutcome, EVENT_FORMAT_VERSION, Event, EventLine,
+    ExecOptions, Executed, Execution, FAILED_USERS_SHOWN, FAILURES_SHOWN_PER_CODE, FailureGroup,
     FailureRecap, LedgerRecorder, MISSING_USERS_SHOWN, RecordError, Recorder, RunSummary,
     error_chain, event_line, execute, progress_figures,
 };
-pub use store::StateStore;
 
 /// What a plan is made from.
 #[derive(Debug)]
@@ -57,19 +58,6 @@ pub enum Source {
         /// state alone. Planning again under the lock reuses it: the lists were read once.
         seen: Option<Observations>,
     },
-}
-
-/// The plan of `desired` against `ledger`: refreshed when `seen` is given.
-fn make_plan(
-    desired: &DesiredState,
-    ledger: &dyn Ledger,
-    filter: &Filter,
-    seen: Option<&Observations>,
-) -> Result<Plan, PlanError> {
-    match seen {
-        Some(seen) => plan::refresh::make(desired, ledger, filter, seen),
-        None => plan::make(desired, ledger, filter),
-    }
 }
 
 /// Why the apply operation refused or failed before the executor ran.
@@ -103,14 +91,16 @@ pub enum ApplyError {
 
 /// A plan ready to be shown and approved; [`Prepared::lock`] goes ahead with it.
 #[derive(Debug)]
-pub struct Prepared<W> {
+pub struct Prepared {
     plan: Plan,
-    from: PlannedFrom<W>,
+    from: PlannedFrom,
 }
 
 /// What a prepared plan was made from, which decides what happens when the state moved on.
 #[derive(Debug)]
-enum PlannedFrom<W> {
+// One per apply, moved a few times: the size of its variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum PlannedFrom {
     /// A saved plan: carried out exactly, or refused as stale; never made again.
     Saved,
     /// The manifests: made again under the lock when the state moved on.
@@ -122,20 +112,17 @@ enum PlannedFrom<W> {
         /// What the server's lists held (`--refresh`), reused when planning again.
         seen: Option<Observations>,
         /// The state, locked, when the plan was made again under the lock.
-        held: Option<W>,
+        held: Option<AnyWriter>,
     },
 }
 
-/// Makes the plan (or checks a saved one) against the state as it is now, without the lock.
-pub fn prepare<S: StateStore>(
-    source: Source,
-    store: &S,
-) -> Result<Prepared<S::Writer>, ApplyError> {
+/// Makes the plan (or checks a saved one) against `state`, the state as it is now, read
+/// without the lock. The caller opens it once (for the source's app) and drops it after.
+pub fn prepare(source: Source, state: &dyn Ledger) -> Result<Prepared, ApplyError> {
     match source {
         Source::Saved(plan) => {
-            let current = store.open_read(plan.app.sdkappid)?;
-            current.check_app(plan.app.sdkappid)?;
-            plan::check_state(plan.state, current.state_ref())?;
+            state.check_app(plan.app.sdkappid)?;
+            plan::check_state(plan.state, state.state_ref())?;
             Ok(Prepared {
                 plan,
                 from: PlannedFrom::Saved,
@@ -146,8 +133,7 @@ pub fn prepare<S: StateStore>(
             filter,
             seen,
         } => {
-            let current = store.open_read(desired.app.sdkappid)?;
-            let plan = make_plan(&desired, &current, &filter, seen.as_ref())?;
+            let plan = plan::make(&desired, state, &filter, seen.as_ref())?;
             Ok(Prepared {
                 plan,
                 from: PlannedFrom::Manifests {
@@ -163,16 +149,18 @@ pub fn prepare<S: StateStore>(
 
 /// What [`Prepared::lock`] came to.
 #[derive(Debug)]
-pub enum Locking<W> {
+// One per apply, matched at once: the size of its variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Locking {
     /// The state is as planned, and locked: go ahead.
-    Ready(Locked<W>),
+    Ready(Locked),
     /// The state moved on while this apply planned, asked or waited for the lock. The plan was
     /// made again under the lock, which it still holds: show it and ask again (or, with
     /// `--auto-approve`, check `--max-deletes` again), then lock it (at once) and run it.
-    Replanned(Prepared<W>),
+    Replanned(Prepared),
 }
 
-impl<W: LedgerWriter + Send + 'static> Prepared<W> {
+impl Prepared {
     /// The plan, to show.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -186,18 +174,18 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
     /// Takes the state's lock (waiting up to `lock_timeout`) and checks the state again under
     /// it. A state that does not exist yet is created only once the plan is known to be
     /// current.
-    pub fn lock<S: StateStore<Writer = W>>(
+    pub fn lock(
         mut self,
-        store: &S,
+        store: &LocatedStore,
         lock_timeout: Duration,
-    ) -> Result<Locking<W>, ApplyError> {
+    ) -> Result<Locking, ApplyError> {
         let sdkappid = self.plan.app.sdkappid;
         if let PlannedFrom::Manifests { held, .. } = &mut self.from
             && let Some(writer) = held.take()
         {
             return Ok(Locking::Ready(self.ready(writer)));
         }
-        let writer = match store.open_existing(sdkappid, OPERATION, lock_timeout)? {
+        let writer = match store.open_existing_writer(sdkappid, OPERATION, lock_timeout)? {
             Some(writer) => writer,
             None => {
                 // No state (any more): refuse a saved plan made against one before creating
@@ -206,7 +194,7 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
                 if let PlannedFrom::Saved = self.from {
                     plan::check_state(self.plan.state, None)?;
                 }
-                store.create_or_open(sdkappid, OPERATION, lock_timeout)?
+                store.create_or_open_writer(sdkappid, OPERATION, lock_timeout)?
             }
         };
         writer.check_app(sdkappid)?;
@@ -222,7 +210,7 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
                     seen,
                     held: _,
                 } => {
-                    let plan = make_plan(&desired, &writer, &filter, seen.as_ref())?;
+                    let plan = plan::make(&desired, &writer, &filter, seen.as_ref())?;
                     return Ok(Locking::Replanned(Prepared {
                         plan,
                         from: PlannedFrom::Manifests {
@@ -238,7 +226,7 @@ impl<W: LedgerWriter + Send + 'static> Prepared<W> {
         Ok(Locking::Ready(self.ready(writer)))
     }
 
-    fn ready(self, writer: W) -> Locked<W> {
+    fn ready(self, writer: AnyWriter) -> Locked {
         let run = RunInfo::start(
             RunCommand::Apply,
             self.plan.manifest_digest.clone(),
@@ -264,9 +252,9 @@ fn is_current(planned: Option<StateRef>, now: Option<StateRef>) -> bool {
 
 /// A plan with the state locked and current: [`Locked::run`] carries it out.
 #[derive(Debug)]
-pub struct Locked<W> {
+pub struct Locked {
     plan: Plan,
-    writer: W,
+    writer: AnyWriter,
     run: RunInfo,
 }
 
@@ -277,7 +265,7 @@ pub struct Applied {
     pub summary: RunSummary,
 }
 
-impl<W: LedgerWriter + Send + 'static> Locked<W> {
+impl Locked {
     /// The plan about to run.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -330,9 +318,7 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
         let recorded = records.len();
         for r in &records {
             on_event(&Event::Recorded {
-                from: r.key.from.to_string(),
-                kind: r.key.peer.kind(),
-                peer: r.key.peer.id().to_owned(),
+                conversation: Conversation::of(&r.key),
                 clear_roaming: r.clear_roaming,
             });
         }
@@ -353,12 +339,14 @@ impl<W: LedgerWriter + Send + 'static> Locked<W> {
             e => on_event(e),
         };
         let mut executed = execute(
-            deletions,
-            forgets,
-            deleter,
-            recorder,
-            opts,
-            stop,
+            Execution {
+                deletions,
+                forgets,
+                deleter,
+                recorder,
+                opts,
+                stop,
+            },
             &mut with_records,
         )
         .await;
@@ -444,12 +432,12 @@ impl Reasons {
 
 /// The locked writer, recording each confirmed deletion with its plan's reason: the executor
 /// hands over deletions, the history wants to know why.
-struct WithReasons<W> {
-    writer: W,
+struct WithReasons {
+    writer: AnyWriter,
     reasons: Reasons,
 }
 
-impl<W: Ledger> Ledger for WithReasons<W> {
+impl Ledger for WithReasons {
     fn location(&self) -> String {
         self.writer.location()
     }
@@ -461,7 +449,7 @@ impl<W: Ledger> Ledger for WithReasons<W> {
     }
 }
 
-impl<W: LedgerWriter> LedgerWriter for WithReasons<W> {
+impl LedgerWriter for WithReasons {
     fn begin_run(&mut self, run: &RunInfo) -> Result<(), LedgerError> {
         self.writer.begin_run(run)
     }

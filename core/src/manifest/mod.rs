@@ -56,45 +56,65 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
         return Err(ManifestErrors::new(problems));
     }
 
-    let loaded = load_files(&files);
-
-    let mut app: Option<(App, usize, Position)> = None;
-    let mut app_seen_bad = false;
-    let mut digests = Vec::with_capacity(loaded.len());
-    let mut total = 0;
-    for (index, file) in loaded.iter().enumerate() {
+    let mut loaded = load_files(&files);
+    for file in &loaded {
         problems.extend(file.problems.iter().cloned());
-        total += file.entries.len();
-        if let Some(d) = file.digest {
-            digests.push(d);
-        }
-        if file.app_invalid {
-            app_seen_bad = true;
-        }
-        if let Some((this, pos)) = &file.app {
-            match &app {
-                None => app = Some((this.clone(), index, *pos)),
-                Some((first, first_index, first_pos)) if first != this => {
-                    let mut p = file.problem_at(
-                        *pos,
-                        None,
-                        // The other place is not in the message: `other` carries it, and
-                        // the text output prints it on a line of its own, never wrapped.
-                        format!(
-                            "this app block ({}) differs from the first one ({})",
-                            describe_app(this),
-                            describe_app(first)
-                        ),
-                        "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
-                    );
-                    p.other = Some((files[*first_index].path.clone(), *first_pos));
-                    problems.push(p);
-                }
-                Some(_) => {}
+    }
+    let app = merge_apps(&files, &loaded, &mut problems);
+    let digest = digest(&loaded);
+    let entries = merge_entries(&files, &mut loaded, &mut problems);
+    if !problems.is_empty() {
+        attach_sources(&mut problems, &files);
+        return Err(ManifestErrors::new(problems));
+    }
+    let Some(app) = app else {
+        unreachable!("a run without an app block has a problem reported by merge_apps")
+    };
+    Ok(DesiredState {
+        app,
+        entries,
+        digest,
+        files: files.len(),
+    })
+}
+
+/// The run's one app: the first file's `app` block, every other one checked to be identical
+/// (a problem naming both places when not), and a problem when no file has one (unless a
+/// block was there but invalid, or a file did not parse: those already say so).
+fn merge_apps(
+    files: &[ManifestPath],
+    loaded: &[LoadedFile],
+    problems: &mut Vec<Problem>,
+) -> Option<App> {
+    // The first block, and the index of its file.
+    let mut first: Option<(usize, &PlacedApp)> = None;
+    for (index, file) in loaded.iter().enumerate() {
+        let Some(this) = &file.app else {
+            continue;
+        };
+        match first {
+            None => first = Some((index, this)),
+            Some((first_index, first_app)) if first_app.app != this.app => {
+                let mut p = file.problem_at(
+                    this.at,
+                    None,
+                    // The other place is not in the message: `other` carries it, and the text
+                    // output prints it on a line of its own, never wrapped.
+                    format!(
+                        "this app block ({}) differs from the first one ({})",
+                        describe_app(&this.app),
+                        describe_app(&first_app.app)
+                    ),
+                    "all manifests of one run are about one app: give `app` in one file, or repeat it identically",
+                );
+                p.other = Some((files[first_index].path.clone(), first_app.at));
+                problems.push(p);
             }
+            Some(_) => {}
         }
     }
-    if app.is_none() && !app_seen_bad && loaded.iter().all(|f| f.parsed) {
+    let app_seen_bad = loaded.iter().any(|f| f.app_invalid);
+    if first.is_none() && !app_seen_bad && loaded.iter().all(|f| f.parsed) {
         problems.push(Problem::whole_file(
             0,
             &files[0].path,
@@ -102,53 +122,55 @@ pub fn load(paths: &[PathBuf]) -> Result<DesiredState, ManifestErrors> {
             "add `app: {sdkappid: ..., region: ..., admin: ...}` to one of the manifests",
         ));
     }
+    first.map(|(_, placed)| placed.app.clone())
+}
 
+/// Every file's entries, merged into one sorted list; each entry listed twice (in one file or
+/// in two) is a problem naming both places. The files' entries are moved out.
+fn merge_entries(
+    files: &[ManifestPath],
+    loaded: &mut [LoadedFile],
+    problems: &mut Vec<Problem>,
+) -> Vec<DesiredEntry> {
     // Each file's entries are already sorted by (from, peer), and stable sorting keeps equal
     // keys in file order and then line order. Concatenating in file order and sorting again
     // merges the sorted runs in linear time, so the first of a duplicate pair comes first.
-    let mut all: Vec<(DesiredEntry, u32, Position)> = Vec::with_capacity(total);
-    let mut loaded = loaded;
-    for file in &mut loaded {
+    let total = loaded.iter().map(|f| f.entries.len()).sum();
+    let mut all: Vec<PlacedEntry> = Vec::with_capacity(total);
+    for file in loaded.iter_mut() {
         all.append(&mut file.entries);
     }
-    all.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    all.sort_by(|a, b| a.entry.key.cmp(&b.entry.key));
     for pair in all.windows(2) {
         let (first, second) = (&pair[0], &pair[1]);
-        if first.0.key == second.0.key {
-            let first_file = &files[first.1 as usize].path;
-            let mut p = loaded[second.1 as usize].problem_at(
-                second.2,
+        if first.entry.key == second.entry.key {
+            let mut p = loaded[second.file as usize].problem_at(
+                second.at,
                 None,
                 format!(
                     "{} is listed twice for user {:?}",
-                    second.0.key.peer,
-                    second.0.key.from.as_str(),
+                    second.entry.key.peer,
+                    second.entry.key.from.as_str(),
                 ),
                 "remove one of the two entries",
             );
-            p.other = Some((first_file.clone(), first.2));
+            p.other = Some((files[first.file as usize].path.clone(), first.at));
             problems.push(p);
         }
     }
+    all.into_iter().map(|placed| placed.entry).collect()
+}
 
-    if !problems.is_empty() {
-        attach_sources(&mut problems, &files);
-        return Err(ManifestErrors::new(problems));
-    }
-    let Some((app, _, _)) = app else {
-        unreachable!("a run without an app block has a problem reported above")
-    };
+/// The BLAKE3 digest of the files' own digests, sorted: the same manifests in another order
+/// (or split differently into directories) have the same digest.
+fn digest(loaded: &[LoadedFile]) -> String {
+    let mut digests: Vec<[u8; 32]> = loaded.iter().filter_map(|f| f.digest).collect();
     digests.sort_unstable();
     let mut hasher = blake3::Hasher::new();
     for d in &digests {
         hasher.update(d);
     }
-    Ok(DesiredState {
-        app,
-        entries: all.into_iter().map(|(e, _, _)| e).collect(),
-        digest: hasher.finalize().to_hex().to_string(),
-        files: files.len(),
-    })
+    hasher.finalize().to_hex().to_string()
 }
 
 /// Checks each file at `paths` on its own, as `load` does, without the checks between files
@@ -163,18 +185,19 @@ pub fn check_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Links)>, ManifestE
         problems.extend(file.problems.iter().cloned());
         // A duplicate within one file is a problem of that file.
         for pair in file.entries.windows(2) {
-            if pair[0].0.key == pair[1].0.key {
+            let (first, second) = (&pair[0], &pair[1]);
+            if first.entry.key == second.entry.key {
                 let mut p = file.problem_at(
-                    pair[1].2,
+                    second.at,
                     None,
                     format!(
                         "{} is listed twice for user {:?}",
-                        pair[1].0.key.peer,
-                        pair[1].0.key.from.as_str(),
+                        second.entry.key.peer,
+                        second.entry.key.from.as_str(),
                     ),
                     "remove one of the two entries",
                 );
-                p.other = Some((file.path.clone(), pair[0].2));
+                p.other = Some((file.path.clone(), first.at));
                 problems.push(p);
             }
         }
@@ -309,6 +332,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, std::io::Err
     Ok(())
 }
 
+/// A valid `app` block and where it is in its file.
+struct PlacedApp {
+    app: App,
+    at: Position,
+}
+
+/// A manifest entry and where it is: its file (index into the run's files) and its place.
+struct PlacedEntry {
+    entry: DesiredEntry,
+    file: u32,
+    at: Position,
+}
+
 /// One file, read and checked on its own.
 struct LoadedFile {
     path: PathBuf,
@@ -316,10 +352,10 @@ struct LoadedFile {
     /// The text, kept only when there is a problem to show a code frame for.
     text: Option<Arc<str>>,
     parsed: bool,
-    app: Option<(App, Position)>,
+    app: Option<PlacedApp>,
     app_invalid: bool,
-    /// (entry, file index, place), sorted by (from, peer), stable.
-    entries: Vec<(DesiredEntry, u32, Position)>,
+    /// Sorted by (from, peer), stable.
+    entries: Vec<PlacedEntry>,
     problems: Vec<Problem>,
     digest: Option<[u8; 32]>,
 }
@@ -767,14 +803,14 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
             (Some(Integer(sdkappid)), Some(region), Some(admin))
                 if sdkappid != 0 && app.complete =>
             {
-                file.app = Some((
-                    App {
+                file.app = Some(PlacedApp {
+                    app: App {
                         sdkappid,
                         region,
                         admin,
                     },
-                    app.at,
-                ));
+                    at: app.at,
+                });
             }
             _ => file.app_invalid = true,
         }
@@ -831,14 +867,14 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
             };
             match peer {
                 Ok(peer) => match &from {
-                    Some(from) => entries.push((
-                        DesiredEntry {
+                    Some(from) => entries.push(PlacedEntry {
+                        entry: DesiredEntry {
                             key: ConversationKey::new(from.clone(), peer),
                             clear_roaming: spec.clear_roaming.map_or(default_clear, |b| b.0),
                         },
-                        index,
-                        pos,
-                    )),
+                        file: index,
+                        at: pos,
+                    }),
                     None => match orphans.iter().find(|(p, _)| *p == peer) {
                         Some((_, first)) => {
                             let mut p = file.problem_at(
@@ -862,7 +898,7 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
             }
         }
     }
-    entries.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    entries.sort_by(|a, b| a.entry.key.cmp(&b.entry.key));
     file.entries = entries;
     file.problems = problems;
 }

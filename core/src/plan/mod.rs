@@ -2,8 +2,10 @@
 //! form.
 //!
 //! - [`diff`] is a pure function (no I/O): desired state × ledger entries × filter → [`Plan`].
-//! - [`refresh::diff`] is the same, also given what the server's conversation lists hold
-//!   ([`refresh::Observations`]): the plan of `--refresh`.
+//! - [`observed::diff`] is the same, also given what the server's conversation lists hold
+//!   ([`observed::Observations`]): the plan of `--refresh`.
+//! - [`make`] is the one way the operations make a plan: it reads the ledger's snapshot and
+//!   diffs against it, with the server's lists when a refresh read them.
 //! - [`render`] turns a plan into text, JSON or Markdown.
 //! - [`saved`] reads and writes the saved-plan file (the JSON document) and checks that a saved
 //!   plan still matches the state ([`check_state`]).
@@ -14,7 +16,7 @@ use crate::desired::{App, DesiredEntry, DesiredState};
 use crate::ids::{ConversationKey, UserId};
 use crate::ledger::{Ledger, LedgerError, StateEntry, StateRef};
 
-pub mod refresh;
+pub mod observed;
 pub mod render;
 pub mod saved;
 
@@ -332,22 +334,37 @@ pub enum PlanError {
     UnknownUser(#[from] UnknownUser),
 }
 
-/// Reads the ledger and diffs the desired state against it: what `plan` and `apply` do.
-/// Refuses a ledger bound to another app.
+/// Reads the ledger (one snapshot) and diffs the desired state against it: what `plan` and
+/// `apply` do, and `--refresh` too, given what the server's lists held (`seen`, from
+/// [`crate::listing::list`]). Refuses a ledger bound to another app.
 pub fn make(
     desired: &DesiredState,
     ledger: &dyn Ledger,
     filter: &Filter,
+    seen: Option<&observed::Observations>,
 ) -> Result<Plan, PlanError> {
-    Ok(match snapshot_for(desired, ledger)? {
-        Some(s) => {
-            filter.check_users(desired, &s.entries)?;
-            diff(desired, Some(s.meta.state), &s.entries, filter)
-        }
-        None => {
-            filter.check_users(desired, &[])?;
-            diff(desired, None, &[], filter)
-        }
+    let snapshot = snapshot_for(desired, ledger)?;
+    from_snapshot(desired, snapshot.as_ref(), filter, seen)
+}
+
+/// [`make`] once the snapshot is read (`None`: no state yet), for a caller that read it
+/// earlier: serve reads it when it takes the state's lock, and plans its resync from it once
+/// the lists are read, while the writer records callbacks' deletions elsewhere. The snapshot
+/// must be of the manifests' app, as [`make`] checks.
+pub fn from_snapshot(
+    desired: &DesiredState,
+    snapshot: Option<&crate::ledger::Snapshot>,
+    filter: &Filter,
+    seen: Option<&observed::Observations>,
+) -> Result<Plan, PlanError> {
+    let (state, entries) = match snapshot {
+        Some(s) => (Some(s.meta.state), s.entries.as_slice()),
+        None => (None, &[][..]),
+    };
+    filter.check_users(desired, entries)?;
+    Ok(match seen {
+        Some(seen) => observed::diff(desired, state, entries, filter, seen),
+        None => diff(desired, state, entries, filter),
     })
 }
 

@@ -485,6 +485,6 @@ fn a_user_flag_naming_no_manifest_user_is_refused_with_the_closest_names() {
     // plan::make refuses it (here with no state at all).
     let dir = tempfile::tempdir().unwrap();
     let ledger = crate::ledger::SqliteLedger::open_read_only(&dir.path().join("state.db")).unwrap();
-    let err = make(&d, &ledger, &only(&["alcie"], &[])).unwrap_err();
+    let err = make(&d, &ledger, &only(&["alcie"], &[]), None).unwrap_err();
     assert!(matches!(err, PlanError::UnknownUser(_)), "{err:?}");
 }

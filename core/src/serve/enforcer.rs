@@ -335,7 +335,7 @@ impl<D: Deleter + 'static> Enforcer<D> {
     /// failed or were not made (0: the resync succeeded).
     ///
     /// `deleter` is the enforcement's client in its limiter's background lane
-    /// ([`crate::apply_client::Background`]), so that enforcement goes first.
+    /// (`adapters::deleter::Background`), so that enforcement goes first.
     pub async fn resync<R: Deleter>(
         &self,
         deleter: &R,

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::adapters::deleter::Background;
 use crate::apply::Deletion;
-use crate::apply_client::Background;
 use crate::client::Client;
 use crate::ledger::history::EventReason;
 use crate::ledger::{Deleted, DetailedDeletion};
@@ -71,16 +71,16 @@ pub async fn resync(ctx: &Context, adopted: &Arc<Adopted>, scope: &Scope) -> Res
             });
         }
     };
-    let wanted = plan::refresh::wanted(desired, &filter);
+    let wanted = plan::observed::wanted(desired, &filter);
     let users = wanted.len();
-    let opts = crate::refresh::ListOptions::new(ctx.concurrency);
+    let opts = crate::listing::ListOptions::new(ctx.concurrency);
     // The listing's future is not `Send` (its per-user closures borrow across awaits), so it
     // runs on a blocking thread that drives it on this runtime.
     let handle = tokio::runtime::Handle::current();
     let (lister, list_stop) = (ctx.client.clone(), ctx.stop.clone());
     let listed = tokio::task::spawn_blocking(move || {
         handle.block_on(async {
-            crate::refresh::observe(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
+            crate::listing::list(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -89,7 +89,7 @@ pub async fn resync(ctx: &Context, adopted: &Arc<Adopted>, scope: &Scope) -> Res
     .unwrap_or_else(|e| Err(e.to_string()));
     let mut unlisted = false;
     let plan = match listed {
-        Ok((seen, _)) => plan::refresh::diff(desired, None, &entries, &filter, &seen),
+        Ok((seen, _)) => plan::observed::diff(desired, None, &entries, &filter, &seen),
         Err(e) if ctx.stop.reason() == Some(StopReason::Fatal) => return Err(Fatal(e)),
         Err(e) => {
             tracing::warn!(

@@ -12,12 +12,12 @@ use timctl_core::api::{Endpoint, RecentContactDelete};
 use timctl_core::apply::{
     self, Deletion, Event, ExecOptions, Locking, Prepared, RunSummary, Source,
 };
-use timctl_core::client::{BaseUrl, Client, ClientConfig};
-use timctl_core::ledger::{Ledger, LedgerWriter};
+use timctl_core::client::BaseUrl;
 use timctl_core::plan::{self, Plan, render};
 use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::Global;
+use crate::listing::Report;
 use crate::output::{eprint_lossy, eprintln_lossy};
 use crate::progress::Output;
 
@@ -94,45 +94,50 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
         Some(n) => n,
         None => ((rate / 4.0).ceil() as usize).max(1),
     };
-    let source = match &args.planfile {
-        Some(path) => Source::Saved(plan::saved::read(path)?),
+    // The state is read once before the lock: for the plan, and with `--refresh` first for
+    // the app check that comes before any list is read.
+    let (source, state, store) = match &args.planfile {
+        Some(path) => {
+            let saved = plan::saved::read(path)?;
+            let store = global.state_store()?;
+            let state = open_read(&store, saved.app.sdkappid)?;
+            (Source::Saved(saved), state, store)
+        }
         None => {
-            let filter = super::plan::filter(&args.filter)?;
+            let filter = args.filter.filter()?;
             let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
+            let store = global.state_store()?;
+            let state = open_read(&store, desired.app.sdkappid)?;
             let seen = if args.refresh.refresh {
                 // The app is checked before any call: a refresh against another app's state
                 // would read lists for nothing.
-                timctl_core::ledger::open_read(
-                    &global.state_location()?,
-                    &global.state_name()?,
-                    Some(desired.app.sdkappid),
-                )?
-                .check_app(desired.app.sdkappid)?;
+                let wanted = timctl_core::listing::users_to_list(&desired, &state, &filter)?;
                 let report = if args.exec.json {
-                    super::refresh::Report::Json(run_id)
+                    Report::Json(run_id)
                 } else {
-                    super::refresh::Report::Human
+                    Report::Human
                 };
-                Some(super::refresh::observe(
+                Some(crate::listing::list(
                     global,
                     &args.refresh,
                     exec.max_retries,
-                    &desired,
-                    &filter,
+                    &desired.app,
+                    &wanted,
                     report,
                 )?)
             } else {
                 None
             };
-            Source::Manifests {
+            let source = Source::Manifests {
                 filter,
                 desired,
                 seen,
-            }
+            };
+            (source, state, store)
         }
     };
-    let store = global.state_store()?;
-    let mut prepared = apply::prepare(source, &store)?;
+    let mut prepared = apply::prepare(source, &state)?;
+    drop(state);
     let base_url = BaseUrl::resolve(prepared.plan().app.region, global.endpoint.as_deref())?;
 
     // Shown and approved; shown and approved again when the state moved on while this apply
@@ -152,7 +157,7 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
         match prepared.lock(&store, exec.lock_timeout)? {
             Locking::Ready(locked) => {
                 break locked
-                    .ran_from(crate::cmd::state::run_origin())
+                    .ran_from(crate::origin::run_origin())
                     .with_run_id(run_id);
             }
             Locking::Replanned(again) => {
@@ -167,17 +172,16 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
 
     let stop = Stop::new();
     let client = match credentials {
-        Some(credentials) => {
-            let app = &locked.plan().app;
-            let mut config =
-                ClientConfig::new(base_url, app.sdkappid, app.admin.as_str(), credentials);
-            config.set_rate::<RecentContactDelete>(rate);
-            config.max_retries = exec.max_retries;
-            // The client obeys the run's stop, whoever raises it: a signal, a fatal answer, a
-            // state write failing, too many failures.
-            config.stop = stop.clone();
-            Some(Client::new(config)?)
-        }
+        Some(credentials) => Some(crate::client::build::<RecentContactDelete>(
+            &locked.plan().app,
+            credentials,
+            crate::client::Calls {
+                base_url,
+                rate,
+                max_retries: exec.max_retries,
+                stop: &stop,
+            },
+        )?),
         None => None,
     };
     let runtime = crate::args::runtime()?;
@@ -191,7 +195,7 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
         run_id,
     );
     let applied = runtime.block_on(async {
-        watch_signals(stop.clone());
+        crate::signals::watch(stop.clone(), on_signal());
         let mut on_event = |e: &Event| output.event(e);
         match &client {
             Some(client) => locked.run(client, &stop, &opts, &mut on_event).await,
@@ -222,8 +226,8 @@ fn apply(global: &Global, args: &Args, run_id: uuid::Uuid) -> miette::Result<Exi
 }
 
 /// Shows the plan and checks `--max-deletes`. False when there is nothing to do (and says so).
-fn approve<W: LedgerWriter + Send + 'static>(
-    prepared: &Prepared<W>,
+fn approve(
+    prepared: &Prepared,
     args: &Args,
     global: &Global,
     run_id: uuid::Uuid,
@@ -234,9 +238,9 @@ fn approve<W: LedgerWriter + Send + 'static>(
     // `-q` prints warnings, errors and the last line only; a plan someone is asked to approve
     // is still shown, since nobody can approve what they cannot see.
     if !prepared.is_saved() && !args.exec.json && (asking || !quiet) {
-        match super::plan::print(
+        match crate::output::print_plan(
             plan,
-            super::plan::Format::Text,
+            crate::output::Format::Text,
             args.limit,
             global.color_stdout(),
         ) {
@@ -352,61 +356,22 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 /// once. The state stays consistent either way: every batch is one transaction, and what was
 /// confirmed but not recorded (at most about a second of calls) is made again by the next
 /// apply.
-fn watch_signals(stop: Stop) {
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!("cannot watch SIGTERM: {e}");
-                    None
-                }
-            };
-        loop {
-            let reason = tokio::select! {
-                r = tokio::signal::ctrl_c() => match r {
-                    Ok(()) => StopReason::Interrupted,
-                    Err(_) => return,
-                },
-                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => StopReason::Terminated,
-            };
-            let code = signal_exit_code(reason);
-            if !stop.stop(reason) {
-                eprintln_lossy!(
-                    "{} again: exiting now.",
-                    if reason == StopReason::Terminated {
-                        "Terminated"
-                    } else {
-                        "Interrupted"
-                    }
-                );
-                std::process::exit(code);
-            }
-            eprintln_lossy!(
-                "Stopping: no new calls; the calls in flight finish and are recorded (at most {} \
-                 s). Press Ctrl-C again to exit at once.",
+fn on_signal() -> crate::signals::OnSignal {
+    crate::signals::OnSignal {
+        stopping: format!(
+            "Stopping: no new calls; the calls in flight finish and are recorded (at most {} \
+             s). Press Ctrl-C again to exit at once.",
+            STOP_GRACE.as_secs()
+        ),
+        grace: Some((
+            STOP_GRACE,
+            format!(
+                "The calls in flight and the state did not finish within {} s of the signal: \
+                 exiting now. Deletions confirmed in the last second may not be recorded; \
+                 the next apply makes them again.",
                 STOP_GRACE.as_secs()
-            );
-            // A thread of its own: the runtime's threads may be the ones held up.
-            std::thread::spawn(move || {
-                std::thread::sleep(STOP_GRACE);
-                eprintln_lossy!(
-                    "The calls in flight and the state did not finish within {} s of the signal: \
-                     exiting now. Deletions confirmed in the last second may not be recorded; \
-                     the next apply makes them again.",
-                    STOP_GRACE.as_secs()
-                );
-                std::process::exit(code);
-            });
-        }
-    });
-}
-
-/// 130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number).
-fn signal_exit_code(reason: StopReason) -> i32 {
-    match reason {
-        StopReason::Terminated => 143,
-        _ => 130,
+            ),
+        )),
     }
 }
 
@@ -464,4 +429,16 @@ fn exit_code(s: &RunSummary) -> ExitCode {
         _ if s.succeeded() => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
+}
+
+/// The state `store` names as it is now, read without the lock, for the app `sdkappid`.
+fn open_read(
+    store: &timctl_core::ledger::LocatedStore,
+    sdkappid: u64,
+) -> miette::Result<timctl_core::ledger::AnyLedger> {
+    Ok(timctl_core::ledger::open_read(
+        store.location(),
+        store.name(),
+        Some(sdkappid),
+    )?)
 }

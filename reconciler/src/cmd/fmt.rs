@@ -35,7 +35,7 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let files = match manifest::check_files(&args.manifests.manifests) {
         Ok(files) => files,
         Err(errors) => {
-            super::validate::print_problems(&errors, "format");
+            crate::output::print_problems(&errors, "format");
             return Ok(ExitCode::from(1));
         }
     };

@@ -6,7 +6,6 @@ pub(crate) mod completions;
 pub(crate) mod fmt;
 pub(crate) mod man;
 pub(crate) mod plan;
-pub(crate) mod refresh;
 pub(crate) mod schema;
 pub(crate) mod serve;
 pub(crate) mod show;

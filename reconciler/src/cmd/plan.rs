@@ -1,16 +1,13 @@
 //! `timctl plan`: reads the manifests and the state (no lock, no credentials), prints the diff,
 //! optionally saves it. Calls nothing, changes nothing but the `--out` file.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use miette::{Context, IntoDiagnostic};
-use timctl_core::ids::UserId;
-use timctl_core::ledger::Ledger;
-use timctl_core::plan::{self, Filter, Plan, render};
+use timctl_core::plan::{self, render};
 
-use crate::args::{FilterArgs, Global};
-use crate::output::eprintln_lossy;
+use crate::args::Global;
+use crate::listing::Report;
+use crate::output::{Format, eprintln_lossy};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -45,42 +42,6 @@ pub(crate) struct Args {
     pub(crate) limit: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    Text,
-    Json,
-    Markdown,
-}
-
-/// The filter of `--reassert`, `--user` and `--exclude-user`, with IDs validated.
-pub(crate) fn filter(args: &FilterArgs) -> miette::Result<Filter> {
-    let ids = |flag: &str, ids: &[String]| -> miette::Result<BTreeSet<UserId>> {
-        ids.iter()
-            .map(|id| {
-                UserId::new(id.as_str())
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("{flag} {id:?} is not a valid UserID"))
-            })
-            .collect()
-    };
-    Ok(Filter {
-        reassert: args.reassert,
-        users: ids("--user", &args.users)?,
-        exclude_users: ids("--exclude-user", &args.exclude_users)?,
-    })
-}
-
-/// Prints a plan in `format` on stdout; text is coloured when `colour`
-/// ([`Global::color_stdout`]).
-pub(crate) fn print(plan: &Plan, format: Format, limit: usize, colour: bool) -> miette::Result<()> {
-    let limit = (limit != 0).then_some(limit);
-    crate::output::to_stdout("the plan", |out| match format {
-        Format::Text => render::write_text_styled(plan, limit, colour, out),
-        Format::Json => plan::saved::to_writer(plan, out),
-        Format::Markdown => render::write_markdown(plan, limit, out),
-    })
-}
-
 /// Reads the manifests into the desired state.
 fn load_manifests(
     paths: &[std::path::PathBuf],
@@ -89,7 +50,7 @@ fn load_manifests(
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
-    let filter = filter(&args.filter)?;
+    let filter = args.filter.filter()?;
     let started = std::time::Instant::now();
     let desired = load_manifests(&args.manifests.manifests)?;
     tracing::info!(
@@ -103,35 +64,31 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         &global.state_name()?,
         Some(desired.app.sdkappid),
     )?;
-    // Users the drift alarm could not look at: their lists were unreadable.
-    let mut unchecked = Vec::new();
-    let plan = if args.refresh.refresh {
+    let seen = if args.refresh.refresh {
         // The app is checked before any call: a refresh against another app's state would
         // read lists for nothing.
-        ledger.check_app(desired.app.sdkappid)?;
-        let seen = super::refresh::observe(
+        let wanted = timctl_core::listing::users_to_list(&desired, &ledger, &filter)?;
+        Some(crate::listing::list(
             global,
             &args.refresh,
             args.max_retries
-                .unwrap_or(super::refresh::DEFAULT_MAX_RETRIES),
-            &desired,
-            &filter,
-            super::refresh::Report::Human,
-        )?;
-        unchecked = plan::refresh::unreadable_users(&seen)
-            .into_iter()
-            .map(|(user, _)| user.to_string())
-            .collect();
-        let started = std::time::Instant::now();
-        let plan = plan::refresh::make(&desired, &ledger, &filter, &seen)?;
-        tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
-        plan
+                .unwrap_or(crate::listing::DEFAULT_MAX_RETRIES),
+            &desired.app,
+            &wanted,
+            Report::Human,
+        )?)
     } else {
-        let started = std::time::Instant::now();
-        let plan = plan::make(&desired, &ledger, &filter)?;
-        tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
-        plan
+        None
     };
+    // Users the drift alarm could not look at: their lists were unreadable.
+    let unchecked: Vec<String> = seen
+        .iter()
+        .flat_map(plan::observed::unreadable_users)
+        .map(|(user, _)| user.to_string())
+        .collect();
+    let started = std::time::Instant::now();
+    let plan = plan::make(&desired, &ledger, &filter, seen.as_ref())?;
+    tracing::info!("read the state and diffed in {:.3?}", started.elapsed());
     drop(desired);
     if plan.state.is_none() {
         // A mistyped --state reads as "no state": say so, or every entry silently plans as new.
@@ -144,7 +101,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     if let Some(out) = &args.out {
         plan::saved::write(&plan, out)?;
     }
-    print(&plan, args.format, args.limit, global.color_stdout())?;
+    crate::output::print_plan(&plan, args.format, args.limit, global.color_stdout())?;
     if let Some(out) = &args.out
         && !global.quiet
     {

@@ -252,18 +252,14 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
     // 3. The state, under its writer lock for as long as serve runs.
     let store = global.state_store()?;
-    let mut writer = timctl_core::apply::StateStore::create_or_open(
-        &store,
-        desired.app.sdkappid,
-        "serve",
-        args.lock_timeout,
-    )?;
+    let mut writer =
+        store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout)?;
     writer.check_app(desired.app.sdkappid)?;
     let entries = writer.entries()?;
     let run = RunInfo::start(
         RunCommand::Serve,
         desired.digest.clone(),
-        crate::cmd::state::run_origin(),
+        crate::origin::run_origin(),
     );
     writer.begin_run(&run)?;
     // Manifests that would add more deletions than --max-deletes are not adopted: serve
@@ -688,7 +684,7 @@ async fn reload_once(r: &Reloading) -> &'static str {
     let run = RunInfo::start(
         RunCommand::Serve,
         desired.digest.clone(),
-        crate::cmd::state::run_origin(),
+        crate::origin::run_origin(),
     );
     tracing::info!(
         run = %run.run_id,
@@ -754,7 +750,7 @@ async fn prune_loop(
             let mut run = RunInfo::start(
                 RunCommand::StatePruneHistory,
                 "",
-                crate::cmd::state::run_origin(),
+                crate::origin::run_origin(),
             );
             // A dry count first: nothing to prune writes no run.
             match timctl_core::ledger::prune_history(

@@ -9,8 +9,8 @@ pub(crate) struct Args {
     /// A plan saved by `timctl plan --out`.
     pub(crate) planfile: std::path::PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = crate::cmd::plan::Format::Text)]
-    pub(crate) format: crate::cmd::plan::Format,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Text)]
+    pub(crate) format: crate::output::Format,
     /// Show at most N changes in text and markdown, counting the rest (0: all).
     #[arg(long, value_name = "N", default_value_t = timctl_core::plan::render::DEFAULT_LIMIT)]
     pub(crate) limit: usize,
@@ -18,6 +18,6 @@ pub(crate) struct Args {
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     let plan = timctl_core::plan::saved::read(&args.planfile)?;
-    crate::cmd::plan::print(&plan, args.format, args.limit, global.color_stdout())?;
+    crate::output::print_plan(&plan, args.format, args.limit, global.color_stdout())?;
     Ok(ExitCode::SUCCESS)
 }

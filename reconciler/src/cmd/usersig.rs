@@ -75,7 +75,7 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
             let desired = match timctl_core::manifest::load(&args.manifests.manifests) {
                 Ok(desired) => desired,
                 Err(errors) => {
-                    super::validate::print_problems(&errors, "load");
+                    crate::output::print_problems(&errors, "load");
                     return Err(miette::miette!(
                         help = "pass both --sdkappid and --identifier to do without one",
                         "--sdkappid and --identifier default to the manifest's app, which could not be read"

@@ -1,7 +1,6 @@
 //! `timctl validate`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::ExitCode;
 
 use timctl_core::manifest;
@@ -73,9 +72,9 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
                     writeln!(
                         out,
                         "The manifests are valid: {users} {}, {conversations} {}, {files} {}.",
-                        plural(users, "user", "users"),
-                        plural(conversations, "conversation", "conversations"),
-                        plural(files, "file", "files")
+                        crate::output::plural(users, "user", "users"),
+                        crate::output::plural(conversations, "conversation", "conversations"),
+                        crate::output::plural(files, "file", "files")
                     )
                 })?;
             }
@@ -83,42 +82,9 @@ pub(crate) fn run(_global: &Global, args: &Args) -> miette::Result<ExitCode> {
         }
         Err(errors) => {
             if args.format == Format::Text {
-                print_problems(&errors, "validate");
+                crate::output::print_problems(&errors, "validate");
             }
             Ok(ExitCode::from(1))
         }
     }
-}
-
-/// Each problem once, with its place in the snippet's header (or in the title for a problem
-/// about a whole file), then the count last, as rustc and cargo do:
-/// `error: could not validate the manifests due to 3 previous errors`. Without the run's
-/// secrets, whichever command prints them.
-pub(crate) fn print_problems(errors: &manifest::ManifestErrors, doing: &str) {
-    let errors = &crate::redact::problems(errors);
-    let mut stderr = std::io::stderr().lock();
-    for problem in errors.problems() {
-        let rendered = format!("{:?}", miette::Report::new(problem.clone()));
-        let _ = writeln!(stderr, "{}", rendered.trim_end());
-        // The other place of a duplicate on a line of its own, outside miette's wrapping, so
-        // that a terminal can make the whole path clickable.
-        if let Some((file, place)) = &problem.other {
-            let _ = writeln!(
-                stderr,
-                "  note: the other place is {}:{place}",
-                file.display()
-            );
-        }
-        let _ = writeln!(stderr);
-    }
-    let n = errors.problems().len();
-    let _ = writeln!(
-        stderr,
-        "error: could not {doing} the manifests due to {n} previous {}",
-        plural(n, "error", "errors")
-    );
-}
-
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
 }

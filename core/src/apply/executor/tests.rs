@@ -91,12 +91,14 @@ fn check(
         recorder,
         record_error,
     } = rt.block_on(execute(
-        plan,
-        forgets,
-        &deleter,
-        Memory::default(),
-        &opts,
-        stop,
+        Execution {
+            deletions: plan,
+            forgets,
+            deleter: &deleter,
+            recorder: Memory::default(),
+            opts: &opts,
+            stop,
+        },
         &mut |e: &Event| events.push(e.clone()),
     ));
     assert!(record_error.is_none());
@@ -354,12 +356,14 @@ fn calls_wait_for_a_stalled_state_beyond_max_unrecorded() {
         let stop = stop.clone();
         async move {
             execute(
-                deletions("alice", 500),
-                vec![],
-                &*deleter,
-                recorder,
-                &opts,
-                &stop,
+                Execution {
+                    deletions: deletions("alice", 500),
+                    forgets: vec![],
+                    deleter: &*deleter,
+                    recorder,
+                    opts: &opts,
+                    stop: &stop,
+                },
                 &mut |_: &Event| {},
             )
             .await
@@ -409,12 +413,14 @@ fn a_stop_releases_calls_waiting_for_a_stalled_state() {
         let stop = stop.clone();
         async move {
             execute(
-                deletions("alice", 100),
-                vec![],
-                &*deleter,
-                recorder,
-                &opts,
-                &stop,
+                Execution {
+                    deletions: deletions("alice", 100),
+                    forgets: vec![],
+                    deleter: &*deleter,
+                    recorder,
+                    opts: &opts,
+                    stop: &stop,
+                },
                 &mut |_: &Event| {},
             )
             .await

@@ -1,6 +1,6 @@
 //! The plan of `--refresh`: the manifest × the state × what the server's conversation lists hold.
 //!
-//! Pure, like [`super::diff`]: the listing phase ([`crate::refresh`]) reads the lists and hands
+//! Pure, like [`super::diff`]: the listing phase ([`crate::listing`]) reads the lists and hands
 //! over one [`Observation`] per planned user; this module applies the rules.
 //!
 //! For each manifest entry (within the filter), by what its user's list showed:
@@ -17,10 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Filter, Plan, PlanError, Reason, merge};
+use super::{Filter, Plan, Reason, merge};
 use crate::desired::{DesiredEntry, DesiredState};
 use crate::ids::{Peer, UserId};
-use crate::ledger::Ledger;
 use crate::ledger::{StateEntry, StateRef};
 
 /// What one user's conversation list showed.
@@ -105,26 +104,6 @@ pub fn diff(
         Some(seen.at),
         |want, had| decide(want, had, seen.users.get(&want.key.from)),
     )
-}
-
-/// Reads the ledger (one snapshot) and makes the refreshed plan: what `plan --refresh` and
-/// `apply --refresh` do once the lists are read. Refuses a ledger bound to another app.
-pub fn make(
-    desired: &DesiredState,
-    ledger: &dyn Ledger,
-    filter: &Filter,
-    seen: &Observations,
-) -> Result<Plan, PlanError> {
-    Ok(match super::snapshot_for(desired, ledger)? {
-        Some(s) => {
-            filter.check_users(desired, &s.entries)?;
-            diff(desired, Some(s.meta.state), &s.entries, filter, seen)
-        }
-        None => {
-            filter.check_users(desired, &[])?;
-            diff(desired, None, &[], filter, seen)
-        }
-    })
 }
 
 /// The users of a refresh that do not exist (50001), for the warning that names them.

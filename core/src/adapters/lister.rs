@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use super::{ListOutcome, Lister};
 use crate::client::Client;
 use crate::client::list::{ListError, Listed};
 use crate::ids::{Peer, UserId};
+use crate::listing::{ListOutcome, Lister};
 
 impl Lister for Client {
     async fn list(&self, user: &UserId, wanted: &BTreeSet<Peer>) -> ListOutcome {

@@ -1,5 +1,11 @@
 //! The listing phase of `--refresh`: read each planned user's conversation list once, users
-//! concurrently, and turn what was seen into [`Observations`] for [`crate::plan::refresh::diff`].
+//! concurrently, and turn what was seen into [`Observations`] for [`crate::plan::make`].
+//!
+//! It runs in two steps, as `plan --refresh`, `apply --refresh` and serve's resync all run it:
+//! [`users_to_list`] checks the state's app and chooses the users (nothing called, so a
+//! refusal comes before credentials are even read), then [`list`] lists them through a
+//! [`Lister`] (the client, through `adapters`) under the run's [`Stop`], reporting
+//! through [`ListingEvent`]s.
 //!
 //! The calls themselves (get_list, its rate limiter, retries and paging) are behind the
 //! [`Lister`] trait, so this module is only the orchestration: which users, how many at once,
@@ -16,11 +22,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::apply::executor::FailurePattern;
+use crate::desired::DesiredState;
 use crate::ids::{Peer, UserId};
-use crate::plan::refresh::{Observation, Observations};
+use crate::ledger::{Ledger, LedgerError};
+use crate::plan::Filter;
+use crate::plan::observed::{self, Observation, Observations};
 use crate::stop::{Stop, StopReason};
-
-pub mod client_lister;
 
 /// What listing one user's whole conversation list came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +109,7 @@ impl Default for ListOptions {
 /// What the listing phase reports as it goes; `--json` prints one per line.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub enum ListingEvent {
     /// Before the first call.
     Listing {
         /// Users to list.
@@ -140,7 +147,7 @@ pub enum Event {
 
 /// Why the listing phase did not finish.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
-pub enum RefreshError {
+pub enum ListingError {
     /// An answer that dooms every call: nothing more was called.
     #[error("{message}")]
     #[diagnostic(
@@ -184,20 +191,37 @@ pub struct ListSummary {
     pub elapsed_seconds: f64,
 }
 
+/// The users a refresh lists, each once, with the conversations of theirs the manifest names.
+pub type Wanted = BTreeMap<UserId, BTreeSet<Peer>>;
+
+/// The listing phase's first step, which calls nothing: the state is checked against the
+/// manifests' app (a refresh against another app's state would read lists for nothing), then
+/// the users are chosen: the manifests' users within the filter
+/// ([`observed::wanted`]). Users only in the state are forgotten whatever the server says, so
+/// they are not listed.
+pub fn users_to_list(
+    desired: &DesiredState,
+    state: &dyn Ledger,
+    filter: &Filter,
+) -> Result<Wanted, LedgerError> {
+    state.check_app(desired.app.sdkappid)?;
+    Ok(observed::wanted(desired, filter))
+}
+
 /// Lists every user of `wanted` once (at most `opts.concurrency` at a time) and returns what
 /// was seen. A fatal answer stops the run at once (`stop` is raised, so no queued user is
 /// called) and is the error; so is a stop from outside, and most recent users' lists failing
 /// the same way. Once stopped, the lists in flight are dropped rather than waited for: listing
 /// records nothing, and a list that never answers must not hold a Ctrl-C up.
-pub async fn observe<L: Lister>(
-    wanted: &BTreeMap<UserId, BTreeSet<Peer>>,
+pub async fn list<L: Lister>(
+    wanted: &Wanted,
     lister: &L,
     opts: &ListOptions,
     stop: &Stop,
-    on_event: &mut (dyn FnMut(&Event) + Send),
-) -> Result<(Observations, ListSummary), RefreshError> {
+    on_event: &mut (dyn FnMut(&ListingEvent) + Send),
+) -> Result<(Observations, ListSummary), ListingError> {
     let total = wanted.len();
-    on_event(&Event::Listing { users: total });
+    on_event(&ListingEvent::Listing { users: total });
     let started = Instant::now();
     let mut users = BTreeMap::new();
     let mut summary = ListSummary::default();
@@ -240,7 +264,7 @@ pub async fn observe<L: Lister>(
                 let done = summary.users;
                 let begun = begun.load(Ordering::Relaxed);
                 let calls = lister.calls_so_far().unwrap_or(summary.pages);
-                on_event(&Event::ListProgress {
+                on_event(&ListingEvent::ListProgress {
                     done,
                     total,
                     in_flight: begun.saturating_sub(done),
@@ -269,7 +293,7 @@ pub async fn observe<L: Lister>(
         };
         summary.users += 1;
         summary.pages += u64::from(pages);
-        on_event(&Event::Listed {
+        on_event(&ListingEvent::Listed {
             from: user.to_string(),
             outcome: match &observation {
                 Observation::Listed(_) => "listed",
@@ -301,13 +325,13 @@ pub async fn observe<L: Lister>(
     drop(results);
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     if let Some(message) = fatal {
-        return Err(RefreshError::Fatal { message });
+        return Err(ListingError::Fatal { message });
     }
     if let Some(message) = too_many {
-        return Err(RefreshError::TooManyFailures { message });
+        return Err(ListingError::TooManyFailures { message });
     }
     if let Some(reason) = stop.reason() {
-        return Err(RefreshError::Stopped { reason });
+        return Err(ListingError::Stopped { reason });
     }
     // Whole seconds: the plan says when it looked, not a nanosecond-precise instant.
     let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())

@@ -1,8 +1,6 @@
-//! The executor's port to the network: [`crate::client::Client`] as an [`apply::Deleter`].
-//!
-//! The client is generic over endpoints and knows nothing of plans; the executor knows nothing
-//! of HTTP. This is the one place that maps a deletion to a `recentcontact/delete` request and
-//! a call's [`Outcome`] to the executor's [`DeletionOutcome`].
+//! [`crate::client::Client`] as the executor's [`apply::Deleter`]: the one place that maps a
+//! deletion to a `recentcontact/delete` request and a call's [`Outcome`] to the executor's
+//! [`DeletionOutcome`].
 
 use crate::api::{RecentContactDelete, RecentContactDeleteRequest};
 use crate::apply::{self, Deletion, DeletionOutcome};
@@ -20,7 +18,7 @@ impl apply::Deleter for Client {
 /// The client's deletions in the background lane of its limiter: they start only when no
 /// urgent call waits (serve's resync, behind its enforcement).
 #[derive(Clone, Debug)]
-pub struct Background(pub Client);
+pub(crate) struct Background(pub(crate) Client);
 
 impl apply::Deleter for Background {
     async fn delete(&self, d: &Deletion) -> DeletionOutcome {
