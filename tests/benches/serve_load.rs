@@ -216,7 +216,7 @@ async fn load(addr: &str, connections: usize, seconds: u64, users: usize) -> Loa
                         callback_query(APP, "C2C.CallbackAfterSendMsg", Some(TOKEN), now),
                     );
                 }
-                let body = if i % 10 == 0 {
+                let body = if i.is_multiple_of(10) {
                     // `peer{p}` writes to `user{u}`: (user{u}, peer{p}) is forbidden.
                     let u = (i / 10) as usize % users.max(1);
                     one_to_one_body(&format!("peer{}", i % 20), &format!("user{u}"), i)

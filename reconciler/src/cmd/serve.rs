@@ -385,13 +385,15 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // A fatal answer to a resync's listing stops serve too.
     let listing_fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let resyncs = runtime.spawn(resync_loop(
-        context.clone(),
-        adopted.clone(),
-        pending.clone(),
-        metrics.clone(),
-        readiness.clone(),
-        args.resync,
-        listing_fatal.clone(),
+        Resyncing {
+            context: context.clone(),
+            adopted: adopted.clone(),
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            every: args.resync,
+            listing_fatal: listing_fatal.clone(),
+        },
         stop_accepting.subscribe(),
     ));
     let hangup = Arc::new(tokio::sync::Notify::new());
@@ -487,19 +489,32 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     }
 }
 
-/// The first resync at once, then one every `every` (±10%), and a targeted (or, past its
-/// bound, full) one whenever users are marked: by a reload that changed their entries, or by
-/// callbacks the full queue could not take.
-async fn resync_loop(
+/// What the resync loop needs.
+struct Resyncing {
     context: Arc<resync::Context>,
     adopted: reload::Current,
     pending: Arc<Pending>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    /// `--resync`.
     every: Duration,
+    /// Where a fatal answer to the listing is left for the exit message.
     listing_fatal: Arc<std::sync::Mutex<Option<String>>>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) {
+}
+
+/// The first resync at once, then one every `every` (±10%), and a targeted (or, past its
+/// bound, full) one whenever users are marked: by a reload that changed their entries, or by
+/// callbacks the full queue could not take.
+async fn resync_loop(r: Resyncing, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let Resyncing {
+        context,
+        adopted,
+        pending,
+        metrics,
+        readiness,
+        every,
+        listing_fatal,
+    } = r;
     let mut scope = Scope::Full;
     let mut first = true;
     loop {
