@@ -25,7 +25,10 @@ impl apply::Deleter for Client {
             },
             Outcome::RetriesExhausted { attempts, last } => DeletionOutcome::ItemFailed {
                 code: None,
-                message: format!("gave up after {attempts} attempts: {last}"),
+                message: format!(
+                    "gave up after {}: {last}",
+                    crate::client::attempts(attempts)
+                ),
             },
             Outcome::Fatal(f) => DeletionOutcome::Fatal { message: f.message },
             Outcome::Stopped => DeletionOutcome::NotSent,
