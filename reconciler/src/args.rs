@@ -72,7 +72,63 @@ pub(crate) fn parse() -> Result<Cli, clap::Error> {
         // Leaked once per process: clap keeps defaults as `'static`.
         .map(|v| &*Box::leak(v.into_boxed_os_str()));
     let cmd = with_environment(command(), &|name| env(name).is_none(), manifest);
-    Cli::from_arg_matches(&cmd.try_get_matches()?)
+    let matches = cmd
+        .clone()
+        .try_get_matches()
+        .map_err(|e| with_variable_named(e, &cmd))?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// `err` with a tip naming the environment variable its bad value came from, when it came
+/// from one: clap names only the flag (`invalid value 'bogus' for '--color <WHEN>'`), which a
+/// CI job that set `TIMCTL_COLOR` never typed.
+fn with_variable_named(mut err: clap::Error, cmd: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) = (
+        err.get(ContextKind::InvalidArg),
+        err.get(ContextKind::InvalidValue),
+    ) else {
+        return err;
+    };
+    // "--color <WHEN>" → "color".
+    let Some(long) = flag
+        .strip_prefix("--")
+        .and_then(|f| f.split([' ', '=']).next())
+    else {
+        return err;
+    };
+    let typed = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a.strip_prefix("--")
+            .is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
+    });
+    let variable = variable_of(cmd, long).filter(|v| {
+        !typed && std::env::var_os(v).is_some_and(|set| set.to_string_lossy() == *value)
+    });
+    if let Some(variable) = variable {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the value came from {variable}: correct it, or unset it").into(),
+            ]),
+        );
+    }
+    err
+}
+
+/// The environment variable of the flag `--long`, in `cmd` or any of its subcommands.
+fn variable_of(cmd: &clap::Command, long: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| cmd.get_subcommands().find_map(|s| variable_of(s, long)))
 }
 
 /// `cmd` with the `env` of each flag whose variable `unset` says is unset removed (clap reads

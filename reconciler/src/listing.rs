@@ -108,9 +108,9 @@ pub(crate) fn list(
         summary.pages,
         summary.elapsed_seconds
     );
-    if !global.quiet {
-        warn_users(&seen);
-    }
+    // Warnings survive `-q`: a user that does not exist may be a typo, and an unreadable list
+    // means the plan could not look.
+    warn_users(&seen);
     Ok(seen)
 }
 
@@ -121,10 +121,13 @@ fn warn_users(seen: &Observations) {
     let missing = observed::missing_users(seen);
     if !missing.is_empty() {
         let shown: Vec<&str> = missing.iter().take(SHOWN).map(|u| u.as_str()).collect();
+        let (count, verb) = match missing.len() {
+            1 => ("1 user".to_owned(), "does"),
+            n => (format!("{n} users"), "do"),
+        };
         eprintln_lossy!(
-            "warning: {} users do not exist (50001), so they have no conversations: {}. \
+            "warning: {count} {verb} not exist (50001), so they have no conversations: {}. \
              Their entries are recorded as absent; check the manifest for typos.",
-            missing.len(),
             crate::output::shortened_list(&shown, missing.len())
         );
     }

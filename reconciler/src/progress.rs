@@ -174,7 +174,7 @@ impl Drop for Output {
 fn bar(total: usize) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64);
     let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} deleted  {rate}  ETA {eta}  {msg}",
+        "{bar:40} {pos}/{len} done  {rate}  ETA {eta}  {msg}",
     )
     .map(|s| {
         s.with_key(

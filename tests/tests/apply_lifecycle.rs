@@ -297,7 +297,7 @@ fn users_that_do_not_exist_count_as_done_and_are_named() {
     let out = env.apply(&[]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
-        out.stderr.contains("warning: 1 users do not exist (50001)")
+        out.stderr.contains("warning: 1 user does not exist (50001)")
             && out.stderr.contains(": ghost.")
             // Both were one-to-one: 50001 may have named bob or carol rather than ghost.
             && out.stderr.contains("warning: 2 of these were one-to-one conversations"),

@@ -243,4 +243,31 @@ fn a_variable_does_what_its_flag_does() {
         .unwrap();
     let (_, stderr) = check(&out, 1);
     assert!(stderr.contains("--lock-timeout"), "{stderr}");
+    // ... and the variable it came from, which the job set and never typed as a flag.
+    assert!(
+        stderr.contains("the value came from TIMCTL_LOCK_TIMEOUT"),
+        "{stderr}"
+    );
+    let out = timctl_tests::timctl()
+        .current_dir(dir.path())
+        .args(["plan"])
+        .env("TIMCTL_MANIFEST", &manifest)
+        .env("TIMCTL_COLOR", "bogus")
+        .output()
+        .unwrap();
+    let (_, stderr) = check(&out, 1);
+    assert!(
+        stderr.contains("--color") && stderr.contains("the value came from TIMCTL_COLOR"),
+        "{stderr}"
+    );
+    // A bad value typed on the command line is the flag's own: no variable is blamed.
+    let out = timctl_tests::timctl()
+        .current_dir(dir.path())
+        .args(["plan", "--color", "bogus"])
+        .env("TIMCTL_MANIFEST", &manifest)
+        .env("TIMCTL_COLOR", "never")
+        .output()
+        .unwrap();
+    let (_, stderr) = check(&out, 1);
+    assert!(!stderr.contains("came from"), "{stderr}");
 }

@@ -306,6 +306,34 @@ fn drift_exitcode_is_0_when_only_records_or_forgets_are_pending() {
     assert_eq!(detailed.code, Some(2), "a record is a change");
 }
 
+/// `-q` keeps warnings: a user that does not exist may be a typo, and an unreadable list means
+/// the plan could not look, so both must reach a quiet CI log.
+#[test]
+fn quiet_still_names_missing_and_unreadable_users() {
+    let e = env(
+        "  ghost:\n    - user: bob\n  failing:\n    - user: c\n",
+        vec![
+            ("ghost", Behaviour::Code(50001)),
+            ("failing", Behaviour::Fault(ListFault::FailWithCodeZero)),
+        ],
+    );
+    let out = e.run(&["plan", "--refresh", "-q", "--refresh-rate", "50"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: 1 user does not exist (50001)")
+            && out.stderr.contains("ghost"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("warning: the conversation list of failing could not be read"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
     let e = env(
@@ -329,7 +357,7 @@ fn missing_and_unreadable_users_are_named_never_recorded_unless_missing() {
         ]
     );
     assert!(
-        out.stderr.contains("do not exist (50001)") && out.stderr.contains("ghost"),
+        out.stderr.contains("1 user does not exist (50001)") && out.stderr.contains("ghost"),
         "{}",
         out.stderr
     );

@@ -440,6 +440,31 @@ fn runs_carry_the_ci_job_url_of_github_actions_and_gitlab_ci() {
     );
 }
 
+/// cron, systemd units and containers often run without `USER`: the run still names who ran it,
+/// from the process's user ID.
+#[test]
+fn a_run_without_user_in_the_environment_still_names_its_os_user() {
+    let fake = Fake::start(|_| {});
+    let env = env(&fake, THREE, Backend::Sqlite);
+    let mut apply = env.timctl(&["apply", "--auto-approve"]);
+    for var in ["USER", "LOGNAME", "USERNAME"] {
+        apply.env_remove(var);
+    }
+    ok(apply.output().unwrap().into());
+    let runs = env.runs();
+    let expected = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            let uid = rustix::process::getuid().as_raw().to_string();
+            passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()));
+    assert_eq!(runs[0]["os_user"], Value::from(expected), "{}", runs[0]);
+}
+
 #[test]
 fn a_closed_stdout_ends_state_history_quietly() {
     let fake = Fake::start(|c| c.limit_per_second = 100_000);

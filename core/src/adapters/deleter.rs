@@ -41,7 +41,10 @@ async fn delete_in(client: &Client, d: &Deletion, lane: Lane) -> DeletionOutcome
         },
         Outcome::RetriesExhausted { attempts, last } => DeletionOutcome::ItemFailed {
             code: None,
-            message: format!("gave up after {attempts} attempts: {last}"),
+            message: format!(
+                "gave up after {}: {last}",
+                crate::client::attempts(attempts)
+            ),
         },
         Outcome::Fatal(f) => DeletionOutcome::Fatal { message: f.message },
         Outcome::Stopped => DeletionOutcome::NotSent,

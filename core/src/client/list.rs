@@ -96,7 +96,7 @@ pub enum ListError {
         message: String,
     },
     /// A transient failure persisted through every retry.
-    #[error("cannot list the conversations of {user}: gave up after {attempts} attempts: {last}")]
+    #[error("cannot list the conversations of {user}: gave up after {}: {last}", crate::client::attempts(*.attempts))]
     #[diagnostic(
         code(timctl::list::gave_up),
         help("the server or the network kept failing; try again later")

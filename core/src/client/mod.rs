@@ -50,6 +50,14 @@ use limiter::RateLimiter;
 use retry::{Next, Progress, RetryPolicy};
 use signer::Signer;
 
+/// "1 attempt" or "N attempts", for the messages that say how often a call was tried.
+pub(crate) fn attempts(n: u32) -> String {
+    match n {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    }
+}
+
 /// The default rate for an endpoint documented at `documented` calls per second: a little under
 /// it (197 for 200: 1.5% under), so that timing jitter between us and the server never trips
 /// its limit.

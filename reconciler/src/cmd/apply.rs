@@ -360,7 +360,7 @@ fn on_signal() -> crate::signals::OnSignal {
     crate::signals::OnSignal {
         stopping: format!(
             "Stopping: no new calls; the calls in flight finish and are recorded (at most {} \
-             s). Press Ctrl-C again to exit at once.",
+             s). A second Ctrl-C or SIGTERM exits at once.",
             STOP_GRACE.as_secs()
         ),
         grace: Some((
@@ -379,6 +379,10 @@ fn on_signal() -> crate::signals::OnSignal {
 /// and the last line: all of it printed under `-q` too (warnings, errors and the last line are
 /// what `-q` keeps).
 fn report(s: &RunSummary, json: bool, retry: &str) {
+    let deletions = |n: usize| match n {
+        1 => "1 deletion was".to_owned(),
+        n => format!("{n} deletions were"),
+    };
     if let Some(message) = &s.stop_message {
         eprintln_lossy!("Error: {message}");
     }
@@ -387,20 +391,23 @@ fn report(s: &RunSummary, json: bool, retry: &str) {
     }
     match s.stopped {
         _ if crate::progress::signalled(s) => eprintln_lossy!(
-            "Stopped before the end: {} deletions were not started; run apply again to finish.",
-            s.not_started
+            "Stopped before the end: {} not started; run apply again to finish.",
+            deletions(s.not_started)
         ),
         Some(_) if s.not_started > 0 => eprintln_lossy!(
-            "{} deletions were not started; fix the problem above and run apply again.",
-            s.not_started
+            "{} not started; fix the problem above and run apply again.",
+            deletions(s.not_started)
         ),
         _ => {}
     }
     if s.missing_user_count > 0 {
+        let (users, verb) = match s.missing_user_count {
+            1 => ("1 user".to_owned(), "does"),
+            n => (format!("{n} users"), "do"),
+        };
         eprintln_lossy!(
-            "warning: {} users do not exist (50001), so they have no conversations: {}. \
+            "warning: {users} {verb} not exist (50001), so they have no conversations: {}. \
              Their entries count as done (already absent); check the manifest for typos.",
-            s.missing_user_count,
             crate::output::shortened_list(&s.missing_users, s.missing_user_count)
         );
         if s.missing_in_one_to_one > 0 {
