@@ -970,9 +970,13 @@ fn api_calls_total_counts_every_request_sent_retries_included() {
     });
     let delete = fake.stats_for(timctl_tests::FakeEndpoint::Delete);
     let list = fake.stats_for(timctl_tests::FakeEndpoint::GetList);
-    let m = serve.metrics();
     let calls = "timctl_api_calls_total";
     let delete_label = r#"endpoint="v4/recentcontact/delete""#;
+    // serve counts an attempt when its answer arrives, a moment after fake-tim counted it.
+    wait_for("the last answer counted", || {
+        sum_of(&serve.metrics(), calls, delete_label) as u64 >= delete.requests
+    });
+    let m = serve.metrics();
     // Every request the fake saw is counted, the failed attempts under `transient`.
     assert_eq!(
         sum_of(&m, calls, delete_label) as u64,
@@ -991,14 +995,12 @@ fn api_calls_total_counts_every_request_sent_retries_included() {
         "{m}"
     );
     // The deletion itself is counted once.
-    assert_eq!(
+    wait_for("the deletion counted once", || {
         sample(
-            &m,
-            r#"timctl_deletions_total{reason="enforced",outcome="deleted"}"#
-        ),
-        1.0,
-        "{m}"
-    );
+            &serve.metrics(),
+            r#"timctl_deletions_total{reason="enforced",outcome="deleted"}"#,
+        ) == 1.0
+    });
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
 }
