@@ -283,8 +283,8 @@ fn exit_status(path: &str) -> &'static [(&'static str, &'static str)] {
             ),
             (
                 "1",
-                "Refused to start (invalid manifests, no callback token, the lock, a listener \
-                 address in use), or stopped by a fatal answer (bad key, unknown app) or a \
+                "Refused to start (invalid manifests, no callback token, unusable --tls-cert or \
+                 --tls-key, the lock, a listener address in use), or stopped by a fatal answer (bad key, unknown app) or a \
                  state write failing, with one message saying which.",
             ),
             (
@@ -401,6 +401,14 @@ fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             (
                 "In a pod: the ops listener on every address, callbacks only from the gateway:",
                 "timctl serve -f /manifests --ops-listen 0.0.0.0:9464 --callback-allow 10.0.0.0/8",
+            ),
+            (
+                "HTTPS from cert-manager's files, manifests from git-sync, at most 500 new deletions per change, 90 days of history:",
+                "timctl serve -f /git/current --tls-cert /tls/tls.crt --tls-key /tls/tls.key --max-deletes 500 --history-retention 90d",
+            ),
+            (
+                "Read the manifests and the certificate again now:",
+                "kill -HUP \"$(pidof timctl)\"",
             ),
         ],
         "schema" => &[(

@@ -30,8 +30,18 @@ struct Serve {
 
 impl Serve {
     fn start(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Serve {
+        Serve::start_with(env, &env.manifest, extra, vars)
+    }
+
+    /// [`Serve::start`] with `-f manifest`.
+    fn start_with(
+        env: &Env,
+        manifest: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Serve {
         let (listen, ops) = (free_addr(), free_addr());
-        let manifest = env.manifest.to_str().unwrap().to_owned();
+        let manifest = manifest.to_str().unwrap().to_owned();
         let mut args = vec![
             "serve",
             "-f",
@@ -498,6 +508,36 @@ fn a_peer_outside_callback_allow_is_refused_and_counted() {
     );
     let (code, _) = serve.terminate();
     assert_eq!(code, Some(0));
+
+    // TIMCTL_CALLBACK_ALLOW is --callback-allow, comma-separated: loopback is in this list.
+    let serve = Serve::start(
+        &env,
+        &[],
+        &[("TIMCTL_CALLBACK_ALLOW", "10.0.0.0/8,127.0.0.0/8")],
+    );
+    fake.callbacks_to(serve.target());
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 2))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+    let serve = Serve::start(
+        &env,
+        &[],
+        &[("TIMCTL_CALLBACK_ALLOW", "10.0.0.0/8,192.0.2.7")],
+    );
+    fake.callbacks_to(serve.target());
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 3))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 403);
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
 }
 
 #[test]
@@ -893,4 +933,621 @@ fn invalid_manifests_stop_serve_before_the_state_with_exit_1_naming_where() {
     assert!(out.stderr.contains("timctl.yaml:"), "{}", out.all());
     assert!(!env.state.exists(), "serve created the state");
     assert!(fake.calls().is_empty());
+}
+
+/// The sum of a metric family's samples whose labels contain `filter`.
+fn sum_of(metrics: &str, name: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn api_calls_total_counts_every_request_sent_retries_included() {
+    let fake = Fake::start(|_| {});
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--max-retries", "8"], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    // Every request fails (HTTP 503) until two have; then the server recovers.
+    fake.update(|c| {
+        c.fault_rate = 1.0;
+        c.faults = vec![timctl_tests::Fault::Status(503)];
+    });
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    fake.wait_until("two failed attempts", |f| f.stats().faults >= 2);
+    fake.update(|c| c.fault_rate = 0.0);
+    let alice_bob = key("alice", 1, "bob", true);
+    wait_for("the retried deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+    let delete = fake.stats_for(timctl_tests::FakeEndpoint::Delete);
+    let list = fake.stats_for(timctl_tests::FakeEndpoint::GetList);
+    let calls = "timctl_api_calls_total";
+    let delete_label = r#"endpoint="v4/recentcontact/delete""#;
+    // serve counts an attempt when its answer arrives, a moment after fake-tim counted it.
+    wait_for("the last answer counted", || {
+        sum_of(&serve.metrics(), calls, delete_label) as u64 >= delete.requests
+    });
+    let m = serve.metrics();
+    // Every request the fake saw is counted, the failed attempts under `transient`.
+    assert_eq!(
+        sum_of(&m, calls, delete_label) as u64,
+        delete.requests,
+        "{m}"
+    );
+    assert_eq!(
+        sum_of(&m, calls, &format!(r#"{delete_label},code="transient""#)) as u64,
+        delete.faults,
+        "{m}"
+    );
+    assert!(delete.faults >= 2);
+    assert_eq!(
+        sum_of(&m, calls, r#"endpoint="v4/recentcontact/get_list""#) as u64,
+        list.requests,
+        "{m}"
+    );
+    // The deletion itself is counted once.
+    wait_for("the deletion counted once", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_deletions_total{reason="enforced",outcome="deleted"}"#,
+        ) == 1.0
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Replaces `path`'s content at once (a rename), as an editor or a sync sidecar does, so that
+/// a reload never reads half a file.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp-swap");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The serve runs in the state's history, newest first.
+fn serve_runs(env: &Env) -> Vec<serde_json::Value> {
+    let out = apply_common::Out::from(env.timctl(&["state", "runs", "--json"]).output().unwrap());
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["command"] == "serve")
+        .collect()
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_and_do_not_keep_a_valid_callback_out() {
+    use std::io::Write;
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(
+        &env,
+        &["--max-connections", "4", "--client-timeout", "1s"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    // A slowloris: the request line, then one header line every 200 ms, never the end.
+    let slow = {
+        let addr = serve.listen.clone();
+        let query = callback_query(APP, "C2C.CallbackAfterSendMsg", Some(TOKEN), 0);
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let _ = write!(s, "POST /callback?{query} HTTP/1.1\r\nHost: x\r\n");
+            let mut answer = Vec::new();
+            for i in 0..300 {
+                if write!(s, "X-Slow-{i}: still sending\r\n").is_err() {
+                    return (true, answer);
+                }
+                let mut buf = [0u8; 512];
+                match s.read(&mut buf) {
+                    Ok(0) => return (true, answer),
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return (true, answer),
+                }
+            }
+            (false, answer)
+        })
+    };
+    // More idle connections than the cap: they send nothing at all.
+    let idle: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(&serve.listen).unwrap())
+        .collect();
+    // A valid callback behind them is answered all the same, and enforced.
+    let answer = serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let alice_bob = key("alice", 1, "bob", true);
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+    // Serve closed the slow client's connection before it finished its headers, unanswered.
+    let (closed, answer) = slow.join().unwrap();
+    assert!(closed, "the slow client was never cut off");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // And every idle connection.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "an idle connection stayed open"
+        );
+    }
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn manifest_edits_are_adopted_without_a_restart_refreshing_only_the_users_they_change() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // The state records the manifests already (so serve adopts them under --max-deletes 1).
+    let applied = env.apply(&[]);
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    let serve = Serve::start(
+        &env,
+        &["--reload-interval", "200ms", "--max-deletes", "1"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    assert_eq!(serve_runs(&env).len(), 1);
+    // On the server, without a callback (an import): erin's conversation with frank, which the
+    // edit will forbid, and carol's with dave, forbidden already but not touched by the edit.
+    fake.seed_conversations("erin", [FakePeer::user("frank")], false);
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let lists_before = fake.get_list_calls();
+
+    let edited = format!("{THREE}  erin:\n    - user: frank\n");
+    replace_file(&env.manifest, &apply_common::manifest_text(&edited));
+    let erin_frank = key("erin", 1, "frank", false);
+    wait_for("the new entry enforced", || {
+        deletions_of(&fake, &erin_frank) == 1
+    });
+    let lists_after = fake.get_list_calls();
+    // Only erin's list was read again; carol's conversation waits for the periodic resync.
+    assert_eq!(
+        lists_after.get("erin").copied().unwrap_or(0),
+        1,
+        "{lists_after:?}"
+    );
+    for user in ["alice", "carol"] {
+        assert_eq!(lists_after.get(user), lists_before.get(user), "{user}");
+    }
+    assert_eq!(fake.conversations("carol").len(), 1);
+    wait_for("the adoption's run", || serve_runs(&env).len() == 2);
+    let m = serve.metrics();
+    assert_eq!(
+        sample(&m, r#"timctl_manifest_reloads_total{outcome="adopted"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "timctl_manifest_entries"), 4.0, "{m}");
+
+    // An invalid edit: counted, logged, and the set in force goes on being enforced.
+    replace_file(&env.manifest, "version: 1\nabsent: [\n");
+    wait_for("the invalid reload counted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="invalid"}"#,
+        ) >= 1.0
+    });
+    assert!(serve.get("/readyz").unwrap().body.contains("invalid"));
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("frank", "erin", 2))
+        .unwrap()
+        .unwrap();
+    wait_for("erin's entry still enforced", || {
+        deletions_of(&fake, &erin_frank) == 2
+    });
+
+    // An edit adding two deletions, over --max-deletes 1: refused, said in /readyz, and the
+    // set in force goes on being enforced.
+    let over = format!("{edited}  gina:\n    - user: h1\n    - user: h2\n");
+    replace_file(&env.manifest, &apply_common::manifest_text(&over));
+    wait_for("the refused reload counted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="refused"}"#,
+        ) == 1.0
+    });
+    let ready = serve.get("/readyz").unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(ready.body.contains("max-deletes"), "{}", ready.body);
+    fake.seed_conversations("gina", [FakePeer::user("h1")], false);
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("h1", "gina", 3))
+        .unwrap()
+        .unwrap();
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("frank", "erin", 4))
+        .unwrap()
+        .unwrap();
+    wait_for("erin's entry still enforced", || {
+        deletions_of(&fake, &erin_frank) == 3
+    });
+    assert_eq!(deletions_of(&fake, &key("gina", 1, "h1", false)), 0);
+    // The same refused content is not counted again at every interval.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="refused"}"#
+        ),
+        1.0
+    );
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("max-deletes"), "{stderr}");
+}
+
+#[test]
+fn a_manifest_directory_replaced_by_a_symlink_swap_is_picked_up_on_sighup() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // As git-sync lays it out: `current` links to a revision's directory, and a new revision
+    // is a new directory the link is swapped to (a rename of a new link over it).
+    let root = env.dir.path().join("sync");
+    let (v1, v2) = (root.join("rev-1"), root.join("rev-2"));
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v1.join("timctl.yaml"), apply_common::manifest_text(THREE)).unwrap();
+    let edited = format!("{THREE}  erin:\n    - user: frank\n");
+    std::fs::write(v2.join("timctl.yaml"), apply_common::manifest_text(&edited)).unwrap();
+    let current = root.join("current");
+    std::os::unix::fs::symlink("rev-1", &current).unwrap();
+    // No periodic reload within the test: SIGHUP makes serve read the manifests.
+    let serve = Serve::start_with(&env, &current, &["--reload-interval", "1h"], &[]);
+    serve.wait_first_resync();
+    fake.seed_conversations("erin", [FakePeer::user("frank")], false);
+    let swap = root.join("current.new");
+    std::os::unix::fs::symlink("rev-2", &swap).unwrap();
+    std::fs::rename(&swap, &current).unwrap();
+    let pid = rustix::process::Pid::from_child(serve.child.as_ref().unwrap());
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_for("the swapped-in entry enforced", || {
+        deletions_of(&fake, &key("erin", 1, "frank", false)) == 1
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn the_periodic_resync_deletes_what_came_back_without_a_callback() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--resync", "1s"], &[]);
+    serve.wait_first_resync();
+    let first = sample(
+        &serve.metrics(),
+        "timctl_last_resync_success_timestamp_seconds",
+    );
+    assert!(first > 0.0);
+    // Brought back as an import would: no callback.
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    wait_for("the periodic resync's deletion", || {
+        fake.conversations("carol").is_empty()
+    });
+    wait_for("the resync's success noted", || {
+        sample(
+            &serve.metrics(),
+            "timctl_last_resync_success_timestamp_seconds",
+        ) > first
+    });
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn past_the_queue_capacity_callbacks_are_answered_and_their_users_resynced() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, &apply_common::many(50, 10));
+    let serve = Serve::start(&env, &["--queue-capacity", "50", "--settle", "5s"], &[]);
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let calls_before = fake.stats_for(timctl_tests::FakeEndpoint::Delete).requests;
+    assert_eq!(calls_before, 0, "nothing was on the server at start");
+    // 500 forbidden conversations brought back at once, 50 callbacks in flight at a time.
+    let answers: Vec<u16> = serve.rt.block_on(async {
+        use futures::StreamExt;
+        let sends = (0..50).flat_map(|u| (0..10).map(move |p| (u, p)));
+        futures::stream::iter(sends)
+            .map(|(u, p)| {
+                let fake = &fake;
+                async move {
+                    let (from, to) = (format!("p{p}"), format!("u{u}"));
+                    fake.send_one_to_one(&from, &to, (u * 10 + p) as u64)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .status
+                }
+            })
+            .buffer_unordered(50)
+            .collect()
+            .await
+    });
+    assert_eq!(answers.len(), 500);
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    wait_for("all 500 deleted", || {
+        (0..50).all(|u| {
+            fake.conversations(&format!("u{u}"))
+                .iter()
+                .all(|c| !c.peer.id().starts_with('p'))
+        })
+    });
+    let m = serve.metrics();
+    let c2c = r#"timctl_callbacks_total{command="C2C.CallbackAfterSendMsg",outcome="#;
+    let overflow = sample(&m, &format!(r#"{c2c}"overflow"}}"#));
+    let queued = sample(&m, &format!(r#"{c2c}"queued"}}"#));
+    assert!(overflow > 0.0, "{m}");
+    assert_eq!(overflow + queued, 500.0, "{m}");
+    let delete = fake.stats_for(timctl_tests::FakeEndpoint::Delete);
+    assert!(delete.max_in_any_second <= 200, "{delete:?}");
+    assert_eq!(delete.frequency_limited, 0, "{delete:?}");
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn history_retention_prunes_serves_own_history_as_it_runs() {
+    let fake = Fake::start(|_| {});
+    fake.seed_conversations("carol", [FakePeer::user("dave")], false);
+    let env = Env::new(&fake, THREE);
+    let serve = Serve::start(&env, &["--history-retention", "2s"], &[]);
+    serve.wait_first_resync();
+    let events = || {
+        let out = env
+            .timctl(&["state", "history", "--json", "--limit", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    wait_for("the first resync's events", || events() == 3);
+    // Two seconds on, they are pruned; the entries stay.
+    wait_for("the history pruned", || events() == 0);
+    assert_eq!(env.entries().len(), 3);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// An HTTPS connection to serve that trusts only the test CA.
+struct Https {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl Https {
+    async fn connect(addr: &str) -> Https {
+        use rustls::pki_types::pem::PemObject;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/serve");
+        let ca = std::fs::read(fixtures.join("ca.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        Https { stream }
+    }
+
+    /// The certificate serve presented.
+    fn certificate(&self) -> Vec<u8> {
+        self.stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// Posts a signed callback on this connection (kept open) and reads the answer's status.
+    async fn post_callback(&mut self, body: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let query = callback_query(
+            APP,
+            "C2C.CallbackAfterSendMsg",
+            Some(TOKEN),
+            callbacks::unix_now(),
+        );
+        let head = format!(
+            "POST /callback?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await.unwrap();
+        self.stream.write_all(body.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = self.stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "serve closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if rest.len() >= length {
+                    return head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn pem_certificate(file: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(file)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn callbacks_over_https_and_a_replaced_certificate_is_served_without_dropping_connections() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/serve");
+    let (cert, key) = (
+        env.dir.path().join("tls.crt"),
+        env.dir.path().join("tls.key"),
+    );
+    std::fs::copy(fixtures.join("cert-1.pem"), &cert).unwrap();
+    std::fs::copy(fixtures.join("key-1.pem"), &key).unwrap();
+    let serve = Serve::start(
+        &env,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--client-timeout",
+            "120s",
+        ],
+        &[],
+    );
+    serve.wait_first_resync();
+    let alice_bob = key_of("alice", "bob");
+    let mut open = serve.rt.block_on(Https::connect(&serve.listen));
+    assert_eq!(
+        open.certificate(),
+        pem_certificate(&fixtures.join("cert-1.pem"))
+    );
+    fake.send_message("alice", FakePeer::user("bob"));
+    let status = serve
+        .rt
+        .block_on(open.post_callback(&callbacks::one_to_one_body("bob", "alice", 1)));
+    assert_eq!(status, 200);
+    wait_for("the enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 2
+    });
+
+    // Rotated as cert-manager does: both files replaced while serve runs.
+    replace_file(
+        &key,
+        &std::fs::read_to_string(fixtures.join("key-2.pem")).unwrap(),
+    );
+    replace_file(
+        &cert,
+        &std::fs::read_to_string(fixtures.join("cert-2.pem")).unwrap(),
+    );
+    let second = pem_certificate(&fixtures.join("cert-2.pem"));
+    wait_for("the new certificate served", || {
+        serve
+            .rt
+            .block_on(Https::connect(&serve.listen))
+            .certificate()
+            == second
+    });
+    // The connection opened before the rotation still works.
+    fake.send_message("alice", FakePeer::user("bob"));
+    let status = serve
+        .rt
+        .block_on(open.post_callback(&callbacks::one_to_one_body("bob", "alice", 2)));
+    assert_eq!(status, 200);
+    wait_for("the second enforced deletion", || {
+        deletions_of(&fake, &alice_bob) == 3
+    });
+    // Plain HTTP gets no answer from an HTTPS listener.
+    let plain = serve
+        .rt
+        .block_on(post_raw(&serve.listen, "/callback", b"{}", None))
+        .unwrap();
+    assert_ne!(plain.status, 200);
+    drop(open);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+}
+
+fn key_of(from: &str, peer: &str) -> ConversationKey {
+    key(from, 1, peer, from == "alice" && peer == "bob")
+}
+
+#[test]
+fn manifests_over_max_deletes_at_start_are_not_adopted_until_an_acceptable_edit() {
+    let fake = Fake::start(|_| {});
+    let env = Env::new(&fake, THREE);
+    // An empty state: all three entries would be new deletions.
+    let serve = Serve::start(
+        &env,
+        &["--max-deletes", "1", "--reload-interval", "200ms"],
+        &[],
+    );
+    serve.wait_first_resync();
+    fake.callbacks_to(serve.target());
+    let ready = serve.get("/readyz").unwrap();
+    assert!(ready.body.contains("refused"), "{}", ready.body);
+    let m = serve.metrics();
+    assert_eq!(
+        sample(&m, r#"timctl_manifest_reloads_total{outcome="refused"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "timctl_manifest_entries"), 0.0, "{m}");
+    // Nothing the state records, so nothing is enforced: no call at all.
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("bob", "alice", 1))
+        .unwrap()
+        .unwrap();
+    // An edit down to one new deletion is adopted, and enforced.
+    replace_file(
+        &env.manifest,
+        &apply_common::manifest_text("  carol:\n    - user: dave\n"),
+    );
+    wait_for("the acceptable edit adopted", || {
+        sample(
+            &serve.metrics(),
+            r#"timctl_manifest_reloads_total{outcome="adopted"}"#,
+        ) == 1.0
+    });
+    assert!(!serve.get("/readyz").unwrap().body.contains("refused"));
+    serve
+        .rt
+        .block_on(fake.send_one_to_one("dave", "carol", 2))
+        .unwrap()
+        .unwrap();
+    wait_for("the adopted entry enforced", || {
+        deletions_of(&fake, &key("carol", 1, "dave", false)) == 1
+    });
+    assert_eq!(deletions_of(&fake, &key("alice", 1, "bob", true)), 0);
+    let (code, stderr) = serve.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
 }

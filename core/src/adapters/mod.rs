@@ -10,5 +10,5 @@
 //! - [`lister`]: [`crate::client::Client`] as the listing phase's [`crate::listing::Lister`]
 //!   (`recentcontact/get_list`, paged).
 
-mod deleter;
+pub(crate) mod deleter;
 mod lister;

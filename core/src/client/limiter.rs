@@ -33,6 +33,25 @@ pub(crate) struct RateLimiter {
     interval: Duration,
     window_limit: usize,
     state: Mutex<State>,
+    /// Background calls wait for a free start one at a time, so that they do not all wake at
+    /// every free start.
+    background: tokio::sync::Mutex<()>,
+}
+
+/// Which lane a call waits in for its start.
+///
+/// Urgent calls reserve their start time ahead, in arrival order ([`RateLimiter::reserve`]).
+/// Background calls never hold a start time in the future: one at a time, each takes a start
+/// only when one is free now. So an urgent call that arrives while background work fills the
+/// limiter waits at most one interval, never behind the background queue: serve's enforcement
+/// goes before its resync on the one delete limiter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lane {
+    /// Reserve the next start ahead (apply, serve's enforcement).
+    #[default]
+    Urgent,
+    /// Take a start only when it is free now and no urgent call holds it (serve's resync).
+    Background,
 }
 
 /// What [`RateLimiter::admit`] says about a request about to leave.
@@ -68,6 +87,7 @@ impl RateLimiter {
                 slow_until: None,
                 sent: VecDeque::new(),
             }),
+            background: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -93,6 +113,34 @@ impl RateLimiter {
         at
     }
 
+    /// Takes the next start if it is free now (background lane): `Ok(now)`, counted as
+    /// scheduled; else `Err` of when it will be free, unless an urgent call takes it first.
+    fn take_if_free(&self) -> Result<Instant, Instant> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let slow = st.slow_until.is_some_and(|t| t > now);
+        let interval = if slow {
+            self.interval * 2
+        } else {
+            self.interval
+        };
+        let mut free_at = st.next.map_or(now, |n| n.max(now));
+        if st.recent.len() >= self.window_limit
+            && let Some(&oldest) = st.recent.front()
+        {
+            free_at = free_at.max(oldest + WINDOW);
+        }
+        if free_at > now {
+            return Err(free_at);
+        }
+        if st.recent.len() >= self.window_limit {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(now);
+        st.next = Some(now + interval);
+        Ok(now)
+    }
+
     /// Called right before a request is sent: admits it (and counts it) unless the last second
     /// already holds the limit of real sends.
     pub(crate) fn admit(&self) -> Admission {
@@ -116,13 +164,34 @@ impl RateLimiter {
     /// instant and says whether to go on (false when the run was stopped meanwhile; it may
     /// also wake late, as a busy machine does). Returns the instant the send was admitted at,
     /// or `None` when stopped.
-    pub(crate) async fn acquire<Sleep, Slept>(&self, mut sleep_until: Sleep) -> Option<Instant>
+    pub(crate) async fn acquire<Sleep, Slept>(
+        &self,
+        lane: Lane,
+        mut sleep_until: Sleep,
+    ) -> Option<Instant>
     where
         Sleep: FnMut(Instant) -> Slept,
         Slept: Future<Output = bool>,
     {
-        if !sleep_until(self.reserve()).await {
-            return None;
+        match lane {
+            Lane::Urgent => {
+                if !sleep_until(self.reserve()).await {
+                    return None;
+                }
+            }
+            Lane::Background => {
+                let _turn = self.background.lock().await;
+                loop {
+                    match self.take_if_free() {
+                        Ok(_) => break,
+                        Err(free_at) => {
+                            if !sleep_until(free_at).await {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
         }
         // The slot's time has come, but this task may have woken late along with others: the
         // real send times get the last word.
@@ -218,7 +287,7 @@ mod tests {
                     let lim = lim.clone();
                     tokio::spawn(async move {
                         let mut sleeps = 0;
-                        lim.acquire(|until| {
+                        lim.acquire(Lane::Urgent, |until| {
                             sleeps += 1;
                             // About a third of the wake-ups come late, by up to 300 ms: spread
                             // by a fixed scramble of the caller and the sleep, so that the run
@@ -256,6 +325,73 @@ mod tests {
             assert!(busiest <= limit, "rate {rate}: {busiest} sends in a second");
             // The callers kept the limiter busy: the window was full, not merely respected.
             assert_eq!(busiest, limit, "rate {rate}");
+        }
+    }
+
+    /// Enforcement before resync: with the limiter saturated by background calls, an urgent
+    /// call that arrives starts within one interval, ahead of every background call still
+    /// waiting; and the two lanes together still never exceed the window.
+    #[tokio::test(start_paused = true)]
+    async fn urgent_calls_start_before_waiting_background_calls() {
+        let lim = std::sync::Arc::new(RateLimiter::new(10.0));
+        let sleep = |until: Instant| async move {
+            tokio::time::sleep_until(until).await;
+            true
+        };
+        let background: Vec<_> = (0..40)
+            .map(|_| {
+                let lim = lim.clone();
+                tokio::spawn(async move { lim.acquire(Lane::Background, sleep).await.unwrap() })
+            })
+            .collect();
+        // Two seconds in, the background calls have taken about twenty starts.
+        tokio::time::sleep(Duration::from_millis(2050)).await;
+        let arrived = Instant::now();
+        let urgent: Vec<_> = (0..3)
+            .map(|_| {
+                let lim = lim.clone();
+                tokio::spawn(async move { lim.acquire(Lane::Urgent, sleep).await.unwrap() })
+            })
+            .collect();
+        let mut urgent_starts = Vec::new();
+        for u in urgent {
+            urgent_starts.push(u.await.unwrap());
+        }
+        let mut background_starts = Vec::new();
+        for b in background {
+            background_starts.push(b.await.unwrap());
+        }
+        let last_urgent = *urgent_starts.iter().max().unwrap();
+        // Three urgent calls: the third starts two intervals after the first's free start.
+        assert!(
+            last_urgent <= arrived + Duration::from_millis(350),
+            "urgent calls waited {:?}",
+            last_urgent - arrived
+        );
+        let waiting_behind = background_starts
+            .iter()
+            .filter(|b| **b > arrived && **b < last_urgent)
+            .count();
+        assert_eq!(
+            waiting_behind, 0,
+            "a background call went before an urgent one"
+        );
+        assert!(
+            background_starts
+                .iter()
+                .filter(|b| **b > last_urgent)
+                .count()
+                >= 15,
+            "the background calls still waiting went after"
+        );
+        let mut all: Vec<Instant> = urgent_starts.into_iter().chain(background_starts).collect();
+        all.sort();
+        for (i, start) in all.iter().enumerate() {
+            let in_window = all[i..]
+                .iter()
+                .take_while(|t| **t < *start + Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 10, "{in_window} starts in a second");
         }
     }
 

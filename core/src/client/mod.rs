@@ -45,6 +45,7 @@ pub use outcome::{Fatal, Outcome, Stats};
 // The manifest's diagnostics redact secrets with the same rules as the client's messages.
 pub(crate) use signer::{REDACTED, scrub};
 
+pub use limiter::Lane;
 use limiter::RateLimiter;
 use retry::{Next, Progress, RetryPolicy};
 use signer::Signer;
@@ -92,6 +93,52 @@ pub struct ClientConfig {
     pub usersig_lifetime: Duration,
     /// The run's stop signal: obeyed before every send, raised on a fatal answer.
     pub stop: Stop,
+    /// Told of every request sent, retries included (serve's `timctl_api_calls_total`).
+    pub attempts: Option<AttemptObserver>,
+}
+
+/// What one request on the wire came back with, for [`AttemptObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptCode {
+    /// An answer with this `ErrorCode` (0: success).
+    Code(i64),
+    /// No usable answer: a dropped connection, a timeout, an HTTP 429 or 5xx, a cut body.
+    Transient,
+    /// An answer that dooms every call without an `ErrorCode` (HTTP 401/403, TLS).
+    Fatal,
+}
+
+impl AttemptCode {
+    fn of<R>(answer: &retry::Answer<R>) -> Self {
+        match answer {
+            retry::Answer::Done(_) => AttemptCode::Code(0),
+            retry::Answer::Api { code, .. } => AttemptCode::Code(*code),
+            retry::Answer::Transient { .. } => AttemptCode::Transient,
+            retry::Answer::Fatal(f) => f.code.map_or(AttemptCode::Fatal, AttemptCode::Code),
+        }
+    }
+}
+
+/// A function told of each request a [`Client`] sends: the endpoint's path and the answer's
+/// [`AttemptCode`]. It runs on the calling task: keep it cheap (a counter).
+#[derive(Clone)]
+pub struct AttemptObserver(Arc<dyn Fn(&'static str, AttemptCode) + Send + Sync>);
+
+impl AttemptObserver {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(&'static str, AttemptCode) + Send + Sync + 'static) -> Self {
+        AttemptObserver(Arc::new(f))
+    }
+
+    fn observe(&self, endpoint: &'static str, code: AttemptCode) {
+        (self.0)(endpoint, code);
+    }
+}
+
+impl fmt::Debug for AttemptObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AttemptObserver")
+    }
 }
 
 impl ClientConfig {
@@ -117,6 +164,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             usersig_lifetime: Duration::from_secs(86400),
             stop: Stop::new(),
+            attempts: None,
         }
     }
 
@@ -196,6 +244,7 @@ struct Inner {
     stop: Stop,
     fatal: Mutex<Option<Fatal>>,
     counters: Counters,
+    attempts: Option<AttemptObserver>,
 }
 
 /// Query values are percent-encoded, everything but RFC 3986's unreserved characters.
@@ -256,6 +305,7 @@ impl Client {
                 stop: config.stop,
                 fatal: Mutex::new(None),
                 counters: Counters::default(),
+                attempts: config.attempts,
             }),
         })
     }
@@ -314,11 +364,15 @@ impl Client {
 
     /// Waits for a send slot of `limiter`: the instant the send was admitted at, or `None`
     /// when the run was stopped meanwhile.
-    async fn wait_for_slot(&self, limiter: &RateLimiter) -> Option<tokio::time::Instant> {
+    async fn wait_for_slot(
+        &self,
+        limiter: &RateLimiter,
+        lane: Lane,
+    ) -> Option<tokio::time::Instant> {
         if self.inner.stop.is_stopped() {
             return None;
         }
-        let admitted = limiter.acquire(|t| self.sleep_until(t)).await?;
+        let admitted = limiter.acquire(lane, |t| self.sleep_until(t)).await?;
         // The last look before the request leaves: nothing is sent after a stop.
         (!self.inner.stop.is_stopped()).then_some(admitted)
     }
@@ -341,6 +395,16 @@ impl Client {
     /// Makes one call of endpoint `E`: waits for the endpoint's rate limiter, sends it,
     /// classifies the answer, and retries transient failures with backoff.
     pub async fn call<E: Endpoint>(&self, request: &E::Request) -> Outcome<E::Response> {
+        self.call_in::<E>(request, Lane::Urgent).await
+    }
+
+    /// [`Client::call`], its starts (retries included) waiting in `lane` of the endpoint's
+    /// limiter.
+    pub async fn call_in<E: Endpoint>(
+        &self,
+        request: &E::Request,
+        lane: Lane,
+    ) -> Outcome<E::Response> {
         let body = match serde_json::to_vec(request) {
             Ok(b) => b,
             Err(e) => {
@@ -356,7 +420,7 @@ impl Client {
         let limiter = self.limiter::<E>();
         let mut progress = Progress::default();
         loop {
-            let Some(admitted) = self.wait_for_slot(&limiter).await else {
+            let Some(admitted) = self.wait_for_slot(&limiter, lane).await else {
                 return Outcome::Stopped;
             };
             progress.attempts += 1;
@@ -371,6 +435,9 @@ impl Client {
             self.inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let (sig, generation) = self.inner.signer.current();
             let answer = self.exchange::<E>(&body, &sig).await;
+            if let Some(observer) = &self.inner.attempts {
+                observer.observe(E::PATH, AttemptCode::of(&answer));
+            }
             if answer.is_frequency_limited() {
                 self.inner
                     .counters

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::apply::{Deleter, Deletion, DeletionOutcome};
 use crate::ids::ConversationKey;
 use crate::ledger::history::EventReason;
-use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, Origin, RunInfo};
+use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, Origin, RunInfo, StateEntry};
 use crate::stop::{Stop, StopReason};
 
 use super::metrics::Metrics;
@@ -61,7 +61,7 @@ struct Inner<D> {
     settle: Duration,
     capacity: usize,
     slots: Mutex<HashMap<ConversationKey, Slot>>,
-    recorder: Mutex<Option<mpsc::Sender<DetailedDeletion>>>,
+    recorder: Mutex<Option<Recorder>>,
     metrics: Arc<Metrics>,
     stop: Stop,
     fatal: Mutex<Option<String>>,
@@ -82,8 +82,66 @@ impl<D> Clone for Enforcer<D> {
     }
 }
 
-/// The recording thread: it owns the state's writer (and so its lock) until the enforcer is
-/// closed, then ends the run and hands the writer back.
+/// What the recording thread is asked to do.
+enum ToRecorder {
+    /// Record a confirmed deletion (or an absence a resync saw) within [`RECORD_INTERVAL`].
+    Record(DetailedDeletion),
+    /// A new manifest generation is adopted: write what is pending, end the current run,
+    /// begin `run`, and forget `forgets` (entries no manifest names any more) in it.
+    NewRun {
+        run: RunInfo,
+        forgets: Vec<ConversationKey>,
+    },
+    /// Read the state's entries (for a resync's plan, or a reload's `--max-deletes` check).
+    Entries(tokio::sync::oneshot::Sender<Result<Vec<StateEntry>, String>>),
+}
+
+/// The way to the recording thread. Cheap to clone; the thread ends (writing its last batch and
+/// ending the run) once every clone is dropped.
+#[derive(Clone)]
+pub struct Recorder(mpsc::Sender<ToRecorder>);
+
+impl Recorder {
+    /// Records `deletion` within [`RECORD_INTERVAL`].
+    pub fn record(&self, deletion: DetailedDeletion) {
+        let _ = self.0.send(ToRecorder::Record(deletion));
+    }
+
+    /// Ends the current run and begins `run`, in which `forgets` are forgotten.
+    pub fn new_run(&self, run: RunInfo, forgets: Vec<ConversationKey>) {
+        let _ = self.0.send(ToRecorder::NewRun { run, forgets });
+    }
+
+    /// The state's entries, read by the thread that holds the writer.
+    pub async fn entries(&self) -> Result<Vec<StateEntry>, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(ToRecorder::Entries(tx))
+            .map_err(|_| "the recording thread has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the recording thread has stopped".to_owned())?
+    }
+}
+
+#[cfg(test)]
+impl Recorder {
+    /// A recorder whose messages the test reads: the deletions it was given.
+    fn for_test() -> (Recorder, impl Fn() -> Vec<DetailedDeletion>) {
+        let (tx, rx) = mpsc::channel();
+        let read = move || {
+            rx.try_iter()
+                .filter_map(|m| match m {
+                    ToRecorder::Record(d) => Some(d),
+                    _ => None,
+                })
+                .collect()
+        };
+        (Recorder(tx), read)
+    }
+}
+
+/// The recording thread: it owns the state's writer (and so its lock) until every
+/// [`Recorder`] is dropped, then ends the run and hands the writer back.
 pub struct RecorderThread<W> {
     handle: std::thread::JoinHandle<(W, Result<(), String>)>,
 }
@@ -98,19 +156,29 @@ impl<W> RecorderThread<W> {
     }
 }
 
-/// Starts the recording thread for `run` on `writer`. A failed write raises `stop` (as
-/// apply's recorder does: no call may be made whose result cannot be recorded).
+/// Starts the recording thread for `run` (already begun) on `writer`. A failed write raises
+/// `stop` (as apply's recorder does: no call may be made whose result cannot be recorded).
 pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
     mut writer: W,
     mut run: RunInfo,
     stop: Stop,
-) -> (mpsc::Sender<DetailedDeletion>, RecorderThread<W>) {
-    let (tx, rx) = mpsc::channel::<DetailedDeletion>();
+) -> (Recorder, RecorderThread<W>) {
+    let (tx, rx) = mpsc::channel::<ToRecorder>();
     let handle = std::thread::spawn(move || {
         let mut failure: Option<String> = None;
         let mut recorded = 0_u64;
         let mut batch: Vec<DetailedDeletion> = Vec::new();
-        let mut write = |batch: &mut Vec<DetailedDeletion>, failure: &mut Option<String>| {
+        let fail = |what: &str, e: &crate::ledger::LedgerError, failure: &mut Option<String>| {
+            let message = crate::apply::executor::error_chain(e);
+            tracing::error!(error = %message, "{what} failed; serve stops");
+            stop.stop(StopReason::RecordFailed);
+            failure.get_or_insert(message);
+        };
+        let write = |writer: &mut W,
+                     run: &RunInfo,
+                     batch: &mut Vec<DetailedDeletion>,
+                     recorded: &mut u64,
+                     failure: &mut Option<String>| {
             if batch.is_empty() || failure.is_some() {
                 batch.clear();
                 return;
@@ -120,26 +188,50 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
                 .drain(..)
                 .partition(|d| d.reason == EventReason::Plan(crate::plan::Reason::Absent));
             let written = writer
-                .record_detailed(&run, Origin::Deleted, &deleted)
-                .and_then(|_| writer.record_detailed(&run, Origin::Absent, &absent));
+                .record_detailed(run, Origin::Deleted, &deleted)
+                .and_then(|_| writer.record_detailed(run, Origin::Absent, &absent));
             match written {
-                Ok(_) => recorded += deleted.len() as u64,
-                Err(e) => {
-                    let message = crate::apply::executor::error_chain(&e);
-                    tracing::error!(error = %message, "recording deletions failed; serve stops");
-                    stop.stop(StopReason::RecordFailed);
-                    *failure = Some(message);
-                }
+                Ok(_) => *recorded += deleted.len() as u64,
+                Err(e) => fail("recording deletions", &e, failure),
             }
-            batch.clear();
         };
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
+        let mut closed = false;
+        while !closed {
+            let Ok(first) = rx.recv() else { break };
+            let mut pending = Some(first);
             let deadline = Instant::now() + RECORD_INTERVAL;
-            let mut closed = false;
             loop {
+                match pending.take() {
+                    Some(ToRecorder::Record(d)) => batch.push(d),
+                    Some(ToRecorder::Entries(reply)) => {
+                        // What is pending is written first, so that the answer includes it.
+                        write(&mut writer, &run, &mut batch, &mut recorded, &mut failure);
+                        let _ = reply.send(
+                            writer
+                                .entries()
+                                .map_err(|e| crate::apply::executor::error_chain(&e)),
+                        );
+                    }
+                    Some(ToRecorder::NewRun { run: next, forgets }) => {
+                        write(&mut writer, &run, &mut batch, &mut recorded, &mut failure);
+                        run.end([("deleted", recorded)]);
+                        if let Err(e) = writer.end_run(&run) {
+                            fail("ending the run", &e, &mut failure);
+                        }
+                        run = next;
+                        recorded = 0;
+                        if let Err(e) = writer.begin_run(&run) {
+                            fail("beginning a run", &e, &mut failure);
+                        } else if !forgets.is_empty()
+                            && let Err(e) = writer.forget(&forgets)
+                        {
+                            fail("forgetting entries", &e, &mut failure);
+                        }
+                    }
+                    None => {}
+                }
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(d) => batch.push(d),
+                    Ok(next) => pending = Some(next),
                     Err(mpsc::RecvTimeoutError::Timeout) => break,
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         closed = true;
@@ -147,10 +239,7 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
                     }
                 }
             }
-            write(&mut batch, &mut failure);
-            if closed {
-                break;
-            }
+            write(&mut writer, &run, &mut batch, &mut recorded, &mut failure);
         }
         run.end([("deleted", recorded)]);
         if let Err(e) = writer.end_run(&run)
@@ -160,7 +249,7 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
         }
         (writer, failure.map_or(Ok(()), Err))
     });
-    (tx, RecorderThread { handle })
+    (Recorder(tx), RecorderThread { handle })
 }
 
 impl<D: Deleter + 'static> Enforcer<D> {
@@ -168,7 +257,7 @@ impl<D: Deleter + 'static> Enforcer<D> {
     /// `capacity` conversations queued. `stop` is the client's: a fatal answer raises it.
     pub fn new(
         deleter: D,
-        recorder: mpsc::Sender<DetailedDeletion>,
+        recorder: Recorder,
         settle: Duration,
         capacity: usize,
         metrics: Arc<Metrics>,
@@ -244,16 +333,19 @@ impl<D: Deleter + 'static> Enforcer<D> {
     /// `concurrency` at a time through `deleter`, each confirmed one sent to `recorder` with its
     /// plan reason. Stops starting new ones when `stop` or `shutdown` is raised. Returns how many
     /// failed or were not made (0: the resync succeeded).
-    pub async fn resync(
+    ///
+    /// `deleter` is the enforcement's client in its limiter's background lane
+    /// (`adapters::deleter::Background`), so that enforcement goes first.
+    pub async fn resync<R: Deleter>(
         &self,
+        deleter: &R,
         deletions: Vec<(Deletion, EventReason)>,
-        recorder: mpsc::Sender<DetailedDeletion>,
+        recorder: &Recorder,
         concurrency: usize,
         shutdown: &std::sync::atomic::AtomicBool,
     ) -> usize {
         use futures::StreamExt;
-        let (deleter, metrics, stop) =
-            (&self.inner.deleter, &*self.inner.metrics, &self.inner.stop);
+        let (metrics, stop) = (&*self.inner.metrics, &self.inner.stop);
         let results = futures::stream::iter(deletions)
             .map(|(d, reason)| async move {
                 if stop.is_stopped() || shutdown.load(Ordering::SeqCst) {
@@ -269,19 +361,19 @@ impl<D: Deleter + 'static> Enforcer<D> {
             let label = reason.as_str();
             let confirmed = match &outcome {
                 DeletionOutcome::Deleted => {
-                    metrics.deletion(label, "deleted", Some(0));
+                    metrics.deletion(label, "deleted");
                     true
                 }
-                DeletionOutcome::AlreadyAbsent { code } => {
-                    metrics.deletion(label, "already_absent", Some(*code));
+                DeletionOutcome::AlreadyAbsent { .. } => {
+                    metrics.deletion(label, "already_absent");
                     true
                 }
-                DeletionOutcome::ItemFailed { code, .. } => {
-                    metrics.deletion(label, "failed", *code);
+                DeletionOutcome::ItemFailed { .. } => {
+                    metrics.deletion(label, "failed");
                     false
                 }
                 DeletionOutcome::Fatal { message } => {
-                    metrics.deletion(label, "fatal", None);
+                    metrics.deletion(label, "fatal");
                     lock(&self.inner.fatal).get_or_insert_with(|| message.clone());
                     stop.stop(StopReason::Fatal);
                     false
@@ -289,7 +381,7 @@ impl<D: Deleter + 'static> Enforcer<D> {
                 DeletionOutcome::NotSent => false,
             };
             if confirmed {
-                let _ = recorder.send(DetailedDeletion {
+                recorder.record(DetailedDeletion {
                     deleted: Deleted {
                         key: d.key,
                         clear_roaming: d.clear_roaming,
@@ -330,17 +422,15 @@ async fn work<D: Deleter>(
         let reason = cause.reason.as_str();
         let confirmed = match &outcome {
             DeletionOutcome::Deleted => {
-                inner.metrics.deletion(reason, "deleted", Some(0));
+                inner.metrics.deletion(reason, "deleted");
                 true
             }
-            DeletionOutcome::AlreadyAbsent { code } => {
-                inner
-                    .metrics
-                    .deletion(reason, "already_absent", Some(*code));
+            DeletionOutcome::AlreadyAbsent { .. } => {
+                inner.metrics.deletion(reason, "already_absent");
                 true
             }
-            DeletionOutcome::ItemFailed { code, message } => {
-                inner.metrics.deletion(reason, "failed", *code);
+            DeletionOutcome::ItemFailed { message, .. } => {
+                inner.metrics.deletion(reason, "failed");
                 tracing::warn!(
                     from = %key.from.as_str(),
                     peer = %key.peer.id(),
@@ -351,7 +441,7 @@ async fn work<D: Deleter>(
             }
             DeletionOutcome::NotSent => false,
             DeletionOutcome::Fatal { message } => {
-                inner.metrics.deletion(reason, "fatal", None);
+                inner.metrics.deletion(reason, "fatal");
                 lock(&inner.fatal).get_or_insert_with(|| message.clone());
                 inner.stop.stop(StopReason::Fatal);
                 false
@@ -373,8 +463,8 @@ async fn work<D: Deleter>(
                 trigger: cause.trigger.clone(),
                 latency_ms: enforced.then_some(latency.as_millis() as u64),
             };
-            if let Some(tx) = lock(&inner.recorder).as_ref() {
-                let _ = tx.send(record);
+            if let Some(recorder) = lock(&inner.recorder).as_ref() {
+                recorder.record(record);
             }
         }
         if !inner.stop.is_stopped() {

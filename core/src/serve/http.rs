@@ -17,27 +17,27 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::apply::Deleter;
-use crate::callback::{AuthError, CallbackQuery, CallbackToken, ForbiddenIndex, parse_body};
+use crate::callback::{AuthError, CallbackQuery, CallbackToken, parse_body};
 use crate::ledger::history::EventReason;
 
 use super::cidr::Cidr;
 use super::enforcer::{Cause, Enforcer, Enqueued};
 use super::metrics::{CallbackOutcome, Metrics, command_label};
+use super::reload::{Current, Pending, current};
 
 /// The largest callback body taken: a `Content-Length` over it is answered 413 before the body
 /// is read, and a body without one is cut there.
 pub const MAX_BODY: usize = 1024 * 1024;
-
-/// A request (headers and body) must arrive within this long: a slow client times out.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The answer Tencent expects (it ignores it for the "after" callbacks).
 pub const OK_ANSWER: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 
 /// What the callback listener needs.
 pub struct Callbacks<D> {
-    /// The adopted manifests' forbidden conversations.
-    pub index: ForbiddenIndex,
+    /// The adopted manifests and their index of forbidden conversations.
+    pub adopted: Current,
+    /// Where the users of overflowed callbacks go, for a targeted resync.
+    pub pending: Arc<Pending>,
     /// The console's token; `None` only with `--insecure-no-callback-auth`.
     pub token: Option<CallbackToken>,
     /// The manifests' app.
@@ -50,9 +50,13 @@ pub struct Callbacks<D> {
     pub metrics: Arc<Metrics>,
 }
 
-/// The callback listener's router. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn callback_router<D: Deleter + 'static>(callbacks: Arc<Callbacks<D>>) -> Router {
+/// The callback listener's router: a request must be handled (its body read) within
+/// `request_timeout`. Serve it through [`super::listener::serve`], which gives it the peer's
+/// address.
+pub fn callback_router<D: Deleter + 'static>(
+    callbacks: Arc<Callbacks<D>>,
+    request_timeout: Duration,
+) -> Router {
     let metrics = callbacks.metrics.clone();
     Router::new()
         .route("/callback", post(callback::<D>))
@@ -79,7 +83,7 @@ pub fn callback_router<D: Deleter + 'static>(callbacks: Arc<Callbacks<D>>) -> Ro
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            request_timeout,
         ))
 }
 
@@ -152,25 +156,28 @@ async fn callback<D: Deleter + 'static>(
             return plain(StatusCode::BAD_REQUEST, "malformed callback body\n");
         }
     };
-    let concerned = cb.index.concerned(&message);
+    let concerned = current(&cb.adopted).index.concerned(&message);
     if concerned.is_empty() {
         count(CallbackOutcome::Ignored);
         return ok();
     }
     let trigger = super::trigger(&message);
-    let mut overflow = false;
+    let mut overflowed = Vec::new();
     for f in concerned {
         let cause = Cause {
             arrived,
             reason: EventReason::Enforced,
             trigger: Some(trigger.clone()),
         };
+        let from = f.key.from.clone();
         if cb.enforcer.enqueue(f.key, f.clear_roaming, cause) == Enqueued::Overflow {
-            overflow = true;
+            overflowed.push(from);
         }
     }
-    if overflow {
-        tracing::warn!("the queue is full: a callback's conversations were not queued");
+    if !overflowed.is_empty() {
+        // Answered all the same; their users' lists are read again by a targeted resync.
+        tracing::debug!("the queue is full: a callback's users are marked for a resync");
+        cb.pending.mark(overflowed);
         count(CallbackOutcome::Overflow);
     } else {
         count(CallbackOutcome::Queued);
@@ -192,6 +199,8 @@ fn ok() -> Response {
 pub struct Readiness {
     ready: AtomicBool,
     first_resync_done: AtomicBool,
+    /// What the last reload that was not adopted says (`--max-deletes`, invalid manifests).
+    manifests: std::sync::Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -205,14 +214,26 @@ impl Readiness {
         self.first_resync_done.store(true, Ordering::SeqCst);
     }
 
+    /// Says why the manifests last read are not the ones enforced (`None`: they are).
+    pub fn set_manifests_note(&self, note: Option<String>) {
+        *self.manifests.lock().unwrap_or_else(|p| p.into_inner()) = note;
+    }
+
     fn answer(&self) -> (StatusCode, String) {
         let resync = if self.first_resync_done.load(Ordering::SeqCst) {
             "first resync: done"
         } else {
             "first resync: running"
         };
+        let note = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|n| format!("; manifests: {n}"))
+            .unwrap_or_default();
         if self.ready.load(Ordering::SeqCst) {
-            (StatusCode::OK, format!("ready: active; {resync}\n"))
+            (StatusCode::OK, format!("ready: active; {resync}{note}\n"))
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned())
         }

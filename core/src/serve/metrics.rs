@@ -8,6 +8,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::client::{AttemptCode, AttemptObserver};
+
 /// Label pairs, in the order given.
 type Labels = Vec<(&'static str, String)>;
 
@@ -112,7 +114,7 @@ impl Metrics {
         let api_calls = Family::<Labels, Counter>::default();
         registry.register(
             "timctl_api_calls",
-            "Deletion calls' final answers, by endpoint and ErrorCode",
+            "Requests sent, retries included, by endpoint and the answer's ErrorCode",
             api_calls.clone(),
         );
         let last_resync = Gauge::<f64, AtomicU64>::default();
@@ -176,24 +178,34 @@ impl Metrics {
         self.queue_depth.set(depth as i64);
     }
 
-    /// Counts a deletion's outcome, and the call's final code under `timctl_api_calls_total`
-    /// (`None` for an answer without one: a transport failure, a fatal refusal).
-    pub fn deletion(&self, reason: &str, outcome: &str, code: Option<i64>) {
+    /// Counts a deletion's outcome (the calls it took are counted by [`Metrics::api_attempt`]).
+    pub fn deletion(&self, reason: &str, outcome: &str) {
         self.deletions
             .get_or_create(&vec![
                 ("reason", reason.to_owned()),
                 ("outcome", outcome.to_owned()),
             ])
             .inc();
+    }
+
+    /// Counts one request on the wire, retries included: `timctl_api_calls_total{endpoint,
+    /// code}`, `code` the answer's ErrorCode, `transient` for no usable answer (a dropped
+    /// connection, a timeout, HTTP 429 or 5xx) or `fatal` (HTTP 401/403, TLS).
+    pub fn api_attempt(&self, endpoint: &'static str, code: AttemptCode) {
+        let code = match code {
+            AttemptCode::Code(c) => c.to_string(),
+            AttemptCode::Transient => "transient".to_owned(),
+            AttemptCode::Fatal => "fatal".to_owned(),
+        };
         self.api_calls
-            .get_or_create(&vec![
-                ("endpoint", "v4/recentcontact/delete".to_owned()),
-                (
-                    "code",
-                    code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
-                ),
-            ])
+            .get_or_create(&vec![("endpoint", endpoint.to_owned()), ("code", code)])
             .inc();
+    }
+
+    /// An observer for the client that counts its attempts here.
+    pub fn attempt_observer(self: &std::sync::Arc<Self>) -> AttemptObserver {
+        let metrics = self.clone();
+        AttemptObserver::new(move |endpoint, code| metrics.api_attempt(endpoint, code))
     }
 
     /// Notes a resync that finished without failures, now.
@@ -241,7 +253,9 @@ mod tests {
             CallbackOutcome::Queued,
         );
         m.callback(command_label(Some("anything")), CallbackOutcome::Stale);
-        m.deletion("enforced", "deleted", Some(0));
+        m.deletion("enforced", "deleted");
+        m.api_attempt("v4/recentcontact/delete", AttemptCode::Code(0));
+        m.api_attempt("v4/recentcontact/delete", AttemptCode::Transient);
         m.enforcement_latency(0.2);
         let text = m.encode();
         for needle in [
@@ -249,6 +263,7 @@ mod tests {
             r#"timctl_callbacks_total{command="other",outcome="stale"} 1"#,
             r#"timctl_deletions_total{reason="enforced",outcome="deleted"} 1"#,
             r#"timctl_api_calls_total{endpoint="v4/recentcontact/delete",code="0"} 1"#,
+            r#"timctl_api_calls_total{endpoint="v4/recentcontact/delete",code="transient"} 1"#,
             r#"timctl_enforcement_latency_seconds_bucket{le="0.25"} 1"#,
             "timctl_queue_depth 0",
             "timctl_ready 0",

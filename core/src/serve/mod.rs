@@ -4,7 +4,11 @@
 //!   apply's [`Deleter`](crate::apply::Deleter) and the recording thread.
 //! - [`http`], the callback listener (`POST /callback`) and the ops listener (`/healthz`,
 //!   `/readyz`, `/metrics`) as axum routers.
+//! - [`listener`], the callback listener's connections: the cap, the client deadline, TLS.
 //! - [`metrics`], the contract's metrics, through prometheus-client.
+//! - [`reload`], the controller loop's pure parts: what a reload changes, `--max-deletes`,
+//!   the users waiting for a targeted resync.
+//! - [`resync`], `apply --refresh`'s work for some or all users, behind enforcement.
 //! - [`cidr`], `--callback-allow`.
 //!
 //! The binary (`reconciler/src/cmd/serve.rs`) reads flags, the token and the credentials,
@@ -13,7 +17,10 @@
 pub mod cidr;
 pub mod enforcer;
 pub mod http;
+pub mod listener;
 pub mod metrics;
+pub mod reload;
+pub mod resync;
 
 use crate::callback::Message;
 

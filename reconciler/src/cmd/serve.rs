@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use miette::{Context, IntoDiagnostic, miette};
-use timctl_core::api::{Endpoint, RecentContactDelete};
-use timctl_core::apply::Deletion;
+use timctl_core::api::{Endpoint, RecentContactDelete, RecentContactGetList};
 use timctl_core::callback::{CallbackToken, ForbiddenIndex};
 use timctl_core::client::{BaseUrl, Client, ClientConfig};
-use timctl_core::ledger::history::EventReason;
-use timctl_core::ledger::{Deleted, DetailedDeletion, Ledger, LedgerWriter, RunCommand, RunInfo};
-use timctl_core::plan::{self, Action, Filter};
+use timctl_core::ledger::{Ledger, LedgerWriter, RunCommand, RunInfo};
 use timctl_core::serve::cidr::Cidr;
-use timctl_core::serve::enforcer::{Enforcer, spawn_recorder};
+use timctl_core::serve::enforcer::{Enforcer, Recorder, spawn_recorder};
 use timctl_core::serve::http::{Callbacks, Readiness, callback_router, ops_router};
+use timctl_core::serve::listener::{self, Limits, TLS_POLL, Tls};
 use timctl_core::serve::metrics::Metrics;
+use timctl_core::serve::reload::{self, Adopted, Pending, Scope};
+use timctl_core::serve::resync;
 use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::{Global, parse_duration};
@@ -67,8 +67,13 @@ pub(crate) struct Args {
         default_value = "127.0.0.1:9464"
     )]
     pub(crate) ops_listen: SocketAddr,
-    /// Only these peers may post callbacks (CIDR, repeatable; default: any).
-    #[arg(long = "callback-allow", value_name = "CIDR")]
+    /// Only these peers may post callbacks (CIDR, repeatable or comma-separated; default: any).
+    #[arg(
+        long = "callback-allow",
+        value_name = "CIDR",
+        env = "TIMCTL_CALLBACK_ALLOW",
+        value_delimiter = ','
+    )]
     pub(crate) callback_allow: Vec<Cidr>,
     /// Run without a callback token: anyone who can reach --listen can make serve delete
     /// what the manifests name. For trying serve out only.
@@ -103,6 +108,52 @@ pub(crate) struct Args {
     /// Wait this long for another timctl's lock on the state (30s, 5m).
     #[arg(long, value_name = "DUR", env = "TIMCTL_LOCK_TIMEOUT", value_parser = parse_duration, default_value = "0s")]
     pub(crate) lock_timeout: Duration,
+    /// get_list calls per second for resyncs; default a little under the documented limit
+    /// (the quota is shared with the app's own backend: leave it room).
+    #[arg(long, value_name = "N", env = "TIMCTL_REFRESH_RATE")]
+    pub(crate) refresh_rate: Option<u32>,
+    /// Read every manifest user's list and delete what is there this often (±10% jitter), to
+    /// catch what no callback reported (imported messages, missed callbacks).
+    #[arg(long, value_name = "DUR", env = "TIMCTL_RESYNC", value_parser = parse_duration, default_value = "6h")]
+    pub(crate) resync: Duration,
+    /// Re-read the manifests this often (and on SIGHUP); a changed, valid set is adopted.
+    #[arg(long, value_name = "DUR", env = "TIMCTL_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub(crate) reload_interval: Duration,
+    /// Do not adopt manifests that would add more than N deletions to what the state records
+    /// (re-deleting recorded entries never counts); default: no limit.
+    #[arg(long, value_name = "N", env = "TIMCTL_MAX_DELETES")]
+    pub(crate) max_deletes: Option<u64>,
+    /// Delete the history's events older than this, as serve runs (e.g. 90d); default: keep all.
+    #[arg(long, value_name = "DUR", env = "TIMCTL_HISTORY_RETENTION", value_parser = parse_duration)]
+    pub(crate) history_retention: Option<Duration>,
+    /// Serve callbacks over HTTPS with this certificate chain (PEM); re-read when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TIMCTL_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM); re-read when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TIMCTL_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Callback connections served at once; more wait until one closes.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TIMCTL_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub(crate) max_connections: usize,
+    /// A callback client must send each request's headers (and its body) within this long,
+    /// and an idle connection is closed after it.
+    #[arg(long, value_name = "DUR", env = "TIMCTL_CLIENT_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub(crate) client_timeout: Duration,
 }
 
 /// The token from `TIMCTL_CALLBACK_TOKEN`, else the file `TIMCTL_CALLBACK_TOKEN_FILE` names.
@@ -144,8 +195,29 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         RecentContactDelete::CALLS_PER_SECOND,
         false,
     )?;
-    if args.queue_capacity == 0 {
-        return Err(miette!("--queue-capacity must be at least 1"));
+    let refresh_rate = crate::args::calls_per_second(
+        "--refresh-rate",
+        args.refresh_rate,
+        "get_list",
+        RecentContactGetList::CALLS_PER_SECOND,
+        false,
+    )?;
+    for (flag, value) in [
+        ("--queue-capacity", args.queue_capacity),
+        ("--max-connections", args.max_connections),
+    ] {
+        if value == 0 {
+            return Err(miette!("{flag} must be at least 1"));
+        }
+    }
+    for (flag, value) in [
+        ("--resync", args.resync),
+        ("--reload-interval", args.reload_interval),
+        ("--client-timeout", args.client_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(miette!("{flag} must be longer than 0s"));
+        }
     }
     let runtime = crate::args::runtime()?;
     let metrics = Arc::new(Metrics::new());
@@ -161,7 +233,8 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         let _ = axum::serve(listener, ops_router).await;
     });
 
-    // 2. The manifests, the token and the credentials: a refusal exits 1 before the state.
+    // 2. The manifests, the token, the credentials and the certificate: a refusal exits 1
+    // before the state.
     let desired = timctl_core::manifest::load(&args.manifests.manifests)?;
     let token = token()?;
     if token.is_none() && !args.insecure_no_callback_auth {
@@ -172,33 +245,50 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         ));
     }
     let credentials = crate::credentials::from_env()?;
-    let index = ForbiddenIndex::new(&desired).into_diagnostic()?;
-    metrics.set_entries(index.len());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key).into_diagnostic()?)),
+        _ => None,
+    };
 
     // 3. The state, under its writer lock for as long as serve runs.
     let store = global.state_store()?;
     let mut writer =
         store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout)?;
-    // The reconcile operation, as `apply --refresh` runs it: the app checked and the users
-    // chosen on the state serve holds, the snapshot its plans are made from.
-    let filter = Filter::default();
-    let wanted = timctl_core::listing::users_to_list(&desired, &writer, &filter)?;
-    let snapshot = writer.snapshot()?;
-    let first_resync = plan::from_snapshot(&desired, snapshot.as_ref(), &filter, None)?;
+    writer.check_app(desired.app.sdkappid)?;
+    let entries = writer.entries()?;
     let run = RunInfo::start(
         RunCommand::Serve,
         desired.digest.clone(),
         crate::origin::run_origin(),
     );
     writer.begin_run(&run)?;
+    // Manifests that would add more deletions than --max-deletes are not adopted: serve
+    // enforces what the state records of them until a reload brings acceptable ones.
+    let mut refused_digest = None;
+    let mut desired = desired;
+    if let Some(max) = args.max_deletes {
+        let new = reload::new_deletions(&desired, &entries);
+        if new as u64 > max {
+            tracing::error!(
+                new_deletions = new,
+                max_deletes = max,
+                "the manifests would add more deletions than --max-deletes; serve enforces only \
+                 the entries the state records until a reload brings acceptable manifests"
+            );
+            readiness.set_manifests_note(Some(format!(
+                "refused: {new} new deletions > --max-deletes {max}; enforcing the entries the \
+                 state records"
+            )));
+            metrics.reload("refused");
+            refused_digest = Some(desired.digest.clone());
+            desired = reload::recorded_only(desired, &entries);
+        }
+    }
+    let index = ForbiddenIndex::new(&desired).into_diagnostic()?;
+    metrics.set_entries(index.len());
     // Entries no manifest names any more are forgotten, as apply forgets them: serve enforces
     // exactly the manifests.
-    let forgets: Vec<_> = first_resync
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Forget)
-        .map(|c| c.key.clone())
-        .collect();
+    let forgets = reload::forgets(&desired, &entries);
     if !forgets.is_empty() {
         writer.forget(&forgets)?;
         tracing::info!(
@@ -206,6 +296,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             "forgot entries no manifest names"
         );
     }
+    drop(entries);
 
     let stop = Stop::new();
     let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
@@ -216,167 +307,122 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         credentials,
     );
     config.set_rate::<RecentContactDelete>(rate);
+    config.set_rate::<RecentContactGetList>(refresh_rate);
     config.max_retries = args.max_retries;
     config.stop = stop.clone();
+    config.attempts = Some(metrics.attempt_observer());
     let client = Arc::new(Client::new(config)?);
-    let enforcer_client = client.clone();
     let concurrency = ((rate / 4.0).ceil() as usize).max(1);
-    let (recorder_tx, recorder) = spawn_recorder(writer, run, stop.clone());
-    let resync_tx = recorder_tx.clone();
+    let (recorder, recorder_thread) = spawn_recorder(writer, run, stop.clone());
     let enforcer = runtime.block_on(async {
         Enforcer::new(
-            enforcer_client,
-            recorder_tx,
+            client.clone(),
+            recorder.clone(),
             args.settle,
             args.queue_capacity,
             metrics.clone(),
             stop.clone(),
         )
     });
+    let sdkappid = desired.app.sdkappid;
+    let adopted: reload::Current =
+        Arc::new(std::sync::RwLock::new(Arc::new(Adopted { desired, index })));
+    // Users waiting for a targeted resync: as many as the queue holds, past that a full one.
+    let pending = Arc::new(Pending::new(args.queue_capacity));
 
     // 4. The callback listener.
     let callbacks = Arc::new(Callbacks {
-        index,
+        adopted: adopted.clone(),
+        pending: pending.clone(),
         token,
-        sdkappid: desired.app.sdkappid,
+        sdkappid,
         allow: args.callback_allow.clone(),
         enforcer: enforcer.clone(),
         metrics: metrics.clone(),
     });
     let listener = bind(args.listen, "--listen")?;
-    let stop_accepting = Arc::new(tokio::sync::Notify::new());
+    let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
     let server = {
-        let router = callback_router(callbacks);
-        let stop_accepting = stop_accepting.clone();
+        let router = callback_router(callbacks, args.client_timeout);
+        let limits = Limits {
+            max_connections: args.max_connections,
+            client_timeout: args.client_timeout,
+        };
+        let tls = tls.clone();
         runtime.spawn(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop_accepting.notified().await })
-            .await;
+            listener::serve(listener, router, limits, tls, accepting).await;
         })
     };
 
     // 5. Ready; 6. the first resync, while callbacks are already enforced.
     readiness.set_ready(true);
     metrics.set_ready(true, true);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %args.listen,
         ops = %args.ops_listen,
-        entries = metrics_entries(&desired),
+        entries = metrics_entries(&reload::current(&adopted).desired),
         "serve is ready"
     );
     eprintln_lossy!(
-        "timctl serve: ready on {} (callbacks) and {} (ops); enforcing {} conversations.",
+        "timctl serve: ready on {scheme}://{} (callbacks) and {} (ops); enforcing {} conversations.",
         args.listen,
         args.ops_listen,
-        desired.entries.len()
+        reload::current(&adopted).desired.entries.len()
     );
     let shutdown = Arc::new(AtomicBool::new(false));
-    // A fatal answer to the resync's listing (the first calls serve makes) stops serve too.
+    let context = Arc::new(resync::Context {
+        client: client.clone(),
+        enforcer: enforcer.clone(),
+        recorder: recorder.clone(),
+        stop: stop.clone(),
+        shutdown: shutdown.clone(),
+        concurrency,
+    });
+    // A fatal answer to a resync's listing stops serve too.
     let listing_fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let resync = {
-        let listing_fatal = listing_fatal.clone();
-        let (enforcer, metrics, readiness, shutdown, client, stop) = (
-            enforcer.clone(),
-            metrics.clone(),
-            readiness.clone(),
-            shutdown.clone(),
-            client.clone(),
-            stop.clone(),
-        );
+    let resyncs = runtime.spawn(resync_loop(
+        Resyncing {
+            context: context.clone(),
+            adopted: adopted.clone(),
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            every: args.resync,
+            listing_fatal: listing_fatal.clone(),
+        },
+        stop_accepting.subscribe(),
+    ));
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    let reloads = runtime.spawn(reload_loop(Reloading {
+        manifests: args.manifests.manifests.clone(),
+        every: args.reload_interval,
+        max_deletes: args.max_deletes,
+        adopted: adopted.clone(),
+        recorder: recorder.clone(),
+        pending: pending.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        hangup: hangup.clone(),
+        refused: std::sync::Mutex::new(refused_digest),
+    }));
+    let certificates = tls.map(|tls| runtime.spawn(tls_loop(tls, hangup.clone())));
+    let pruning = args.history_retention.map(|keep| {
+        let (location, name) = (global.state_location(), global.state_name());
         runtime.spawn(async move {
-            let started = Instant::now();
-            // As `apply --refresh`: every manifest user's list is read, and what is on the
-            // server is deleted, whatever the state records (missed callbacks, imported
-            // messages, downtime). Should the listing fail, the plan without refresh still
-            // deletes what the state does not record.
-            let opts = timctl_core::listing::ListOptions::new(concurrency);
-            // The listing's future is not `Send` (its per-user closures borrow across awaits),
-            // so it runs on a blocking thread that drives it on this runtime.
-            let handle = tokio::runtime::Handle::current();
-            let (lister, list_stop) = (client.clone(), stop.clone());
-            let listed = tokio::task::spawn_blocking(move || {
-                handle.block_on(async {
-                    timctl_core::listing::list(&wanted, &*lister, &opts, &list_stop, &mut |_| {})
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            let plan = match listed {
-                // The filter names no user, so planning the snapshot planned above cannot fail.
-                Ok((seen, _)) => {
-                    plan::from_snapshot(&desired, snapshot.as_ref(), &filter, Some(&seen))
-                        .unwrap_or(first_resync)
-                }
-                Err(e) if stop.reason() == Some(StopReason::Fatal) => {
-                    if let Ok(mut slot) = listing_fatal.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "the first resync could not read the conversation lists; it deletes \
-                         what the state does not record"
-                    );
-                    first_resync
-                }
+            let (Ok(location), Ok(name)) = (location, name) else {
+                return;
             };
-            let deletions: Vec<(Deletion, EventReason)> = plan
-                .changes
-                .iter()
-                .filter(|c| c.action == Action::Delete)
-                .map(|c| {
-                    (
-                        Deletion {
-                            key: c.key.clone(),
-                            clear_roaming: c.clear_roaming,
-                        },
-                        EventReason::Plan(c.reason),
-                    )
-                })
-                .collect();
-            // What the lists showed absent is recorded so (no call), as apply --refresh does.
-            for c in plan.changes.iter().filter(|c| c.action == Action::Record) {
-                let _ = resync_tx.send(DetailedDeletion {
-                    deleted: Deleted {
-                        key: c.key.clone(),
-                        clear_roaming: c.clear_roaming,
-                        deleted_at: jiff::Timestamp::now(),
-                    },
-                    reason: EventReason::Plan(c.reason),
-                    trigger: None,
-                    latency_ms: None,
-                });
-            }
-            let n = deletions.len();
-            let unfinished = enforcer
-                .resync(deletions, resync_tx, concurrency, &shutdown)
-                .await;
-            if unfinished == 0 {
-                metrics.resync_succeeded();
-                readiness.set_first_resync_done();
-                tracing::info!(
-                    deletions = n,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "the first resync is done"
-                );
-            } else {
-                tracing::warn!(unfinished, "the first resync left deletions unfinished");
-            }
+            prune_loop(location, name, sdkappid, keep).await;
         })
-    };
+    });
+    drop(recorder);
 
     // Until a signal, or a stop (a fatal answer, a state write failing).
-    let signal = runtime.block_on(wait_for_signal_or(&stop));
+    let signal = runtime.block_on(wait_for_signal_or(&stop, &hangup));
     if let Some(reason) = signal {
         watch_second_signal(&runtime, reason);
         eprintln_lossy!(
@@ -388,26 +434,33 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     readiness.set_ready(false);
     metrics.set_ready(false, true);
     shutdown.store(true, Ordering::SeqCst);
-    stop_accepting.notify_one();
+    let _ = stop_accepting.send(true);
+    // The controller's tasks hold the recording thread's senders: they stop first.
+    reloads.abort();
+    for task in certificates.into_iter().chain(pruning) {
+        task.abort();
+    }
     runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
+        let _ = reloads.await;
         let idle = enforcer.wait_idle(args.shutdown_timeout).await;
         if !idle {
             tracing::warn!("deletions still in flight at the shutdown timeout were abandoned");
             stop.stop(StopReason::Terminated);
         }
-        // The resync holds a sender of the recording thread: a resync still running at the
-        // timeout is dropped, so that the thread can write its last batch and end.
-        let mut resync = resync;
-        if tokio::time::timeout_at(deadline, &mut resync)
+        // A resync still running at the timeout is dropped, so that the recording thread can
+        // write its last batch and end.
+        let mut resyncs = resyncs;
+        if tokio::time::timeout_at(deadline, &mut resyncs)
             .await
             .is_err()
         {
-            resync.abort();
-            let _ = resync.await;
+            resyncs.abort();
+            let _ = resyncs.await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     });
+    drop(context);
     let fatal_message = match stop.reason() {
         Some(StopReason::Fatal) => Some(
             enforcer
@@ -421,7 +474,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     drop(enforcer);
     // The recording thread writes its last batch and ends the run; dropping the writer
     // releases the lock.
-    let (writer, recorded) = recorder.join();
+    let (writer, recorded) = recorder_thread.join();
     drop(writer);
     runtime.shutdown_timeout(Duration::from_secs(1));
     if let Err(e) = recorded {
@@ -436,17 +489,334 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     }
 }
 
+/// What the resync loop needs.
+struct Resyncing {
+    context: Arc<resync::Context>,
+    adopted: reload::Current,
+    pending: Arc<Pending>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    /// `--resync`.
+    every: Duration,
+    /// Where a fatal answer to the listing is left for the exit message.
+    listing_fatal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// The first resync at once, then one every `every` (±10%), and a targeted (or, past its
+/// bound, full) one whenever users are marked: by a reload that changed their entries, or by
+/// callbacks the full queue could not take.
+async fn resync_loop(r: Resyncing, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let Resyncing {
+        context,
+        adopted,
+        pending,
+        metrics,
+        readiness,
+        every,
+        listing_fatal,
+    } = r;
+    let mut scope = Scope::Full;
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let generation = reload::current(&adopted);
+        match resync::resync(&context, &generation, &scope).await {
+            Err(resync::Fatal(message)) => {
+                if let Ok(mut slot) = listing_fatal.lock() {
+                    slot.get_or_insert(message);
+                }
+                return;
+            }
+            Ok(done) => {
+                let full = scope == Scope::Full;
+                if done.unfinished == 0 {
+                    if full {
+                        metrics.resync_succeeded();
+                    }
+                    if first {
+                        readiness.set_first_resync_done();
+                    }
+                    tracing::info!(
+                        full,
+                        users = done.users,
+                        deletions = done.deletions,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "{}",
+                        if first {
+                            "the first resync is done"
+                        } else {
+                            "a resync is done"
+                        }
+                    );
+                    first = false;
+                } else {
+                    tracing::warn!(
+                        full,
+                        unfinished = done.unfinished,
+                        "a resync left deletions unfinished"
+                    );
+                }
+            }
+        }
+        if context.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        // A first resync that failed is tried again soon rather than in six hours.
+        let wait = if first {
+            Duration::from_secs(30).min(every)
+        } else {
+            resync::jittered(every)
+        };
+        let timer = tokio::time::sleep(wait);
+        tokio::pin!(timer);
+        scope = loop {
+            tokio::select! {
+                () = &mut timer => break Scope::Full,
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => return,
+                () = pending.marked() => if let Some(marked) = pending.take() {
+                    break marked;
+                },
+            }
+        };
+        if first {
+            scope = Scope::Full;
+        }
+    }
+}
+
+/// What the reload loop needs.
+struct Reloading {
+    manifests: Vec<PathBuf>,
+    every: Duration,
+    max_deletes: Option<u64>,
+    adopted: reload::Current,
+    recorder: Recorder,
+    pending: Arc<Pending>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    hangup: Arc<tokio::sync::Notify>,
+    /// The digest of the manifests last refused for --max-deletes: the same content is not
+    /// refused (and counted) again at every interval.
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+/// Every `every` and on SIGHUP: re-reads the manifests' content and adopts a changed, valid
+/// set within `--max-deletes`.
+async fn reload_loop(r: Reloading) {
+    let mut ticks = tokio::time::interval(r.every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = r.hangup.notified() => {
+                tracing::info!("SIGHUP: reading the manifests again");
+            }
+        }
+        let outcome = reload_once(&r).await;
+        r.metrics.reload(outcome);
+    }
+}
+
+async fn reload_once(r: &Reloading) -> &'static str {
+    let old = reload::current(&r.adopted);
+    // Reading a million-entry manifest takes a while: not on the runtime's threads.
+    let paths = r.manifests.clone();
+    let loaded = tokio::task::spawn_blocking(move || timctl_core::manifest::load(&paths)).await;
+    let desired = match loaded {
+        Ok(Ok(d)) => d,
+        Ok(Err(report)) => {
+            tracing::error!(
+                problems = %format!("{report:?}"),
+                "the manifests are invalid; the ones in force stay"
+            );
+            r.readiness.set_manifests_note(Some(
+                "the last reload was invalid; the previous manifests are enforced".into(),
+            ));
+            return "invalid";
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the manifests failed; the ones in force stay");
+            return "invalid";
+        }
+    };
+    let refused_before = r.refused.lock().ok().and_then(|d| d.clone());
+    if desired.digest == old.desired.digest {
+        // Back to the manifests in force (after an invalid or refused edit, say).
+        r.readiness.set_manifests_note(None);
+        return "unchanged";
+    }
+    if refused_before.as_ref() == Some(&desired.digest) {
+        return "unchanged";
+    }
+    if desired.app != old.desired.app {
+        tracing::error!(
+            "the manifests now name another app (sdkappid, region or admin); restart serve to \
+             change apps. The manifests in force stay"
+        );
+        r.readiness.set_manifests_note(Some(
+            "the last reload names another app; the previous manifests are enforced".into(),
+        ));
+        return "invalid";
+    }
+    let index = match ForbiddenIndex::new(&desired) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "the manifests cannot be indexed; the ones in force stay");
+            return "invalid";
+        }
+    };
+    let entries = match r.recorder.entries().await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "a reload could not read the state; tried again later");
+            return "invalid";
+        }
+    };
+    let new = reload::new_deletions(&desired, &entries);
+    if let Some(max) = r.max_deletes
+        && new as u64 > max
+    {
+        tracing::error!(
+            new_deletions = new,
+            max_deletes = max,
+            digest = %desired.digest,
+            "the new manifests would add more deletions than --max-deletes; they are not \
+             adopted and the previous ones stay enforced"
+        );
+        r.readiness.set_manifests_note(Some(format!(
+            "refused: {new} new deletions > --max-deletes {max}; the previous manifests are \
+             enforced"
+        )));
+        if let Ok(mut refused) = r.refused.lock() {
+            *refused = Some(desired.digest.clone());
+        }
+        return "refused";
+    }
+    let forgets = reload::forgets(&desired, &entries);
+    drop(entries);
+    let changed = reload::changed_users(&old.desired.entries, &desired.entries);
+    let run = RunInfo::start(
+        RunCommand::Serve,
+        desired.digest.clone(),
+        crate::origin::run_origin(),
+    );
+    tracing::info!(
+        run = %run.run_id,
+        entries = desired.entries.len(),
+        changed_users = changed.len(),
+        forgotten = forgets.len(),
+        "adopted new manifests"
+    );
+    r.metrics.set_entries(index.len());
+    r.recorder.new_run(run, forgets);
+    *r.adopted.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Adopted { desired, index });
+    r.readiness.set_manifests_note(None);
+    if let Ok(mut refused) = r.refused.lock() {
+        *refused = None;
+    }
+    r.pending.mark(changed);
+    "adopted"
+}
+
+/// Every [`TLS_POLL`] and on SIGHUP: the certificate and key files are read again, and a
+/// changed pair serves new connections (open ones keep theirs).
+async fn tls_loop(tls: Arc<Tls>, hangup: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TLS_POLL) => {}
+            () = hangup.notified() => {}
+        }
+        let reloaded = {
+            let tls = tls.clone();
+            tokio::task::spawn_blocking(move || tls.reload()).await
+        };
+        match reloaded {
+            Ok(Ok(true)) => tracing::info!("the TLS certificate changed; new connections use it"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the TLS files cannot be used; the pair in use stays");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// How often `--history-retention` prunes, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// At start and then every `keep / 10` (at most hourly): deletes the history's events older
+/// than `keep`, as `state prune-history` does (beside serve's lock, a run of its own).
+async fn prune_loop(
+    location: timctl_core::ledger::StateLocation,
+    name: timctl_core::ledger::StateName,
+    sdkappid: u64,
+    keep: Duration,
+) {
+    let every = (keep / 10).clamp(Duration::from_secs(1), PRUNE_EVERY);
+    loop {
+        let (location, name) = (location.clone(), name.clone());
+        let pruned = tokio::task::spawn_blocking(move || {
+            let before = jiff::Timestamp::now()
+                .checked_sub(
+                    jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX),
+                )
+                .unwrap_or(jiff::Timestamp::MIN);
+            let mut run = RunInfo::start(
+                RunCommand::StatePruneHistory,
+                "",
+                crate::origin::run_origin(),
+            );
+            // A dry count first: nothing to prune writes no run.
+            match timctl_core::ledger::prune_history(
+                &location,
+                &name,
+                Some(sdkappid),
+                before,
+                true,
+                &mut run,
+            ) {
+                Ok(Some(n)) if n > 0 => timctl_core::ledger::prune_history(
+                    &location,
+                    &name,
+                    Some(sdkappid),
+                    before,
+                    false,
+                    &mut run,
+                ),
+                other => other,
+            }
+        })
+        .await;
+        match pruned {
+            Ok(Ok(Some(n))) if n > 0 => tracing::info!(pruned = n, "pruned the history"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "pruning the history failed; tried again later")
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn metrics_entries(desired: &timctl_core::desired::DesiredState) -> usize {
     desired.entries.len()
 }
 
-/// Waits for SIGTERM or SIGINT (`Some`) or for `stop` (`None`: a fatal answer).
-async fn wait_for_signal_or(stop: &Stop) -> Option<StopReason> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.ok().map(|()| StopReason::Interrupted),
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => Some(StopReason::Terminated),
-        () = stop.stopped() => None,
+/// Waits for SIGTERM or SIGINT (`Some`) or for `stop` (`None`: a fatal answer); a SIGHUP
+/// meanwhile wakes `hangup`'s waiters (the manifests and the certificate are read again).
+async fn wait_for_signal_or(stop: &Stop, hangup: &tokio::sync::Notify) -> Option<StopReason> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.ok().map(|()| StopReason::Interrupted),
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return Some(StopReason::Terminated),
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => hangup.notify_waiters(),
+            () = stop.stopped() => return None,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ fn cause() -> Cause {
 #[tokio::test(start_paused = true)]
 async fn a_chatty_conversation_costs_one_call_per_settle_window_and_ends_deleted() {
     let calls = Arc::new(Counting::default());
-    let (tx, rx) = mpsc::channel();
+    let (tx, recorded) = Recorder::for_test();
     let enforcer = Enforcer::new(
         calls.clone(),
         tx,
@@ -55,7 +55,7 @@ async fn a_chatty_conversation_costs_one_call_per_settle_window_and_ends_deleted
         assert!(pair[1].1 - pair[0].1 >= Duration::from_millis(500));
     }
     // Every confirmed deletion goes to the recorder, with its trigger and latency.
-    let recorded: Vec<DetailedDeletion> = rx.try_iter().collect();
+    let recorded: Vec<DetailedDeletion> = recorded();
     assert_eq!(recorded.len(), 3);
     assert!(
         recorded
@@ -68,7 +68,7 @@ async fn a_chatty_conversation_costs_one_call_per_settle_window_and_ends_deleted
 #[tokio::test(start_paused = true)]
 async fn past_its_capacity_the_queue_overflows_instead_of_growing() {
     let calls = Arc::new(Counting::default());
-    let (tx, _rx) = mpsc::channel();
+    let (tx, _recorded) = Recorder::for_test();
     let enforcer = Enforcer::new(
         calls,
         tx,
