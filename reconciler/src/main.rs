@@ -17,7 +17,6 @@ mod progress;
 mod redact;
 mod signals;
 
-use crate::output::eprintln_lossy;
 use args::Command;
 
 fn main() -> ExitCode {
@@ -60,7 +59,11 @@ fn main() -> ExitCode {
                     output::print_problems(errors, "load")
                 }
                 // Whatever the error quotes, it is printed without the run's secrets.
-                _ => eprintln_lossy!("{}", redact::text(&format!("{report:?}"))),
+                _ => output::status_line(
+                    json_logs,
+                    "ERROR",
+                    redact::text(&format!("{report:?}")).trim_end(),
+                ),
             }
             ExitCode::from(1)
         }

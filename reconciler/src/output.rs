@@ -19,6 +19,22 @@ macro_rules! eprintln_lossy {
 }
 pub(crate) use eprintln_lossy;
 
+/// One line for a person on stderr, or, under serve's `--log-format json`, the same text as one
+/// JSON object in the shape of the log's other lines (`timestamp`, `level`, `fields.message`),
+/// so that a log collector parsing one object per line never meets plain text.
+pub(crate) fn status_line(json: bool, level: &str, text: &str) {
+    if json {
+        let line = serde_json::json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "level": level,
+            "fields": { "message": text },
+        });
+        eprintln_lossy!("{line}");
+    } else {
+        eprintln_lossy!("{text}");
+    }
+}
+
 /// `eprint!` without its panic: text to a closed stderr is lost, and nothing else.
 macro_rules! eprint_lossy {
     ($($arg:tt)*) => {{

@@ -453,13 +453,25 @@ fn callbacks_that_fail_the_checks_get_their_status_cause_no_call_and_are_counted
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("keep clocks in sync"), "{stderr}");
-    // --log-format json: every log line is a JSON object (the lines serve prints for people,
-    // "ready" and "stopped", are not log lines).
-    let log_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    // --log-format json: every line on stderr is one JSON object, the status lines ("ready",
+    // "Stopping", "stopped") included, so a log collector never meets plain text.
+    let log_lines: Vec<&str> = stderr.lines().collect();
     assert!(log_lines.len() > 10, "{stderr}");
-    for line in log_lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for line in &log_lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
         assert!(v["level"].is_string(), "{line}");
+    }
+    for status in ["timctl serve: ready on", "timctl serve: stopped."] {
+        assert!(
+            log_lines.iter().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(status))
+            }),
+            "{status:?} in\n{stderr}"
+        );
     }
     let skew = stderr
         .lines()

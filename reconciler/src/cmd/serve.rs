@@ -23,7 +23,7 @@ use timctl_core::serve::resync;
 use timctl_core::stop::{Stop, StopReason};
 
 use crate::args::{Global, parse_duration};
-use crate::output::eprintln_lossy;
+use crate::output::status_line;
 
 /// The variable holding the callback token.
 pub(crate) const TOKEN_VARIABLE: &str = "TIMCTL_CALLBACK_TOKEN";
@@ -188,6 +188,8 @@ fn bind(addr: SocketAddr, what: &str) -> miette::Result<std::net::TcpListener> {
 }
 
 pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
+    // Under `--log-format json` every stderr line is one JSON object, the status lines too.
+    let json = args.log_format == LogFormat::Json;
     let rate = crate::args::calls_per_second(
         "--rate",
         args.rate,
@@ -367,11 +369,16 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         entries = metrics_entries(&reload::current(&adopted).desired),
         "serve is ready"
     );
-    eprintln_lossy!(
-        "timctl serve: ready on {scheme}://{} (callbacks) and {} (ops); enforcing {} conversations.",
-        args.listen,
-        args.ops_listen,
-        reload::current(&adopted).desired.entries.len()
+    status_line(
+        json,
+        "INFO",
+        &format!(
+            "timctl serve: ready on {scheme}://{} (callbacks) and {} (ops); enforcing {} \
+             conversations.",
+            args.listen,
+            args.ops_listen,
+            reload::current(&adopted).desired.entries.len()
+        ),
     );
     let shutdown = Arc::new(AtomicBool::new(false));
     let context = Arc::new(resync::Context {
@@ -424,11 +431,15 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     // Until a signal, or a stop (a fatal answer, a state write failing).
     let signal = runtime.block_on(wait_for_signal_or(&stop, &hangup));
     if let Some(reason) = signal {
-        watch_second_signal(&runtime, reason);
-        eprintln_lossy!(
-            "Stopping: no new callbacks; deletions in flight finish and are recorded (at most \
-             {} s). Send the signal again to exit at once.",
-            args.shutdown_timeout.as_secs()
+        watch_second_signal(&runtime, reason, json);
+        status_line(
+            json,
+            "INFO",
+            &format!(
+                "Stopping: no new callbacks; deletions in flight finish and are recorded (at \
+                 most {} s). Send the signal again to exit at once.",
+                args.shutdown_timeout.as_secs()
+            ),
         );
     }
     readiness.set_ready(false);
@@ -483,7 +494,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
     match fatal_message {
         Some(message) => Err(miette!("serve stopped: {message}")),
         None => {
-            eprintln_lossy!("timctl serve: stopped.");
+            status_line(json, "INFO", "timctl serve: stopped.");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -823,7 +834,7 @@ async fn wait_for_signal_or(stop: &Stop, hangup: &tokio::sync::Notify) -> Option
 /// After the first signal, a second one exits at once (128 + its number); confirmed
 /// deletions already sent to the recording thread may then be lost only if it has not written
 /// them yet, and the next resync deletes those conversations again.
-fn watch_second_signal(runtime: &tokio::runtime::Runtime, first: StopReason) {
+fn watch_second_signal(runtime: &tokio::runtime::Runtime, first: StopReason, json: bool) {
     runtime.spawn(async move {
         let _ = first;
         let mut term =
@@ -832,7 +843,7 @@ fn watch_second_signal(runtime: &tokio::runtime::Runtime, first: StopReason) {
             _ = tokio::signal::ctrl_c() => 130,
             Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => 143,
         };
-        eprintln_lossy!("A second signal: exiting now.");
+        status_line(json, "WARN", "A second signal: exiting now.");
         std::process::exit(code);
     });
 }
