@@ -347,9 +347,11 @@ fn the_kubernetes_objects_fit_together() {
     let pod = &spec["template"]["spec"];
     let labels = &spec["template"]["metadata"]["labels"];
     assert_eq!(&spec["selector"]["matchLabels"], labels);
-    assert!(spec["replicas"].as_u64().unwrap() >= 2);
-    // A rolling update never leaves fewer ready replicas than wanted.
-    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    // One replica, stopped before its successor starts: today's serve refuses to start while
+    // another holds the state's lock, so a rolling update's new pod would never be ready.
+    // FIXME(replicas): two replicas with maxUnavailable 0 once standbys exist.
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["strategy"]["type"], "Recreate");
     let containers = pod["containers"].as_array().unwrap();
     let timctl = containers.iter().find(|c| c["name"] == "timctl").unwrap();
     let args: Vec<&str> = timctl["args"]
@@ -414,7 +416,9 @@ fn the_kubernetes_objects_fit_together() {
     }
     let pdb = read_yaml("examples/serve/kubernetes/poddisruptionbudget.yaml");
     assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // One replica: a PDB must let a drain move it, or no node could ever be drained.
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"]["minAvailable"].is_null());
     let ingress = read_yaml("examples/serve/kubernetes/ingress.yaml");
     let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
     assert_eq!(path["path"], "/callback");
