@@ -26,14 +26,28 @@ pub(crate) fn build<E: Endpoint>(
     credentials: Credentials,
     calls: Calls<'_>,
 ) -> miette::Result<Client> {
-    let mut config = ClientConfig::new(
-        calls.base_url,
-        app.sdkappid,
-        app.admin.as_str(),
+    let mut config = config(
+        app,
         credentials,
+        calls.base_url,
+        calls.max_retries,
+        calls.stop,
     );
     config.set_rate::<E>(calls.rate);
-    config.max_retries = calls.max_retries;
-    config.stop = calls.stop.clone();
     Ok(Client::new(config)?)
+}
+
+/// What every client of `app` shares, for a caller that sets more (serve calls both endpoints,
+/// each at its own rate, and counts every attempt).
+pub(crate) fn config(
+    app: &App,
+    credentials: Credentials,
+    base_url: BaseUrl,
+    max_retries: u32,
+    stop: &Stop,
+) -> ClientConfig {
+    let mut config = ClientConfig::new(base_url, app.sdkappid, app.admin.as_str(), credentials);
+    config.max_retries = max_retries;
+    config.stop = stop.clone();
+    config
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete, RecentContactGetList};
 use timctl_core::callback::{CallbackToken, ForbiddenIndex};
-use timctl_core::client::{BaseUrl, Client, ClientConfig};
+use timctl_core::client::{BaseUrl, Client};
 use timctl_core::ledger::{Ledger, LedgerWriter, RunCommand, RunInfo};
 use timctl_core::serve::cidr::Cidr;
 use timctl_core::serve::enforcer::{Enforcer, Recorder, spawn_recorder};
@@ -302,16 +302,10 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
 
     let stop = Stop::new();
     let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
-    let mut config = ClientConfig::new(
-        base_url,
-        desired.app.sdkappid,
-        desired.app.admin.as_str(),
-        credentials,
-    );
+    let mut config =
+        crate::client::config(&desired.app, credentials, base_url, args.max_retries, &stop);
     config.set_rate::<RecentContactDelete>(rate);
     config.set_rate::<RecentContactGetList>(refresh_rate);
-    config.max_retries = args.max_retries;
-    config.stop = stop.clone();
     config.attempts = Some(metrics.attempt_observer());
     let client = Arc::new(Client::new(config)?);
     let concurrency = ((rate / 4.0).ceil() as usize).max(1);
