@@ -1218,6 +1218,16 @@ fn manifest_edits_are_adopted_without_a_restart_refreshing_only_the_users_they_c
     let (code, stderr) = serve.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("max-deletes"), "{stderr}");
+    // The invalid edit's log line names each problem as file:line:column, for a person.
+    let invalid = stderr
+        .lines()
+        .find(|l| l.contains("the manifests are invalid"))
+        .unwrap_or_else(|| panic!("no invalid reload logged:\n{stderr}"));
+    assert!(
+        invalid.contains(&format!("{}:2:", env.manifest.display())),
+        "{invalid}"
+    );
+    assert!(!invalid.contains("Problem {"), "{invalid}");
 }
 
 #[test]

@@ -199,9 +199,6 @@ fn a_callback_deletes_and_the_alerts_metrics_are_exported(
             readme.contains(&format!("`{documented}")),
             "{what}: the alerts use {name}, which README does not document"
         );
-        if name == "timctl_manifest_reloads_total" {
-            continue;
-        }
         assert!(
             metrics.contains(&format!("# TYPE {family} ")),
             "{what}: the alerts use {name}, which serve does not export:\n{metrics}"

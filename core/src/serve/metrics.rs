@@ -124,6 +124,11 @@ impl Metrics {
             last_resync.clone(),
         );
         let reloads = Family::<Labels, Counter>::default();
+        // Every outcome from the start, at 0: an alert on `increase(…{outcome="invalid"}[…])`
+        // needs the series before the first reload, and "no series" reads as "no data".
+        for outcome in ["adopted", "unchanged", "invalid", "refused"] {
+            let _zero = reloads.get_or_create(&vec![("outcome", outcome.to_owned())]);
+        }
         registry.register(
             "timctl_manifest_reloads",
             "Manifest reloads, by outcome",

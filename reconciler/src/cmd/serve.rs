@@ -631,8 +631,15 @@ async fn reload_once(r: &Reloading) -> &'static str {
     let desired = match loaded {
         Ok(Ok(d)) => d,
         Ok(Err(report)) => {
+            // One `file:line:column: message` a problem, without the run's secrets: a log line
+            // is read by people and collectors, and a manifest may quote anything.
+            let problems: Vec<String> = crate::redact::problems(&report)
+                .problems()
+                .iter()
+                .map(|p| crate::redact::text(&format!("{}: {}", p.place(), p.message)))
+                .collect();
             tracing::error!(
-                problems = %format!("{report:?}"),
+                problems = %problems.join("; "),
                 "the manifests are invalid; the ones in force stay"
             );
             r.readiness.set_manifests_note(Some(
