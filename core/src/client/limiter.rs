@@ -96,21 +96,34 @@ impl RateLimiter {
     pub(crate) fn reserve(&self) -> Instant {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let at = self.next_free(&st, now);
+        self.schedule(&mut st, at, now);
+        at
+    }
+
+    /// The earliest start both the spacing and the one-second window allow, at `now`.
+    fn next_free(&self, st: &State, now: Instant) -> Instant {
+        let at = st.next.map_or(now, |n| n.max(now));
+        match st.recent.front() {
+            Some(&oldest) if st.recent.len() >= self.window_limit => at.max(oldest + WINDOW),
+            _ => at,
+        }
+    }
+
+    /// Counts a start at `at` in the window and spaces the next one after it (twice the
+    /// interval while slowed down after a frequency-limit answer).
+    fn schedule(&self, st: &mut State, at: Instant, now: Instant) {
         let slow = st.slow_until.is_some_and(|t| t > now);
         let interval = if slow {
             self.interval * 2
         } else {
             self.interval
         };
-        let mut at = st.next.map_or(now, |n| n.max(now));
-        if st.recent.len() >= self.window_limit
-            && let Some(oldest) = st.recent.pop_front()
-        {
-            at = at.max(oldest + WINDOW);
+        if st.recent.len() >= self.window_limit {
+            st.recent.pop_front();
         }
         st.recent.push_back(at);
         st.next = Some(at + interval);
-        at
     }
 
     /// Takes the next start if it is free now (background lane): `Ok(now)`, counted as
@@ -118,26 +131,11 @@ impl RateLimiter {
     fn take_if_free(&self) -> Result<Instant, Instant> {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let slow = st.slow_until.is_some_and(|t| t > now);
-        let interval = if slow {
-            self.interval * 2
-        } else {
-            self.interval
-        };
-        let mut free_at = st.next.map_or(now, |n| n.max(now));
-        if st.recent.len() >= self.window_limit
-            && let Some(&oldest) = st.recent.front()
-        {
-            free_at = free_at.max(oldest + WINDOW);
-        }
+        let free_at = self.next_free(&st, now);
         if free_at > now {
             return Err(free_at);
         }
-        if st.recent.len() >= self.window_limit {
-            st.recent.pop_front();
-        }
-        st.recent.push_back(now);
-        st.next = Some(now + interval);
+        self.schedule(&mut st, now, now);
         Ok(now)
     }
 
