@@ -76,15 +76,17 @@ impl Output {
         }
     }
 
+    /// `--json`: the event as one line, with the time and the run's ID.
+    fn json_line(&self, event: &impl serde::Serialize) {
+        if let Ok(line) = timctl_core::apply::event_line(self.run, jiff::Timestamp::now(), event) {
+            self.send(Msg::Out(line));
+        }
+    }
+
     /// Hands `event` over; never blocks on the terminal.
     pub(crate) fn event(&mut self, event: &Event) {
         if self.json {
-            if let Ok(line) =
-                timctl_core::apply::event_line(self.run, jiff::Timestamp::now(), event)
-            {
-                self.send(Msg::Out(line));
-            }
-            return;
+            return self.json_line(event);
         }
         match event {
             Event::Deleted { .. } => self.send(Msg::Done),
@@ -125,12 +127,7 @@ impl Output {
     /// and shows the calls per second, or a line every few seconds says how far it got.
     pub(crate) fn listing_event(&mut self, event: &ListingEvent) {
         if self.json {
-            if let Ok(line) =
-                timctl_core::apply::event_line(self.run, jiff::Timestamp::now(), event)
-            {
-                self.send(Msg::Out(line));
-            }
-            return;
+            return self.json_line(event);
         }
         match event {
             ListingEvent::Listed { .. } => self.send(Msg::Done),
