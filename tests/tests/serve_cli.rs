@@ -20,6 +20,28 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// `timctl serve -f MANIFEST --listen LISTEN --ops-listen OPS EXTRA…`; no token set.
+fn serve_command(
+    env: &Env,
+    manifest: &std::path::Path,
+    listen: &str,
+    ops: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let manifest = manifest.to_str().unwrap();
+    let mut args = vec![
+        "serve",
+        "-f",
+        manifest,
+        "--listen",
+        listen,
+        "--ops-listen",
+        ops,
+    ];
+    args.extend_from_slice(extra);
+    env.timctl(&args)
+}
+
 /// A running `timctl serve` and the runtime the test talks to it with.
 struct Serve {
     child: Option<Child>,
@@ -41,18 +63,7 @@ impl Serve {
         vars: &[(&str, &str)],
     ) -> Serve {
         let (listen, ops) = (free_addr(), free_addr());
-        let manifest = manifest.to_str().unwrap().to_owned();
-        let mut args = vec![
-            "serve",
-            "-f",
-            &manifest,
-            "--listen",
-            &listen,
-            "--ops-listen",
-            &ops,
-        ];
-        args.extend_from_slice(extra);
-        let mut cmd = env.timctl(&args);
+        let mut cmd = serve_command(env, manifest, &listen, &ops, extra);
         cmd.env("TIMCTL_CALLBACK_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -115,21 +126,7 @@ impl Serve {
 
     /// Sends SIGTERM and waits: the exit code and everything printed.
     fn terminate(mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&child),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (status.code(), stderr)
+        timctl_tests::run::terminate(self.child.take().unwrap())
     }
 }
 
@@ -556,20 +553,11 @@ fn a_peer_outside_callback_allow_is_refused_and_counted() {
 fn serve_refuses_to_start_without_a_token_and_a_fatal_answer_stops_it_with_one_message() {
     let fake = Fake::start(|_| {});
     let env = Env::new(&fake, THREE);
-    let manifest = env.manifest.to_str().unwrap();
     let (listen, ops) = (free_addr(), free_addr());
     let out = apply_common::Out::from(
-        env.timctl(&[
-            "serve",
-            "-f",
-            manifest,
-            "--listen",
-            &listen,
-            "--ops-listen",
-            &ops,
-        ])
-        .output()
-        .unwrap(),
+        serve_command(&env, &env.manifest, &listen, &ops, &[])
+            .output()
+            .unwrap(),
     );
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(
@@ -794,23 +782,14 @@ fn a_second_serve_on_the_same_state_is_refused_and_readyz_says_starting_until_it
     let fake = Fake::start(|_| {});
     let env = Env::new(&fake, THREE);
     let first = Serve::start(&env, &[], &[]);
-    let manifest = env.manifest.to_str().unwrap();
 
     // Refused at once, naming the running serve.
     let (listen, ops) = (free_addr(), free_addr());
     let refused = apply_common::Out::from(
-        env.timctl(&[
-            "serve",
-            "-f",
-            manifest,
-            "--listen",
-            &listen,
-            "--ops-listen",
-            &ops,
-        ])
-        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
-        .output()
-        .unwrap(),
+        serve_command(&env, &env.manifest, &listen, &ops, &[])
+            .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+            .output()
+            .unwrap(),
     );
     assert_eq!(refused.code, Some(1), "{}", refused.all());
     assert!(refused.stderr.contains("locked by"), "{}", refused.all());
@@ -818,23 +797,18 @@ fn a_second_serve_on_the_same_state_is_refused_and_readyz_says_starting_until_it
 
     // Waiting for the lock: the ops listener is up, /healthz 200, /readyz 503 `starting`.
     let (listen, ops) = (free_addr(), free_addr());
-    let mut waiting = env
-        .timctl(&[
-            "serve",
-            "-f",
-            manifest,
-            "--listen",
-            &listen,
-            "--ops-listen",
-            &ops,
-            "--lock-timeout",
-            "60s",
-        ])
-        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiting = serve_command(
+        &env,
+        &env.manifest,
+        &listen,
+        &ops,
+        &["--lock-timeout", "60s"],
+    )
+    .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let ask = |path: &str| first.rt.block_on(callbacks::get(&ops, path)).ok();
     wait_for("the second serve's ops listener", || {
         ask("/healthz").is_some_and(|a| a.status == 200)
@@ -925,21 +899,12 @@ fn invalid_manifests_stop_serve_before_the_state_with_exit_1_naming_where() {
         &fake,
         "  alice:\n    - user: bob\n      clear_roaming: maybe\n",
     );
-    let manifest = env.manifest.to_str().unwrap();
     let (listen, ops) = (free_addr(), free_addr());
     let out = apply_common::Out::from(
-        env.timctl(&[
-            "serve",
-            "-f",
-            manifest,
-            "--listen",
-            &listen,
-            "--ops-listen",
-            &ops,
-        ])
-        .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
-        .output()
-        .unwrap(),
+        serve_command(&env, &env.manifest, &listen, &ops, &[])
+            .env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+            .output()
+            .unwrap(),
     );
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.stderr.contains("timctl.yaml:"), "{}", out.all());

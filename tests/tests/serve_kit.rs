@@ -110,21 +110,7 @@ impl Serve {
 
     /// SIGTERM, as systemd's stop and the kubelet send; the exit code and stderr.
     fn terminate(mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&child),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (status.code(), stderr)
+        timctl_tests::run::terminate(self.child.take().unwrap())
     }
 }
 
