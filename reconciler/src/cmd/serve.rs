@@ -633,7 +633,7 @@ async fn reload_once(r: &Reloading) -> &'static str {
         Ok(Err(report)) => {
             // One `file:line:column: message` a problem, without the run's secrets: a log line
             // is read by people and collectors, and a manifest may quote anything.
-            let problems: Vec<String> = crate::redact::problems(&report)
+            let problems: Vec<String> = report
                 .problems()
                 .iter()
                 .map(|p| crate::redact::text(&format!("{}: {}", p.place(), p.message)))
