@@ -1526,6 +1526,13 @@ fn manifests_over_max_deletes_at_start_are_not_adopted_until_an_acceptable_edit(
         ) == 1.0
     });
     assert!(!serve.get("/readyz").unwrap().body.contains("refused"));
+    // The adoption marks carol for a targeted resync. Had her list been read after the message
+    // re-created the conversation, that resync would delete it too (a second, idempotent call)
+    // and "exactly one deletion" below would be a race: the message goes out once the list has
+    // been read.
+    fake.wait_until("carol's targeted resync read her list", |f| {
+        f.get_list_calls().get("carol").copied().unwrap_or(0) >= 1
+    });
     serve
         .rt
         .block_on(fake.send_one_to_one("dave", "carol", 2))
