@@ -23,6 +23,7 @@ use crate::ledger::{Deleted, DetailedDeletion, LedgerWriter, Origin, RunInfo, St
 use crate::stop::{Stop, StopReason};
 
 use super::metrics::Metrics;
+use super::reload::Pending;
 
 /// A confirmed deletion is in the state at most this long after its confirmation (plus the
 /// write itself): the contract's "within a second".
@@ -56,14 +57,88 @@ struct Slot {
     again: Option<Cause>,
 }
 
-struct Inner<D> {
+/// What an active replica deletes with: the term's client, recording thread and stop signal.
+/// A term ends when the state is lost (or serve stops); the next one brings its own.
+struct Term<D> {
     deleter: D,
+    /// Taken out by [`Enforcer::hold`], so that the recording thread can end even while a
+    /// deletion abandoned at the shutdown timeout still runs.
+    recorder: Mutex<Option<Recorder>>,
+    stop: Stop,
+}
+
+/// Where an enqueued conversation goes.
+enum Route<D> {
+    /// This replica is active: it deletes.
+    Active(Arc<Term<D>>),
+    /// This replica is a standby: the conversations go to the state's queue, for the active
+    /// replica.
+    Standby(Forward),
+    /// No state (starting, or lost): conversations are kept, up to the capacity, for whichever
+    /// of the two this replica becomes next.
+    Held(Vec<(ConversationKey, bool, Cause)>),
+}
+
+/// A conversation a standby forwards to the state's queue, numbered in the order given.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// Its number: the forwarding thread reports the highest one committed.
+    pub seq: u64,
+    /// Which conversation, as the standby's manifests name it.
+    pub key: ConversationKey,
+    /// As the standby's manifests say.
+    pub clear_roaming: bool,
+    /// Why (the callback's arrival and trigger).
+    pub cause: Cause,
+}
+
+/// The way from a standby's enforcer to its forwarding thread (see `replica`).
+pub struct Forward {
+    tx: Mutex<(u64, mpsc::SyncSender<Forwarded>)>,
+    committed: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Forward {
+    /// A forward through `tx`, whose thread reports on `committed` the highest number it has
+    /// committed (or given up on, having remembered it).
+    pub fn new(
+        tx: mpsc::SyncSender<Forwarded>,
+        committed: tokio::sync::watch::Receiver<u64>,
+    ) -> Self {
+        Forward {
+            tx: Mutex::new((0, tx)),
+            committed,
+        }
+    }
+
+    fn send(&self, key: ConversationKey, clear_roaming: bool, cause: Cause) -> bool {
+        let mut tx = lock(&self.tx);
+        let seq = tx.0 + 1;
+        let sent =
+            tx.1.try_send(Forwarded {
+                seq,
+                key,
+                clear_roaming,
+                cause,
+            })
+            .is_ok();
+        if sent {
+            tx.0 = seq;
+        }
+        sent
+    }
+}
+
+/// The longest a standby's callback waits for its conversations to be committed to the
+/// state's queue before it is answered anyway (they stay remembered by the forwarding thread).
+pub const FORWARD_WAIT: Duration = Duration::from_secs(2);
+
+struct Inner<D> {
     settle: Duration,
     capacity: usize,
     slots: Mutex<HashMap<ConversationKey, Slot>>,
-    recorder: Mutex<Option<Recorder>>,
+    route: std::sync::RwLock<Route<D>>,
     metrics: Arc<Metrics>,
-    stop: Stop,
     fatal: Mutex<Option<String>>,
     running: AtomicUsize,
     idle: Notify,
@@ -162,15 +237,22 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
     mut writer: W,
     mut run: RunInfo,
     stop: Stop,
+    lost: Arc<Pending>,
 ) -> (Recorder, RecorderThread<W>) {
     let (tx, rx) = mpsc::channel::<ToRecorder>();
+    // When the current write started (milliseconds since `epoch`, plus one), 0 when none runs:
+    // the watchdog's view of a state that stalls.
+    let busy_since = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let epoch = Instant::now();
+    spawn_stall_watchdog(busy_since.clone(), finished.clone(), epoch, stop.clone());
     let handle = std::thread::spawn(move || {
         let mut failure: Option<String> = None;
         let mut recorded = 0_u64;
         let mut batch: Vec<DetailedDeletion> = Vec::new();
         let fail = |what: &str, e: &crate::ledger::LedgerError, failure: &mut Option<String>| {
             let message = crate::apply::executor::error_chain(e);
-            tracing::error!(error = %message, "{what} failed; serve stops");
+            tracing::error!(error = %message, "{what} failed: the state is lost; calls stop");
             stop.stop(StopReason::RecordFailed);
             failure.get_or_insert(message);
         };
@@ -179,10 +261,17 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
                      batch: &mut Vec<DetailedDeletion>,
                      recorded: &mut u64,
                      failure: &mut Option<String>| {
-            if batch.is_empty() || failure.is_some() {
-                batch.clear();
+            if batch.is_empty() {
                 return;
             }
+            if failure.is_some() {
+                // Confirmed, never to be recorded by this term: their users are resynced.
+                lost.mark(batch.drain(..).map(|d| d.deleted.key.from));
+                return;
+            }
+            let users: Vec<crate::ids::UserId> =
+                batch.iter().map(|d| d.deleted.key.from.clone()).collect();
+            busy_since.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
             // Absences a refresh saw (no call made; reason `absent`) are recorded as such.
             let (absent, deleted): (Vec<_>, Vec<_>) = batch
                 .drain(..)
@@ -190,9 +279,13 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
             let written = writer
                 .record_detailed(run, Origin::Deleted, &deleted)
                 .and_then(|_| writer.record_detailed(run, Origin::Absent, &absent));
+            busy_since.store(0, Ordering::SeqCst);
             match written {
                 Ok(_) => *recorded += deleted.len() as u64,
-                Err(e) => fail("recording deletions", &e, failure),
+                Err(e) => {
+                    lost.mark(users);
+                    fail("recording deletions", &e, failure);
+                }
             }
         };
         let mut closed = false;
@@ -247,14 +340,50 @@ pub fn spawn_recorder<W: LedgerWriter + Send + 'static>(
         {
             failure = Some(crate::apply::executor::error_chain(&e));
         }
+        finished.store(true, Ordering::SeqCst);
         (writer, failure.map_or(Ok(()), Err))
     });
     (Recorder(tx), RecorderThread { handle })
 }
 
-impl<D: Deleter + 'static> Enforcer<D> {
-    /// An enforcer deleting through `deleter`, recording through `recorder`, with at most
-    /// `capacity` conversations queued. `stop` is the client's: a fatal answer raises it.
+/// A write to the state that takes longer than this is a stalled state: calls stop, as when
+/// the state is lost (a server stopped mid-statement answers nothing, and neither its
+/// statement timeout nor TCP ever fires).
+pub const STALL: Duration = Duration::from_millis(1500);
+
+/// Raises `stop` (`RecordFailed`) once a write has been running for [`STALL`]; ends with the
+/// recording thread.
+fn spawn_stall_watchdog(
+    busy_since: Arc<std::sync::atomic::AtomicU64>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+    epoch: Instant,
+    stop: Stop,
+) {
+    let _ = std::thread::Builder::new()
+        .name("timctl-state-watchdog".to_owned())
+        .spawn(move || {
+            while !finished.load(Ordering::SeqCst) && !stop.is_stopped() {
+                std::thread::sleep(Duration::from_millis(100));
+                let since = busy_since.load(Ordering::SeqCst);
+                if since == 0 {
+                    continue;
+                }
+                let now = epoch.elapsed().as_millis() as u64 + 1;
+                if now.saturating_sub(since) >= STALL.as_millis() as u64 {
+                    tracing::error!(
+                        seconds = STALL.as_secs_f64(),
+                        "a write to the state has not finished: the state stalled; calls stop"
+                    );
+                    stop.stop(StopReason::RecordFailed);
+                    return;
+                }
+            }
+        });
+}
+
+impl<D: Deleter + Clone + 'static> Enforcer<D> {
+    /// An active enforcer deleting through `deleter`, recording through `recorder`, with at
+    /// most `capacity` conversations queued. `stop` is the client's: a fatal answer raises it.
     pub fn new(
         deleter: D,
         recorder: Recorder,
@@ -263,15 +392,21 @@ impl<D: Deleter + 'static> Enforcer<D> {
         metrics: Arc<Metrics>,
         stop: Stop,
     ) -> Self {
+        let enforcer = Self::held(settle, capacity, metrics);
+        enforcer.activate(deleter, recorder, stop);
+        enforcer
+    }
+
+    /// An enforcer with no state yet: it keeps what it is given (up to `capacity`) until it
+    /// is made active ([`Self::activate`]) or a standby ([`Self::standby`]).
+    pub fn held(settle: Duration, capacity: usize, metrics: Arc<Metrics>) -> Self {
         Enforcer {
             inner: Arc::new(Inner {
-                deleter,
                 settle,
                 capacity,
                 slots: Mutex::new(HashMap::new()),
-                recorder: Mutex::new(Some(recorder)),
+                route: std::sync::RwLock::new(Route::Held(Vec::new())),
                 metrics,
-                stop,
                 fatal: Mutex::new(None),
                 running: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -279,9 +414,91 @@ impl<D: Deleter + 'static> Enforcer<D> {
         }
     }
 
-    /// Queues the deletion of `key` for `cause` (see the module's settle rule). Must be called
-    /// within the Tokio runtime.
+    /// Starts a term: from now on conversations are deleted through `deleter` and recorded
+    /// through `recorder`, until `stop` is raised. What was held meanwhile is enqueued now.
+    pub fn activate(&self, deleter: D, recorder: Recorder, stop: Stop) {
+        let term = Arc::new(Term {
+            deleter,
+            recorder: Mutex::new(Some(recorder)),
+            stop,
+        });
+        let previous = std::mem::replace(&mut *self.route_mut(), Route::Active(term));
+        if let Route::Held(held) = previous {
+            for (key, clear_roaming, cause) in held {
+                self.enqueue(key, clear_roaming, cause);
+            }
+        }
+    }
+
+    /// Makes this a standby's enforcer: conversations go to `forward`; what was held meanwhile
+    /// goes first.
+    pub fn standby(&self, forward: Forward) {
+        let previous = std::mem::replace(&mut *self.route_mut(), Route::Standby(forward));
+        if let Route::Held(held) = previous {
+            for (key, clear_roaming, cause) in held {
+                self.enqueue(key, clear_roaming, cause);
+            }
+        }
+    }
+
+    /// Ends the current term or standby: conversations are held from now on. The term's stop
+    /// must have been raised first (no deletion starts after it). Returns the users of the
+    /// conversations still queued or being deleted, whose deletion may now never be made or
+    /// recorded: they need a resync.
+    pub fn hold(&self) -> Vec<crate::ids::UserId> {
+        let previous = std::mem::replace(&mut *self.route_mut(), Route::Held(Vec::new()));
+        if let Route::Active(term) = previous {
+            lock(&term.recorder).take();
+        }
+        lock(&self.inner.slots)
+            .keys()
+            .map(|k| k.from.clone())
+            .collect()
+    }
+
+    /// Whether this enforcer deletes (its replica is active).
+    pub fn is_active(&self) -> bool {
+        matches!(&*self.route(), Route::Active(_))
+    }
+
+    fn route(&self) -> std::sync::RwLockReadGuard<'_, Route<D>> {
+        self.inner.route.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn route_mut(&self) -> std::sync::RwLockWriteGuard<'_, Route<D>> {
+        self.inner.route.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues the deletion of `key` for `cause` (see the module's settle rule); on a standby,
+    /// forwards it to the state's queue ([`Self::flush`] waits for that to be committed).
+    /// Must be called within the Tokio runtime.
     pub fn enqueue(&self, key: ConversationKey, clear_roaming: bool, cause: Cause) -> Enqueued {
+        let active = match &*self.route() {
+            Route::Active(term) => Some(term.clone()),
+            Route::Standby(forward) => {
+                return if forward.send(key, clear_roaming, cause) {
+                    Enqueued::Started
+                } else {
+                    Enqueued::Overflow
+                };
+            }
+            Route::Held(_) => None,
+        };
+        let Some(term) = active else {
+            let mut route = self.route_mut();
+            return match &mut *route {
+                Route::Held(held) if held.len() < self.inner.capacity => {
+                    held.push((key, clear_roaming, cause));
+                    Enqueued::Merged
+                }
+                Route::Held(_) => Enqueued::Overflow,
+                // Made active or a standby meanwhile: go round again.
+                _ => {
+                    drop(route);
+                    self.enqueue(key, clear_roaming, cause)
+                }
+            };
+        };
         let inner = &self.inner;
         let mut slots = lock(&inner.slots);
         if let Some(slot) = slots.get_mut(&key) {
@@ -297,12 +514,23 @@ impl<D: Deleter + 'static> Enforcer<D> {
         drop(slots);
         let worker = self.inner.clone();
         tokio::spawn(async move {
-            work(&worker, key, clear_roaming, cause).await;
+            work(&worker, &term, key, clear_roaming, cause).await;
             if worker.running.fetch_sub(1, Ordering::SeqCst) == 1 {
                 worker.idle.notify_waiters();
             }
         });
         Enqueued::Started
+    }
+
+    /// On a standby: waits (at most [`FORWARD_WAIT`]) until everything forwarded so far is
+    /// committed to the state's queue, so that a callback is answered only once what it
+    /// concerns is durable. Elsewhere it returns at once.
+    pub async fn flush(&self) {
+        let (target, mut committed) = match &*self.route() {
+            Route::Standby(forward) => (lock(&forward.tx).0, forward.committed.clone()),
+            _ => return,
+        };
+        let _ = tokio::time::timeout(FORWARD_WAIT, committed.wait_for(|c| *c >= target)).await;
     }
 
     /// How many conversations are queued or being deleted.
@@ -331,8 +559,8 @@ impl<D: Deleter + 'static> Enforcer<D> {
 
     /// The resync's deletions (the plan's, without refresh: what the state does not record yet),
     /// `concurrency` at a time through `deleter`, each confirmed one sent to `recorder` with its
-    /// plan reason. Stops starting new ones when `stop` or `shutdown` is raised. Returns how many
-    /// failed or were not made (0: the resync succeeded).
+    /// plan reason. Stops starting new ones when the term's stop or `shutdown` is raised.
+    /// Returns how many failed or were not made (0: the resync succeeded).
     ///
     /// `deleter` is the enforcement's client in its limiter's background lane
     /// (`adapters::deleter::Background`), so that enforcement goes first.
@@ -345,7 +573,11 @@ impl<D: Deleter + 'static> Enforcer<D> {
         shutdown: &std::sync::atomic::AtomicBool,
     ) -> usize {
         use futures::StreamExt;
-        let (metrics, stop) = (&*self.inner.metrics, &self.inner.stop);
+        let stop = match &*self.route() {
+            Route::Active(term) => term.stop.clone(),
+            _ => return deletions.len(),
+        };
+        let (metrics, stop) = (&*self.inner.metrics, &stop);
         let results = futures::stream::iter(deletions)
             .map(|(d, reason)| async move {
                 if stop.is_stopped() || shutdown.load(Ordering::SeqCst) {
@@ -401,13 +633,14 @@ impl<D: Deleter + 'static> Enforcer<D> {
     /// Closes the recording channel (once every worker has dropped its use of it): the
     /// recording thread then writes its last batch and ends the run.
     pub fn close(&self) {
-        lock(&self.inner.recorder).take();
+        self.hold();
     }
 }
 
 /// Deletes `key` for `cause`, then once more at the end of each window a message arrived in.
 async fn work<D: Deleter>(
     inner: &Inner<D>,
+    term: &Term<D>,
     key: ConversationKey,
     clear_roaming: bool,
     mut cause: Cause,
@@ -418,7 +651,7 @@ async fn work<D: Deleter>(
     };
     loop {
         let window_end = tokio::time::Instant::now() + inner.settle;
-        let outcome = inner.deleter.delete(&deletion).await;
+        let outcome = term.deleter.delete(&deletion).await;
         let reason = cause.reason.as_str();
         let confirmed = match &outcome {
             DeletionOutcome::Deleted => {
@@ -443,7 +676,7 @@ async fn work<D: Deleter>(
             DeletionOutcome::Fatal { message } => {
                 inner.metrics.deletion(reason, "fatal");
                 lock(&inner.fatal).get_or_insert_with(|| message.clone());
-                inner.stop.stop(StopReason::Fatal);
+                term.stop.stop(StopReason::Fatal);
                 false
             }
         };
@@ -463,15 +696,15 @@ async fn work<D: Deleter>(
                 trigger: cause.trigger.clone(),
                 latency_ms: enforced.then_some(latency.as_millis() as u64),
             };
-            if let Some(recorder) = lock(&inner.recorder).as_ref() {
+            if let Some(recorder) = lock(&term.recorder).as_ref() {
                 recorder.record(record);
             }
         }
-        if !inner.stop.is_stopped() {
+        if !term.stop.is_stopped() {
             tokio::time::sleep_until(window_end).await;
         }
         let mut slots = lock(&inner.slots);
-        let again = if inner.stop.is_stopped() {
+        let again = if term.stop.is_stopped() {
             None
         } else {
             slots.get_mut(&key).and_then(|s| s.again.take())

@@ -53,7 +53,7 @@ pub struct Callbacks<D> {
 /// The callback listener's router: a request must be handled (its body read) within
 /// `request_timeout`. Serve it through [`super::listener::serve`], which gives it the peer's
 /// address.
-pub fn callback_router<D: Deleter + 'static>(
+pub fn callback_router<D: Deleter + Clone + 'static>(
     callbacks: Arc<Callbacks<D>>,
     request_timeout: Duration,
 ) -> Router {
@@ -91,7 +91,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
-async fn callback<D: Deleter + 'static>(
+async fn callback<D: Deleter + Clone + 'static>(
     State(cb): State<Arc<Callbacks<D>>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
@@ -174,6 +174,8 @@ async fn callback<D: Deleter + 'static>(
             overflowed.push(from);
         }
     }
+    // A standby answers once what the callback concerns is committed to the state's queue.
+    cb.enforcer.flush().await;
     if !overflowed.is_empty() {
         // Answered all the same; their users' lists are read again by a targeted resync.
         tracing::debug!("the queue is full: a callback's users are marked for a resync");
@@ -194,19 +196,49 @@ fn ok() -> Response {
         .into_response()
 }
 
+/// Which part this replica plays, for `/readyz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Not ready yet: the manifests, the state or the callback listener are still to come.
+    #[default]
+    Starting,
+    /// It holds the state's lock: it deletes, records and resyncs.
+    Active,
+    /// Another replica holds the lock: callbacks go to the state's queue for it.
+    Standby,
+    /// The state is lost or unreachable: callbacks are answered and remembered, nothing is
+    /// deleted; serve reconnects by itself. Says why.
+    StateLost(String),
+}
+
 /// What `/readyz` says.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    ready: AtomicBool,
+    role: std::sync::Mutex<Role>,
     first_resync_done: AtomicBool,
     /// What the last reload that was not adopted says (`--max-deletes`, invalid manifests).
     manifests: std::sync::Mutex<Option<String>>,
 }
 
 impl Readiness {
-    /// Ready: the manifests are loaded, the state is held and the callback listener is up.
+    /// Ready (the manifests are loaded, the state is held and the callback listener is up) as
+    /// the active replica, or not ready at all (`starting`).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.set_role(if ready { Role::Active } else { Role::Starting });
+    }
+
+    /// The part this replica plays now. Becoming active starts a new first resync.
+    pub fn set_role(&self, role: Role) {
+        let mut current = self.role.lock().unwrap_or_else(|p| p.into_inner());
+        if role == Role::Active && *current != Role::Active {
+            self.first_resync_done.store(false, Ordering::SeqCst);
+        }
+        *current = role;
+    }
+
+    /// The part this replica plays now.
+    pub fn role(&self) -> Role {
+        self.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The first resync has finished.
@@ -232,10 +264,17 @@ impl Readiness {
             .as_ref()
             .map(|n| format!("; manifests: {n}"))
             .unwrap_or_default();
-        if self.ready.load(Ordering::SeqCst) {
-            (StatusCode::OK, format!("ready: active; {resync}{note}\n"))
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned())
+        match self.role() {
+            Role::Active => (StatusCode::OK, format!("ready: active; {resync}{note}\n")),
+            Role::Standby => (
+                StatusCode::OK,
+                format!("ready: standby; another replica holds the state's lock{note}\n"),
+            ),
+            Role::StateLost(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("state lost: {why}; reconnecting\n"),
+            ),
+            Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod replica;
 pub mod resync;
 
 use crate::callback::Message;

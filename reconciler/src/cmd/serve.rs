@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 use miette::{Context, IntoDiagnostic, miette};
 use timctl_core::api::{Endpoint, RecentContactDelete, RecentContactGetList};
 use timctl_core::callback::{CallbackToken, ForbiddenIndex};
-use timctl_core::client::{BaseUrl, Client};
-use timctl_core::ledger::{Ledger, LedgerWriter, RunCommand, RunInfo};
+use timctl_core::client::{BaseUrl, Client, ClientConfig};
+use timctl_core::desired::DesiredState;
+use timctl_core::ledger::{
+    AnyWriter, Ledger, LedgerError, LedgerWriter, LocatedStore, PgError, RunCommand, RunInfo,
+    StateLocation,
+};
 use timctl_core::serve::cidr::Cidr;
 use timctl_core::serve::enforcer::{Enforcer, Recorder, spawn_recorder};
-use timctl_core::serve::http::{Callbacks, Readiness, callback_router, ops_router};
+use timctl_core::serve::http::{Callbacks, Readiness, Role, callback_router, ops_router};
 use timctl_core::serve::listener::{self, Limits, TLS_POLL, Tls};
 use timctl_core::serve::metrics::Metrics;
 use timctl_core::serve::reload::{self, Adopted, Pending, Scope};
+use timctl_core::serve::replica::{self, QueueTarget, spawn_forwarder, spawn_taker};
 use timctl_core::serve::resync;
 use timctl_core::stop::{Stop, StopReason};
 
@@ -251,80 +256,61 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key).into_diagnostic()?)),
         _ => None,
     };
-
-    // 3. The state, under its writer lock for as long as serve runs.
-    let store = global.state_store()?;
-    let mut writer =
-        store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout)?;
-    writer.check_app(desired.app.sdkappid)?;
-    let entries = writer.entries()?;
-    let run = RunInfo::start(
-        RunCommand::Serve,
-        desired.digest.clone(),
-        crate::origin::run_origin(),
+    let sdkappid = desired.app.sdkappid;
+    let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
+    // Each term as the active replica has a client of its own, with its own stop signal: a
+    // lost state stops that term's calls, and the next term starts afresh.
+    let mut client_config = crate::client::config(
+        &desired.app,
+        credentials,
+        base_url,
+        args.max_retries,
+        &Stop::new(),
     );
-    writer.begin_run(&run)?;
-    // Manifests that would add more deletions than --max-deletes are not adopted: serve
-    // enforces what the state records of them until a reload brings acceptable ones.
-    let mut refused_digest = None;
-    let mut desired = desired;
-    if let Some(max) = args.max_deletes {
-        let new = reload::new_deletions(&desired, &entries);
-        if new as u64 > max {
-            tracing::error!(
-                new_deletions = new,
-                max_deletes = max,
-                "the manifests would add more deletions than --max-deletes; serve enforces only \
-                 the entries the state records until a reload brings acceptable manifests"
-            );
-            readiness.set_manifests_note(Some(format!(
-                "refused: {new} new deletions > --max-deletes {max}; enforcing the entries the \
-                 state records"
-            )));
-            metrics.reload("refused");
-            refused_digest = Some(desired.digest.clone());
-            desired = reload::recorded_only(desired, &entries);
-        }
-    }
+    client_config.set_rate::<RecentContactDelete>(rate);
+    client_config.set_rate::<RecentContactGetList>(refresh_rate);
+    client_config.attempts = Some(metrics.attempt_observer());
+
+    // 3. The state, under its writer lock while this replica is the active one. On
+    // PostgreSQL, a state whose lock another serve holds makes this one a standby; on SQLite
+    // (one machine, one process) it is refused like apply.
+    let store = global.state_store()?;
+    let queue = match store.location() {
+        StateLocation::Postgres(pg) => Some(QueueTarget {
+            location: pg.clone(),
+            name: store.name().as_str().to_owned(),
+            sdkappid,
+        }),
+        StateLocation::Sqlite(_) => None,
+    };
+    let first_writer =
+        match store.create_or_open_writer(desired.app.sdkappid, "serve", args.lock_timeout) {
+            Ok(writer) => Some(writer),
+            Err(e) if queue.is_some() && is_locked(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
     let index = ForbiddenIndex::new(&desired).into_diagnostic()?;
     metrics.set_entries(index.len());
-    // Entries no manifest names any more are forgotten, as apply forgets them: serve enforces
-    // exactly the manifests.
-    let forgets = reload::forgets(&desired, &entries);
-    if !forgets.is_empty() {
-        writer.forget(&forgets)?;
-        tracing::info!(
-            forgotten = forgets.len(),
-            "forgot entries no manifest names"
-        );
-    }
-    drop(entries);
-
-    let stop = Stop::new();
-    let base_url = BaseUrl::resolve(desired.app.region, global.endpoint.as_deref())?;
-    let mut config =
-        crate::client::config(&desired.app, credentials, base_url, args.max_retries, &stop);
-    config.set_rate::<RecentContactDelete>(rate);
-    config.set_rate::<RecentContactGetList>(refresh_rate);
-    config.attempts = Some(metrics.attempt_observer());
-    let client = Arc::new(Client::new(config)?);
-    let concurrency = ((rate / 4.0).ceil() as usize).max(1);
-    let (recorder, recorder_thread) = spawn_recorder(writer, run, stop.clone());
-    let enforcer = runtime.block_on(async {
-        Enforcer::new(
-            client.clone(),
-            recorder.clone(),
-            args.settle,
-            args.queue_capacity,
-            metrics.clone(),
-            stop.clone(),
-        )
-    });
-    let sdkappid = desired.app.sdkappid;
-    let adopted: reload::Current =
-        Arc::new(std::sync::RwLock::new(Arc::new(Adopted { desired, index })));
+    let adopted: reload::Current = Arc::new(std::sync::RwLock::new(Arc::new(Adopted {
+        desired: desired.clone(),
+        index,
+    })));
     // Users waiting for a targeted resync: as many as the queue holds, past that a full one.
     let pending = Arc::new(Pending::new(args.queue_capacity));
+    let shared = Arc::new(Shared {
+        manifests: args.manifests.manifests.clone(),
+        max_deletes: args.max_deletes,
+        adopted: adopted.clone(),
+        refused: Arc::default(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    });
+    let first_term = match first_writer {
+        Some(writer) => Some(shared.prepare_term(writer, desired)?),
+        None => None,
+    };
+    let enforcer: Enforcer<Arc<Client>> =
+        Enforcer::held(args.settle, args.queue_capacity, metrics.clone());
 
     // 4. The callback listener.
     let callbacks = Arc::new(Callbacks {
@@ -353,9 +339,8 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         })
     };
 
-    // 5. Ready; 6. the first resync, while callbacks are already enforced.
-    readiness.set_ready(true);
-    metrics.set_ready(true, true);
+    // 5. Ready (active, or a standby); 6. the first resync, while callbacks are already
+    // enforced.
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %args.listen,
@@ -374,41 +359,16 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             reload::current(&adopted).desired.entries.len()
         ),
     );
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let context = Arc::new(resync::Context {
-        client: client.clone(),
-        enforcer: enforcer.clone(),
-        recorder: recorder.clone(),
-        stop: stop.clone(),
-        shutdown: shutdown.clone(),
-        concurrency,
-    });
-    // A fatal answer to a resync's listing stops serve too.
-    let listing_fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let resyncs = runtime.spawn(resync_loop(
-        Resyncing {
-            context: context.clone(),
-            adopted: adopted.clone(),
-            pending: pending.clone(),
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            every: args.resync,
-            listing_fatal: listing_fatal.clone(),
-        },
-        stop_accepting.subscribe(),
-    ));
     let hangup = Arc::new(tokio::sync::Notify::new());
+    // The term's recorder, while this replica is active: reloads read the state's entries and
+    // begin their runs through it.
+    let term_recorder: Arc<std::sync::Mutex<Option<Recorder>>> = Arc::default();
     let reloads = runtime.spawn(reload_loop(Reloading {
-        manifests: args.manifests.manifests.clone(),
+        shared: shared.clone(),
         every: args.reload_interval,
-        max_deletes: args.max_deletes,
-        adopted: adopted.clone(),
-        recorder: recorder.clone(),
+        recorder: term_recorder.clone(),
         pending: pending.clone(),
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
         hangup: hangup.clone(),
-        refused: std::sync::Mutex::new(refused_digest),
     }));
     let certificates = tls.map(|tls| runtime.spawn(tls_loop(tls, hangup.clone())));
     let pruning = args.history_retention.map(|keep| {
@@ -420,78 +380,454 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
             prune_loop(location, name, sdkappid, keep).await;
         })
     });
-    drop(recorder);
 
-    // Until a signal, or a stop (a fatal answer, a state write failing).
-    let signal = runtime.block_on(wait_for_signal_or(&stop, &hangup));
-    if let Some(reason) = signal {
-        watch_second_signal(&runtime, reason, json);
-        status_line(
-            json,
-            "INFO",
-            &format!(
-                "Stopping: no new callbacks; deletions in flight finish and are recorded (at \
-                 most {} s). Send the signal again to exit at once.",
-                args.shutdown_timeout.as_secs()
-            ),
-        );
+    // Until a signal, or a fatal answer: terms as the active replica, and between them a
+    // standby's (or, the state lost, a held) wait for the lock.
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    {
+        let hangup = hangup.clone();
+        let shutdown_timeout = args.shutdown_timeout;
+        runtime.spawn(async move {
+            let reason = wait_for_signal(&hangup).await;
+            watch_second_signal(reason, json);
+            status_line(
+                json,
+                "INFO",
+                &format!(
+                    "Stopping: no new callbacks; deletions in flight finish and are recorded \
+                     (at most {} s). Send the signal again to exit at once.",
+                    shutdown_timeout.as_secs()
+                ),
+            );
+            let _ = shutdown_tx.send(true);
+        });
     }
-    readiness.set_ready(false);
-    metrics.set_ready(false, true);
-    shutdown.store(true, Ordering::SeqCst);
-    let _ = stop_accepting.send(true);
-    // The controller's tasks hold the recording thread's senders: they stop first.
+    let replica = Replica {
+        shared: shared.clone(),
+        store,
+        sdkappid,
+        queue,
+        client_config,
+        enforcer: enforcer.clone(),
+        pending: pending.clone(),
+        term_recorder,
+        concurrency: ((rate / 4.0).ceil() as usize).max(1),
+        every: args.resync,
+        capacity: args.queue_capacity,
+        shutdown_timeout: args.shutdown_timeout,
+        shutdown,
+        stop_accepting,
+    };
+    let ended = runtime.block_on(replica.run(first_term));
+    readiness.set_role(Role::Starting);
+    metrics.set_ready(false, false);
     reloads.abort();
     for task in certificates.into_iter().chain(pruning) {
         task.abort();
     }
     runtime.block_on(async {
-        let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
         let _ = reloads.await;
-        let idle = enforcer.wait_idle(args.shutdown_timeout).await;
-        if !idle {
-            tracing::warn!("deletions still in flight at the shutdown timeout were abandoned");
-            stop.stop(StopReason::Terminated);
-        }
-        // A resync still running at the timeout is dropped, so that the recording thread can
-        // write its last batch and end.
-        let mut resyncs = resyncs;
-        if tokio::time::timeout_at(deadline, &mut resyncs)
-            .await
-            .is_err()
-        {
-            resyncs.abort();
-            let _ = resyncs.await;
-        }
         let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     });
-    drop(context);
-    let fatal_message = match stop.reason() {
-        Some(StopReason::Fatal) => Some(
-            enforcer
-                .fatal()
-                .or_else(|| listing_fatal.lock().ok().and_then(|m| m.clone()))
-                .unwrap_or_else(|| "the server gave a fatal answer".to_owned()),
-        ),
-        _ => None,
-    };
-    enforcer.close();
+    enforcer.hold();
     drop(enforcer);
-    // The recording thread writes its last batch and ends the run; dropping the writer
-    // releases the lock.
-    let (writer, recorded) = recorder_thread.join();
-    drop(writer);
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Err(e) = recorded {
-        return Err(miette!("serve stopped: recording in the state failed: {e}"));
-    }
-    match fatal_message {
-        Some(message) => Err(miette!("serve stopped: {message}")),
-        None => {
+    match ended {
+        Ended::Shutdown(Ok(())) => {
             status_line(json, "INFO", "timctl serve: stopped.");
             Ok(ExitCode::SUCCESS)
         }
+        Ended::Shutdown(Err(e)) => {
+            Err(miette!("serve stopped: recording in the state failed: {e}"))
+        }
+        Ended::Fatal(message) => Err(miette!("serve stopped: {message}")),
     }
+}
+
+/// Whether `e` says another session holds a PostgreSQL state's lock.
+fn is_locked(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Postgres(PgError::Locked { .. }))
+}
+
+/// How long a lost term waits for its recording thread to end before it is left behind (a
+/// stalled state's write may never return; its session, with the lock, goes when it does).
+const LOST_JOIN: Duration = Duration::from_secs(2);
+
+/// How long one attempt at the lock waits (polling) before it looks at the shutdown again.
+const LOCK_POLL: Duration = Duration::from_secs(10);
+
+/// How a term, or serve, ended.
+enum Ended {
+    /// A signal: the last batch's recording, if it failed, says why.
+    Shutdown(Result<(), String>),
+    /// A fatal answer.
+    Fatal(String),
+}
+
+/// How one term as the active replica ended.
+enum TermEnd {
+    Shutdown(Result<(), String>),
+    Fatal(String),
+    /// The state was lost or stalled: wait for the lock again.
+    StateLost,
+}
+
+/// What every term shares: the manifests and what readiness and the metrics say of them.
+struct Shared {
+    manifests: Vec<PathBuf>,
+    max_deletes: Option<u64>,
+    adopted: reload::Current,
+    /// The digest of the manifests last refused for --max-deletes: the same content is not
+    /// refused (and counted) again at every interval.
+    refused: Arc<std::sync::Mutex<Option<String>>>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl Shared {
+    /// A term's start, under the lock `writer` holds: the state checked, a run begun, the
+    /// manifests `desired` adopted (or, past --max-deletes, only what the state records of
+    /// them), and the entries no manifest names forgotten.
+    fn prepare_term(
+        &self,
+        mut writer: AnyWriter,
+        desired: DesiredState,
+    ) -> miette::Result<(AnyWriter, RunInfo)> {
+        writer.check_app(desired.app.sdkappid)?;
+        let entries = writer.entries()?;
+        let run = RunInfo::start(
+            RunCommand::Serve,
+            desired.digest.clone(),
+            crate::origin::run_origin(),
+        );
+        writer.begin_run(&run)?;
+        // Manifests that would add more deletions than --max-deletes are not adopted: serve
+        // enforces what the state records of them until a reload brings acceptable ones.
+        let mut desired = desired;
+        if let Some(max) = self.max_deletes {
+            let new = reload::new_deletions(&desired, &entries);
+            if new as u64 > max {
+                tracing::error!(
+                    new_deletions = new,
+                    max_deletes = max,
+                    "the manifests would add more deletions than --max-deletes; serve enforces \
+                     only the entries the state records until a reload brings acceptable \
+                     manifests"
+                );
+                self.readiness.set_manifests_note(Some(format!(
+                    "refused: {new} new deletions > --max-deletes {max}; enforcing the entries \
+                     the state records"
+                )));
+                self.metrics.reload("refused");
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused = Some(desired.digest.clone());
+                }
+                desired = reload::recorded_only(desired, &entries);
+            }
+        }
+        let index = ForbiddenIndex::new(&desired).into_diagnostic()?;
+        self.metrics.set_entries(index.len());
+        // Entries no manifest names any more are forgotten, as apply forgets them: serve
+        // enforces exactly the manifests.
+        let forgets = reload::forgets(&desired, &entries);
+        if !forgets.is_empty() {
+            writer.forget(&forgets)?;
+            tracing::info!(
+                forgotten = forgets.len(),
+                "forgot entries no manifest names"
+            );
+        }
+        *self.adopted.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Adopted { desired, index });
+        Ok((writer, run))
+    }
+
+    /// The manifests a later term starts with: read again (as a restart would), else the
+    /// ones in force.
+    fn manifests_now(&self) -> DesiredState {
+        let in_force = reload::current(&self.adopted).desired.clone();
+        match timctl_core::manifest::load(&self.manifests) {
+            Ok(d) if d.app == in_force.app => d,
+            _ => in_force,
+        }
+    }
+}
+
+/// The replica's life after start: terms as the active one, standby or held between them.
+struct Replica {
+    shared: Arc<Shared>,
+    store: LocatedStore,
+    sdkappid: u64,
+    /// The state's queue (PostgreSQL only).
+    queue: Option<QueueTarget>,
+    client_config: ClientConfig,
+    enforcer: Enforcer<Arc<Client>>,
+    pending: Arc<Pending>,
+    term_recorder: Arc<std::sync::Mutex<Option<Recorder>>>,
+    concurrency: usize,
+    every: Duration,
+    capacity: usize,
+    shutdown_timeout: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+}
+
+impl Replica {
+    async fn run(mut self, first: Option<(AnyWriter, RunInfo)>) -> Ended {
+        let mut next = first;
+        loop {
+            let (writer, run) = match next.take() {
+                Some(term) => term,
+                None => match self.wait_for_lock().await {
+                    None => {
+                        let _ = self.stop_accepting.send(true);
+                        return Ended::Shutdown(Ok(()));
+                    }
+                    Some(term) => term,
+                },
+            };
+            match self.term(writer, run).await {
+                TermEnd::Shutdown(recorded) => return Ended::Shutdown(recorded),
+                TermEnd::Fatal(message) => return Ended::Fatal(message),
+                TermEnd::StateLost => {}
+            }
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits for the state's lock: a standby while another replica holds it, held (callbacks
+    /// remembered, not ready) while the state cannot be reached. `None` at shutdown.
+    async fn wait_for_lock(&mut self) -> Option<(AnyWriter, RunInfo)> {
+        let readiness = &self.shared.readiness;
+        let mut standby = false;
+        let mut last_error = String::new();
+        loop {
+            if self.shutting_down() {
+                return None;
+            }
+            let store = self.store.clone();
+            let sdkappid = self.sdkappid;
+            let attempt = tokio::task::spawn_blocking(move || {
+                store.create_or_open_writer(sdkappid, "serve", LOCK_POLL)
+            });
+            let mut shutdown = self.shutdown.clone();
+            let attempt = tokio::select! {
+                a = attempt => a,
+                _ = shutdown.wait_for(|s| *s) => return None,
+            };
+            let error = match attempt {
+                Ok(Ok(writer)) => {
+                    let shared = self.shared.clone();
+                    let prepared = tokio::task::spawn_blocking(move || {
+                        let desired = shared.manifests_now();
+                        shared.prepare_term(writer, desired)
+                    })
+                    .await;
+                    match prepared {
+                        Ok(Ok(term)) => return Some(term),
+                        Ok(Err(e)) => format!("{e}"),
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Ok(Err(e)) if self.queue.is_some() && is_locked(&e) => {
+                    if !standby {
+                        standby = true;
+                        self.become_standby();
+                    } else if readiness.role() != Role::Standby {
+                        tracing::info!("the state is reachable again; this replica is a standby");
+                    }
+                    readiness.set_role(Role::Standby);
+                    self.shared.metrics.set_ready(true, false);
+                    continue;
+                }
+                Ok(Err(e)) => timctl_core::apply::executor::error_chain(&e),
+                Err(e) => e.to_string(),
+            };
+            if error != last_error {
+                tracing::warn!(error = %error, "the state cannot be reached; trying again");
+                last_error = error;
+            }
+            readiness.set_role(Role::StateLost("the state cannot be reached".into()));
+            self.shared.metrics.set_ready(false, false);
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+
+    /// Callbacks go to the state's queue from now on; users whose deletions were lost with
+    /// this replica's last term go there too, every entry of theirs.
+    fn become_standby(&self) {
+        let Some(queue) = self.queue.clone() else {
+            return;
+        };
+        let forward = spawn_forwarder(queue, self.capacity, self.pending.clone());
+        self.enforcer.standby(forward);
+        match self.pending.take() {
+            Some(Scope::Users(users)) => {
+                let n = replica::forward_users(&self.enforcer, &self.shared.adopted, &users);
+                tracing::info!(
+                    users = users.len(),
+                    conversations = n,
+                    "the conversations of users whose deletions were lost go to the active replica"
+                );
+            }
+            Some(Scope::Full) => {
+                // Too many to forward: kept for when this replica is active again (the active
+                // replica's own takeover resync read every list after this one lost the lock).
+                self.pending.mark_full();
+            }
+            None => {}
+        }
+        tracing::info!("another replica holds the state's lock: this one is a standby");
+    }
+
+    /// One term as the active replica, until a signal, a fatal answer or the state lost.
+    async fn term(&mut self, writer: AnyWriter, run: RunInfo) -> TermEnd {
+        let shared = &self.shared;
+        let stop = Stop::new();
+        let mut config = self.client_config.clone();
+        config.stop = stop.clone();
+        let client = match Client::new(config) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return TermEnd::Fatal(e.to_string()),
+        };
+        let (recorder, recorder_thread) =
+            spawn_recorder(writer, run, stop.clone(), self.pending.clone());
+        self.enforcer
+            .activate(client.clone(), recorder.clone(), stop.clone());
+        *lock(&self.term_recorder) = Some(recorder.clone());
+        shared.readiness.set_role(Role::Active);
+        shared.metrics.set_ready(true, true);
+        tracing::info!("this replica holds the state's lock: it is the active one");
+        let term_shutdown = Arc::new(AtomicBool::new(false));
+        let context = Arc::new(resync::Context {
+            client: client.clone(),
+            enforcer: self.enforcer.clone(),
+            recorder: recorder.clone(),
+            stop: stop.clone(),
+            shutdown: term_shutdown.clone(),
+            concurrency: self.concurrency,
+        });
+        drop(recorder);
+        // A fatal answer to a resync's listing stops serve too.
+        let listing_fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let (stop_resyncs, resyncs_stopping) = tokio::sync::watch::channel(false);
+        let mut resyncs = tokio::spawn(resync_loop(
+            Resyncing {
+                context,
+                adopted: shared.adopted.clone(),
+                pending: self.pending.clone(),
+                metrics: shared.metrics.clone(),
+                readiness: shared.readiness.clone(),
+                every: self.every,
+                listing_fatal: listing_fatal.clone(),
+            },
+            resyncs_stopping,
+        ));
+
+        // The state's queue is drained from now on, beside the first resync.
+        let taker = self.queue.clone().map(|queue| {
+            spawn_taker(
+                queue,
+                self.enforcer.clone(),
+                shared.adopted.clone(),
+                self.pending.clone(),
+                tokio::runtime::Handle::current(),
+            )
+        });
+        let mut shutdown = self.shutdown.clone();
+        let signalled = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => true,
+            () = stop.stopped() => false,
+        };
+        drop(taker);
+        if !signalled && stop.reason() != Some(StopReason::Fatal) {
+            // Not ready from the moment calls stop, not after the teardown.
+            shared
+                .readiness
+                .set_role(Role::StateLost("calls stopped".to_owned()));
+            shared.metrics.set_ready(false, false);
+        }
+        term_shutdown.store(true, Ordering::SeqCst);
+        let _ = stop_resyncs.send(true);
+        if signalled {
+            shared.readiness.set_role(Role::Starting);
+            shared.metrics.set_ready(false, true);
+            let _ = self.stop_accepting.send(true);
+            let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+            let idle = self.enforcer.wait_idle(self.shutdown_timeout).await;
+            if !idle {
+                tracing::warn!("deletions still in flight at the shutdown timeout were abandoned");
+                stop.stop(StopReason::Terminated);
+            }
+            // A resync still running at the timeout is dropped, so that the recording thread
+            // can write its last batch and end.
+            if tokio::time::timeout_at(deadline, &mut resyncs)
+                .await
+                .is_err()
+            {
+                resyncs.abort();
+                let _ = resyncs.await;
+            }
+        } else {
+            // Calls have stopped (the client obeys `stop`); a resync waiting on its listing
+            // is dropped.
+            resyncs.abort();
+            let _ = resyncs.await;
+        }
+        lock(&self.term_recorder).take();
+        let unfinished = self.enforcer.hold();
+        let fatal = stop.reason() == Some(StopReason::Fatal);
+        // The recording thread writes its last batch and ends the run once every recorder is
+        // dropped; dropping the writer releases the lock. A stalled state may never answer:
+        // then the thread is left behind, and its session (with the lock) goes when it does.
+        let joined = tokio::task::spawn_blocking(move || {
+            let (writer, recorded) = recorder_thread.join();
+            drop(writer);
+            recorded
+        });
+        let wait = if signalled {
+            self.shutdown_timeout
+        } else {
+            LOST_JOIN
+        };
+        let recorded = match tokio::time::timeout(wait, joined).await {
+            Ok(Ok(recorded)) => recorded,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the state did not answer".to_owned()),
+        };
+        if fatal {
+            return TermEnd::Fatal(
+                self.enforcer
+                    .fatal()
+                    .or_else(|| lock(&listing_fatal).clone())
+                    .or_else(|| client.fatal().map(|f| f.message.clone()))
+                    .unwrap_or_else(|| "the server gave a fatal answer".to_owned()),
+            );
+        }
+        if signalled {
+            return TermEnd::Shutdown(recorded);
+        }
+        // The state is lost: what this term could not finish is resynced by the next one (or,
+        // as a standby, sent to the active replica).
+        self.pending.mark(unfinished);
+        let why = match &recorded {
+            Err(e) => e.clone(),
+            Ok(()) => "a write stalled".to_owned(),
+        };
+        tracing::error!(error = %why, "the state is lost: calls stopped; reconnecting");
+        TermEnd::StateLost
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the resync loop needs.
@@ -591,18 +927,13 @@ async fn resync_loop(r: Resyncing, mut stopping: tokio::sync::watch::Receiver<bo
 
 /// What the reload loop needs.
 struct Reloading {
-    manifests: Vec<PathBuf>,
+    shared: Arc<Shared>,
     every: Duration,
-    max_deletes: Option<u64>,
-    adopted: reload::Current,
-    recorder: Recorder,
+    /// The term's recorder while this replica is active; a standby (or a replica without its
+    /// state) adopts manifests for its callbacks and writes nothing.
+    recorder: Arc<std::sync::Mutex<Option<Recorder>>>,
     pending: Arc<Pending>,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
     hangup: Arc<tokio::sync::Notify>,
-    /// The digest of the manifests last refused for --max-deletes: the same content is not
-    /// refused (and counted) again at every interval.
-    refused: std::sync::Mutex<Option<String>>,
 }
 
 /// Every `every` and on SIGHUP: re-reads the manifests' content and adopts a changed, valid
@@ -619,14 +950,15 @@ async fn reload_loop(r: Reloading) {
             }
         }
         let outcome = reload_once(&r).await;
-        r.metrics.reload(outcome);
+        r.shared.metrics.reload(outcome);
     }
 }
 
 async fn reload_once(r: &Reloading) -> &'static str {
-    let old = reload::current(&r.adopted);
+    let shared = &r.shared;
+    let old = reload::current(&shared.adopted);
     // Reading a million-entry manifest takes a while: not on the runtime's threads.
-    let paths = r.manifests.clone();
+    let paths = shared.manifests.clone();
     let loaded = tokio::task::spawn_blocking(move || timctl_core::manifest::load(&paths)).await;
     let desired = match loaded {
         Ok(Ok(d)) => d,
@@ -642,7 +974,7 @@ async fn reload_once(r: &Reloading) -> &'static str {
                 problems = %problems.join("; "),
                 "the manifests are invalid; the ones in force stay"
             );
-            r.readiness.set_manifests_note(Some(
+            shared.readiness.set_manifests_note(Some(
                 "the last reload was invalid; the previous manifests are enforced".into(),
             ));
             return "invalid";
@@ -652,10 +984,10 @@ async fn reload_once(r: &Reloading) -> &'static str {
             return "invalid";
         }
     };
-    let refused_before = r.refused.lock().ok().and_then(|d| d.clone());
+    let refused_before = shared.refused.lock().ok().and_then(|d| d.clone());
     if desired.digest == old.desired.digest {
         // Back to the manifests in force (after an invalid or refused edit, say).
-        r.readiness.set_manifests_note(None);
+        shared.readiness.set_manifests_note(None);
         return "unchanged";
     }
     if refused_before.as_ref() == Some(&desired.digest) {
@@ -666,7 +998,7 @@ async fn reload_once(r: &Reloading) -> &'static str {
             "the manifests now name another app (sdkappid, region or admin); restart serve to \
              change apps. The manifests in force stay"
         );
-        r.readiness.set_manifests_note(Some(
+        shared.readiness.set_manifests_note(Some(
             "the last reload names another app; the previous manifests are enforced".into(),
         ));
         return "invalid";
@@ -678,15 +1010,23 @@ async fn reload_once(r: &Reloading) -> &'static str {
             return "invalid";
         }
     };
-    let entries = match r.recorder.entries().await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "a reload could not read the state; tried again later");
-            return "invalid";
-        }
+    // A standby (or a replica that lost its state) adopts the manifests for its callbacks
+    // only; the active replica checks them against the state and forgets what they drop.
+    let recorder = r.recorder.lock().ok().and_then(|g| g.clone());
+    let entries = match &recorder {
+        Some(recorder) => match recorder.entries().await {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "a reload could not read the state; tried again later");
+                return "invalid";
+            }
+        },
+        None => None,
     };
-    let new = reload::new_deletions(&desired, &entries);
-    if let Some(max) = r.max_deletes
+    let new = entries
+        .as_ref()
+        .map_or(0, |entries| reload::new_deletions(&desired, entries));
+    if let Some(max) = shared.max_deletes
         && new as u64 > max
     {
         tracing::error!(
@@ -696,16 +1036,19 @@ async fn reload_once(r: &Reloading) -> &'static str {
             "the new manifests would add more deletions than --max-deletes; they are not \
              adopted and the previous ones stay enforced"
         );
-        r.readiness.set_manifests_note(Some(format!(
+        shared.readiness.set_manifests_note(Some(format!(
             "refused: {new} new deletions > --max-deletes {max}; the previous manifests are \
              enforced"
         )));
-        if let Ok(mut refused) = r.refused.lock() {
+        if let Ok(mut refused) = shared.refused.lock() {
             *refused = Some(desired.digest.clone());
         }
         return "refused";
     }
-    let forgets = reload::forgets(&desired, &entries);
+    let forgets = entries
+        .as_ref()
+        .map(|entries| reload::forgets(&desired, entries))
+        .unwrap_or_default();
     drop(entries);
     let changed = reload::changed_users(&old.desired.entries, &desired.entries);
     let run = RunInfo::start(
@@ -720,11 +1063,14 @@ async fn reload_once(r: &Reloading) -> &'static str {
         forgotten = forgets.len(),
         "adopted new manifests"
     );
-    r.metrics.set_entries(index.len());
-    r.recorder.new_run(run, forgets);
-    *r.adopted.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Adopted { desired, index });
-    r.readiness.set_manifests_note(None);
-    if let Ok(mut refused) = r.refused.lock() {
+    shared.metrics.set_entries(index.len());
+    if let Some(recorder) = &recorder {
+        recorder.new_run(run, forgets);
+    }
+    *shared.adopted.write().unwrap_or_else(|p| p.into_inner()) =
+        Arc::new(Adopted { desired, index });
+    shared.readiness.set_manifests_note(None);
+    if let Ok(mut refused) = shared.refused.lock() {
         *refused = None;
     }
     r.pending.mark(changed);
@@ -816,18 +1162,17 @@ fn metrics_entries(desired: &timctl_core::desired::DesiredState) -> usize {
     desired.entries.len()
 }
 
-/// Waits for SIGTERM or SIGINT (`Some`) or for `stop` (`None`: a fatal answer); a SIGHUP
-/// meanwhile wakes `hangup`'s waiters (the manifests and the certificate are read again).
-async fn wait_for_signal_or(stop: &Stop, hangup: &tokio::sync::Notify) -> Option<StopReason> {
+/// Waits for SIGTERM or SIGINT; a SIGHUP meanwhile wakes `hangup`'s waiters (the manifests
+/// and the certificate are read again).
+async fn wait_for_signal(hangup: &tokio::sync::Notify) -> StopReason {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.ok().map(|()| StopReason::Interrupted),
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return Some(StopReason::Terminated),
+            r = tokio::signal::ctrl_c() => if r.is_ok() { return StopReason::Interrupted },
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return StopReason::Terminated,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => hangup.notify_waiters(),
-            () = stop.stopped() => return None,
         }
     }
 }
@@ -835,8 +1180,8 @@ async fn wait_for_signal_or(stop: &Stop, hangup: &tokio::sync::Notify) -> Option
 /// After the first signal, a second one exits at once (128 + its number); confirmed
 /// deletions already sent to the recording thread may then be lost only if it has not written
 /// them yet, and the next resync deletes those conversations again.
-fn watch_second_signal(runtime: &tokio::runtime::Runtime, first: StopReason, json: bool) {
-    runtime.spawn(async move {
+fn watch_second_signal(first: StopReason, json: bool) {
+    tokio::spawn(async move {
         let _ = first;
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

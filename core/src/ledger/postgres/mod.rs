@@ -26,6 +26,7 @@ use crate::ids::{ConversationKey, Peer, UserId};
 pub mod config;
 mod history;
 pub mod lock;
+pub mod queue;
 mod writer;
 
 pub use config::{PgLocation, SslMode};
@@ -125,6 +126,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_state_at ON timctl.events (state, at, id);
     CREATE INDEX events_state_from ON timctl.events (state, from_account, at, id);
     CREATE INDEX events_state_peer ON timctl.events (state, kind, peer, at, id);"#,
+    // 4 -> 5: serve's replicas. A standby replica puts the conversations its callbacks concern
+    // here (durably, before it answers) and the active one takes them. Keyed by the state's
+    // (SDKAppID, name), not its row, so that a standby can queue before it has read the
+    // state; nothing else refers to it, and `state migrate` does not copy it (it holds work in
+    // flight, not state).
+    r#"CREATE TABLE timctl.queue (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sdkappid bigint NOT NULL,
+        name text NOT NULL,
+        from_account text COLLATE "C" NOT NULL,
+        kind smallint NOT NULL CHECK (kind IN (1, 2)),
+        peer text COLLATE "C" NOT NULL,
+        clear_roaming boolean NOT NULL,
+        arrived_at bigint NOT NULL,
+        trigger_json jsonb
+    );
+    CREATE INDEX queue_state ON timctl.queue (sdkappid, name, id);"#,
 ];
 
 /// The first schema version with the history (`events`, and the runs' new columns).
