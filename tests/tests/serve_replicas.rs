@@ -426,3 +426,67 @@ fn signal(pid: i32, sig: &str) {
         .unwrap();
     assert!(status.success(), "kill {sig} {pid}");
 }
+
+#[test]
+fn a_cluster_restart_under_two_replicas_loses_nothing_and_enforcement_resumes() {
+    // A cluster of its own: this test stops it.
+    let cluster = PgCluster::start();
+    let db = cluster.database();
+    let fake = Fake::start(|_| {});
+    let mut env = Env::new(&fake, &many(4, 4));
+    env.state = PathBuf::from(cluster.url_with_password(&db));
+    let first = Serve::start(&env, &[]);
+    wait_for("the first serve active", || first.is_active());
+    let second = Serve::start(&env, &[]);
+    assert!(second.readyz().starts_with("ready: standby"));
+    wait_for("the first resync", || {
+        first.readyz().contains("first resync: done")
+    });
+    first.message(&fake, "p0", "u0", 1);
+    second.message(&fake, "p1", "u0", 2);
+    wait_for("deleted before the restart", || {
+        fake.conversations("u0").is_empty()
+    });
+
+    cluster.stop_server();
+    // The active one finds the state gone at its next write: that deletion is confirmed and
+    // cannot be recorded; calls stop, and neither replica is ready while the server is down.
+    first.message(&fake, "p2", "u1", 3);
+    wait_for("neither replica ready", || {
+        !first.is_active()
+            && first.get("/readyz").is_some_and(|a| a.status == 503)
+            && second.get("/readyz").is_some_and(|a| a.status == 503)
+    });
+    let made = fake.stats_for(FakeEndpoint::Delete).requests;
+    // Callbacks are still answered, and kept.
+    for p in 0..4 {
+        first.message(&fake, &format!("p{p}"), "u2", 10 + p as u64);
+        second.message(&fake, &format!("p{p}"), "u3", 20 + p as u64);
+    }
+    assert_eq!(
+        fake.stats_for(FakeEndpoint::Delete).requests,
+        made,
+        "a call went out while the state was down"
+    );
+
+    cluster.start_server();
+    wait_for("one replica active again", || {
+        first.is_active() || second.is_active()
+    });
+    // Every conversation a message brought back (u0's p0 and p1, u1's p2, all of u2's and
+    // u3's) ends deleted.
+    wait_for("everything kept is deleted", || all_deleted(&fake, 4, 4));
+    wait_for("every deletion in the state", || {
+        deleted_on_server(&fake).is_subset(&recorded(&env))
+    });
+    wait_for("both ready again", || {
+        first.get("/readyz").is_some_and(|a| a.status == 200)
+            && second.get("/readyz").is_some_and(|a| a.status == 200)
+    });
+    assert!(
+        first.is_active() != second.is_active(),
+        "exactly one active: {} / {}",
+        first.readyz(),
+        second.readyz()
+    );
+}
