@@ -9,12 +9,18 @@
 //! - [`reload`], the controller loop's pure parts: what a reload changes, `--max-deletes`,
 //!   the users waiting for a targeted resync.
 //! - [`resync`], `apply --refresh`'s work for some or all users, behind enforcement.
+//! - [`replica`], replicas on PostgreSQL: the standby's forwarding to the state's queue and the
+//!   active replica's taking from it.
+//! - [`controller`], the life after start: terms as the active replica, a standby or held
+//!   between them, and the resync and reload loops.
 //! - [`cidr`], `--callback-allow`.
 //!
 //! The binary (`reconciler/src/cmd/serve.rs`) reads flags, the token and the credentials,
-//! binds the sockets in the contract's order and waits for a signal.
+//! binds the sockets in the contract's order, tries the state's lock, and hands the rest to
+//! [`controller::Replica::run`].
 
 pub mod cidr;
+pub mod controller;
 pub mod enforcer;
 pub mod http;
 pub mod listener;
