@@ -306,3 +306,38 @@ pub fn ops_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
             }),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_says_which_part_the_replica_plays() {
+        let r = Readiness::default();
+        assert_eq!(
+            r.answer(),
+            (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned())
+        );
+        r.set_role(Role::Standby);
+        let (status, body) = r.answer();
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("ready: standby"), "{body}");
+        r.set_role(Role::Active);
+        assert_eq!(
+            r.answer(),
+            (
+                StatusCode::OK,
+                "ready: active; first resync: running\n".to_owned()
+            )
+        );
+        r.set_first_resync_done();
+        assert!(r.answer().1.contains("first resync: done"));
+        r.set_role(Role::StateLost("calls stopped".into()));
+        let (status, body) = r.answer();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("state lost: calls stopped"), "{body}");
+        // A new term as the active one runs its own first resync.
+        r.set_role(Role::Active);
+        assert!(r.answer().1.contains("first resync: running"));
+    }
+}
