@@ -261,8 +261,9 @@ impl Replica {
                     } else if readiness.role() != Role::Standby {
                         tracing::info!("the state is reachable again; this replica is a standby");
                     }
-                    readiness.set_role(Role::Standby);
+                    // The metrics first: whoever sees `ready: standby` sees them too.
                     self.shared.metrics.set_ready(true, false);
+                    readiness.set_role(Role::Standby);
                     continue;
                 }
                 Ok(Err(e)) => crate::apply::executor::error_chain(&e),
@@ -324,8 +325,8 @@ impl Replica {
         self.enforcer
             .activate(client.clone(), recorder.clone(), stop.clone());
         *lock(&self.term_recorder) = Some(recorder.clone());
-        shared.readiness.set_role(Role::Active);
         shared.metrics.set_ready(true, true);
+        shared.readiness.set_role(Role::Active);
         tracing::info!("this replica holds the state's lock: it is the active one");
         let term_shutdown = Arc::new(AtomicBool::new(false));
         let context = Arc::new(resync::Context {
