@@ -139,7 +139,7 @@ impl QueueSession {
                 &[&self.app, &self.name, &limit],
             )
             .map_err(query_err(&location, doing))?;
-        let mut items = Vec::with_capacity(rows.len());
+        // DELETE … RETURNING gives no order: sorted by id, the order they were queued in.
         let mut ordered: Vec<(i64, QueueItem)> = Vec::with_capacity(rows.len());
         for r in &rows {
             // A row that does not read as a conversation (written by hand, say) is dropped
@@ -166,9 +166,8 @@ impl QueueSession {
             ));
         }
         ordered.sort_by_key(|(id, _)| *id);
-        items.extend(ordered.into_iter().map(|(_, i)| i));
         let n = rows.len();
-        hand(items);
+        hand(ordered.into_iter().map(|(_, i)| i).collect());
         tx.commit().map_err(query_err(&location, doing))?;
         Ok(n)
     }
