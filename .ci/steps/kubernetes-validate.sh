@@ -23,7 +23,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
 deployment=examples/serve/kubernetes/deployment.yaml
-for change in 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/' 's/replicas: 1/replicas: one/'; do
+for change in 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/' 's/replicas: 2/replicas: two/'; do
     sed "$change" "$deployment" >"$tmp/deployment.yaml"
     if cmp -s "$deployment" "$tmp/deployment.yaml"; then
         echo "FAIL: the change $change matched nothing in $deployment"

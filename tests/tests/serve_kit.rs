@@ -330,11 +330,12 @@ fn the_kubernetes_objects_fit_together() {
     let pod = &spec["template"]["spec"];
     let labels = &spec["template"]["metadata"]["labels"];
     assert_eq!(&spec["selector"]["matchLabels"], labels);
-    // One replica, stopped before its successor starts: today's serve refuses to start while
-    // another holds the state's lock, so a rolling update's new pod would never be ready.
-    // FIXME(replicas): two replicas with maxUnavailable 0 once standbys exist.
-    assert_eq!(spec["replicas"], 1);
-    assert_eq!(spec["strategy"]["type"], "Recreate");
+    // Two replicas (one active, one standby) and a rollout that starts a new pod, ready as a
+    // standby, before it stops an old one: never fewer than two ready.
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], 1);
     let containers = pod["containers"].as_array().unwrap();
     let timctl = containers.iter().find(|c| c["name"] == "timctl").unwrap();
     let args: Vec<&str> = timctl["args"]
@@ -399,9 +400,11 @@ fn the_kubernetes_objects_fit_together() {
     }
     let pdb = read_yaml("examples/serve/kubernetes/poddisruptionbudget.yaml");
     assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
-    // One replica: a PDB must let a drain move it, or no node could ever be drained.
-    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-    assert!(pdb["spec"]["minAvailable"].is_null());
+    // A drain may take one of the two replicas, never the last ready one; fewer than
+    // `replicas` must stay allowed, or no node could ever be drained.
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert!(pdb["spec"]["maxUnavailable"].is_null());
+    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < spec["replicas"].as_u64().unwrap());
     let ingress = read_yaml("examples/serve/kubernetes/ingress.yaml");
     let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
     assert_eq!(path["path"], "/callback");
