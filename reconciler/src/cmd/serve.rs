@@ -409,6 +409,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         readiness: readiness.clone(),
         hangup: hangup.clone(),
         refused: std::sync::Mutex::new(refused_digest),
+        last_parsed: std::sync::Mutex::new(None),
     }));
     let certificates = tls.map(|tls| runtime.spawn(tls_loop(tls, hangup.clone())));
     let pruning = args.history_retention.map(|keep| {
@@ -603,6 +604,9 @@ struct Reloading {
     /// The digest of the manifests last refused for --max-deletes: the same content is not
     /// refused (and counted) again at every interval.
     refused: std::sync::Mutex<Option<String>>,
+    /// The fingerprint of the files last parsed without a problem, and their digest: an
+    /// interval that finds the same bytes skips parsing them.
+    last_parsed: std::sync::Mutex<Option<(timctl_core::manifest::Fingerprint, String)>>,
 }
 
 /// Every `every` and on SIGHUP: re-reads the manifests' content and adopts a changed, valid
@@ -625,11 +629,38 @@ async fn reload_loop(r: Reloading) {
 
 async fn reload_once(r: &Reloading) -> &'static str {
     let old = reload::current(&r.adopted);
-    // Reading a million-entry manifest takes a while: not on the runtime's threads.
+    // Reading a million-entry manifest takes a while: not on the runtime's threads. The files'
+    // bytes are compared first: when they are the ones last parsed, their digest is known and
+    // parsing them again would only find it again.
+    let paths = r.manifests.clone();
+    let fingerprint =
+        tokio::task::spawn_blocking(move || timctl_core::manifest::fingerprint(&paths))
+            .await
+            .ok()
+            .flatten();
+    let known = r.last_parsed.lock().ok().and_then(|last| last.clone());
+    if let (Some(now), Some((then, digest))) = (fingerprint, known)
+        && now == then
+    {
+        if digest == old.desired.digest {
+            r.readiness.set_manifests_note(None);
+            return "unchanged";
+        }
+        if r.refused.lock().ok().and_then(|d| d.clone()).as_ref() == Some(&digest) {
+            return "unchanged";
+        }
+    }
     let paths = r.manifests.clone();
     let loaded = tokio::task::spawn_blocking(move || timctl_core::manifest::load(&paths)).await;
     let desired = match loaded {
-        Ok(Ok(d)) => d,
+        Ok(Ok(d)) => {
+            // The fingerprint was taken before this read: if the files changed in between,
+            // the next reload sees other bytes and parses again.
+            if let (Some(now), Ok(mut last)) = (fingerprint, r.last_parsed.lock()) {
+                *last = Some((now, d.digest.clone()));
+            }
+            d
+        }
         Ok(Err(report)) => {
             // One `file:line:column: message` a problem, without the run's secrets: a log line
             // is read by people and collectors, and a manifest may quote anything.
