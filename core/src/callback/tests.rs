@@ -298,3 +298,37 @@ fn an_index_of_many_entries_finds_each_one() {
         assert_eq!(found.len(), 1, "{from} {peer}");
     }
 }
+
+#[test]
+fn an_id_named_as_a_user_and_as_a_group_keeps_each_entry_its_own() {
+    // "ops" is a user with a one-to-one entry, a peer, and a group; the index numbers the text
+    // once, and each entry keeps its kind and its clear_roaming.
+    let index = ForbiddenIndex::new(&desired(&[
+        ("ops", "user:alice", true),
+        ("alice", "user:ops", false),
+        ("alice", "group:ops", true),
+        ("bob", "group:ops", false),
+    ]))
+    .unwrap();
+    assert_eq!(index.len(), 4);
+    assert_eq!(
+        keys(&index.concerned(&one_to_one("alice", "ops"))),
+        [
+            ("alice user:ops".to_owned(), false),
+            ("ops user:alice".to_owned(), true)
+        ]
+    );
+    assert_eq!(
+        keys(&index.concerned(&Message::Group {
+            group: "ops".into(),
+            msg_seq: None,
+        })),
+        [
+            ("alice group:ops".to_owned(), true),
+            ("bob group:ops".to_owned(), false)
+        ]
+    );
+    // Both IDs are known, but no entry pairs them.
+    assert!(index.concerned(&one_to_one("bob", "alice")).is_empty());
+    assert!(index.concerned(&one_to_one("ops", "ops")).is_empty());
+}
