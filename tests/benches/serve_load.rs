@@ -6,9 +6,11 @@
 //! 2. Callback throughput: a Rust load client on CONNECTIONS keep-alive connections (default
 //!    32) posting valid signed `C2C.CallbackAfterSendMsg` callbacks for SECONDS (default 10),
 //!    90% for conversations no manifest names, against serve with an N-entry manifest (default
-//!    1,000,000), and the same load against a bare axum handler that answers the same OK and
-//!    does nothing (a child process too, so both sides pay the same). Callbacks/s, p99 answer
-//!    latency, errors.
+//!    1,000,000), and the same load against a bare handler that answers the same OK and does
+//!    nothing (a child process too, so both sides pay the same), served by `axum::serve` and by
+//!    serve's own listener with its limits; with SERVE_BASELINE (a path to another timctl
+//!    binary), that serve too. ROUNDS rounds (default 3), the sides one after the other in
+//!    each. Callbacks/s, p99 answer latency, errors, and the median ratios.
 //! 3. Memory: serve's RSS with the N-entry manifest at rest (after its first resync) and after
 //!    FLOOD_SECONDS (default 60) of that load, once its queue has drained.
 //!
@@ -413,12 +415,13 @@ fn throughput_and_memory(rt: &tokio::runtime::Runtime) {
     })
     .collect();
     std::thread::sleep(Duration::from_millis(500));
+    let rounds = size("ROUNDS", 3);
     println!(
         "callback throughput, {connections} keep-alive connections, {seconds} s each, 90% \
-         strangers, two rounds:"
+         strangers, {rounds} rounds:"
     );
     let mut ratios = Vec::new();
-    for round in 1..=2 {
+    for round in 1..=rounds {
         let mut rates = Vec::new();
         for (name, addr, _) in &bares {
             let b = rt.block_on(load(addr, connections, seconds, users));
@@ -451,6 +454,22 @@ fn throughput_and_memory(rt: &tokio::runtime::Runtime) {
     }
     for (round, name, rate, p99) in &ratios {
         println!("  round {round}: serve / {name}: rate {rate:.2}, p99 {p99:.2}");
+    }
+    // The median of each ratio over the rounds.
+    let mut names: Vec<&String> = ratios.iter().map(|r| &r.1).collect();
+    names.dedup();
+    names.truncate(ratios.len() / rounds.max(1));
+    for name in names {
+        let median = |pick: fn(&(usize, String, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = ratios.iter().filter(|r| &r.1 == name).map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "  median of {rounds} rounds: serve / {name}: rate {:.2}, p99 {:.2}",
+            median(|r| r.2),
+            median(|r| r.3)
+        );
     }
     if let Some((b, _)) = baseline {
         stop(b);
