@@ -52,7 +52,23 @@ impl CallbackQuery {
     /// value; unknown parameters are ignored.
     pub fn parse(query: &str) -> Self {
         let mut q = CallbackQuery::default();
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        // Most parameters are not serve's (`ClientIP`, `OptPlatform`, ...) and nearly every
+        // name and value is plain: each pair is decoded only when it holds an escape (`%` or
+        // `+`), and a value is copied only into a slot serve reads.
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let plain = |t: &str| !t.contains(['%', '+']);
+            let (name, value) = if plain(name) && plain(value) {
+                (
+                    std::borrow::Cow::Borrowed(name),
+                    std::borrow::Cow::Borrowed(value),
+                )
+            } else {
+                match url::form_urlencoded::parse(pair.as_bytes()).next() {
+                    Some(decoded) => decoded,
+                    None => continue,
+                }
+            };
             let slot = if name.eq_ignore_ascii_case("SdkAppid") {
                 &mut q.sdkappid
             } else if name.eq_ignore_ascii_case("CallbackCommand") {

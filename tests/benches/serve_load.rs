@@ -12,7 +12,7 @@
 //!    binary), that serve too. ROUNDS rounds (default 3), the sides one after the other in
 //!    each. Callbacks/s, p99 answer latency, errors, and the median ratios.
 //! 3. Memory: serve's RSS with the N-entry manifest at rest (after its first resync) and after
-//!    FLOOD_SECONDS (default 60) of that load, once its queue has drained.
+//!    FLOOD_SECONDS (default 60; 0 skips it) of that load, once its queue has drained.
 //!
 //! `cargo bench -p timctl-tests --bench serve_load` (release); `PARTS=resync` or
 //! `PARTS=throughput` runs one part.
@@ -475,6 +475,10 @@ fn throughput_and_memory(rt: &tokio::runtime::Runtime) {
         stop(b);
     }
 
+    if flood == 0 {
+        stop(serve);
+        return;
+    }
     let f = rt.block_on(load(&serve.listen, connections, flood, users));
     report(&format!("flood {flood} s serve"), &f);
     // Let the queue drain (the deletions the flood's 10% asked for) before reading; an

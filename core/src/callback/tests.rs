@@ -110,6 +110,16 @@ fn the_query_is_read_without_regard_to_case_and_the_first_value_wins() {
     assert!(q.is_for_app(1400000001));
     assert!(!q.is_for_app(2));
     assert!(!CallbackQuery::parse("SdkAppid=abc").is_for_app(0));
+    // Escapes are decoded, in names and values alike, as form_urlencoded decodes them; pairs
+    // without a value and empty pairs are read as such.
+    let q = CallbackQuery::parse(
+        "&Sdk%41ppid=%2014&CallbackCommand=C2C.Callback%41fterSendMsg&Sign&Request+Time=x&RequestTime=a+b%2B",
+    );
+    assert_eq!(q.sdkappid.as_deref(), Some(" 14"));
+    assert!(q.is_for_app(14));
+    assert_eq!(q.command.as_deref(), Some(C2C_AFTER_SEND));
+    assert_eq!(q.sign.as_deref(), Some(""));
+    assert_eq!(q.request_time.as_deref(), Some("a b+"));
     assert!(!CallbackQuery::parse("").is_for_app(0));
 }
 
