@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::desired::DesiredState;
-use crate::ids::{ConversationKey, GroupId, Peer};
+use crate::ids::{ConversationKey, GroupId, Peer, UserId};
 
 /// How far `RequestTime` may be from this clock, in seconds, either way: the documentation's
 /// replay window.
@@ -52,7 +52,23 @@ impl CallbackQuery {
     /// value; unknown parameters are ignored.
     pub fn parse(query: &str) -> Self {
         let mut q = CallbackQuery::default();
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        // Most parameters are not serve's (`ClientIP`, `OptPlatform`, ...) and nearly every
+        // name and value is plain: each pair is decoded only when it holds an escape (`%` or
+        // `+`), and a value is copied only into a slot serve reads.
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let plain = |t: &str| !t.contains(['%', '+']);
+            let (name, value) = if plain(name) && plain(value) {
+                (
+                    std::borrow::Cow::Borrowed(name),
+                    std::borrow::Cow::Borrowed(value),
+                )
+            } else {
+                match url::form_urlencoded::parse(pair.as_bytes()).next() {
+                    Some(decoded) => decoded,
+                    None => continue,
+                }
+            };
             let slot = if name.eq_ignore_ascii_case("SdkAppid") {
                 &mut q.sdkappid
             } else if name.eq_ignore_ascii_case("CallbackCommand") {
@@ -126,11 +142,22 @@ impl CallbackToken {
 
     /// `Sign` for `request_time`: hex(SHA-256(token ‖ request_time)), lower case.
     pub fn sign(&self, request_time: &str) -> String {
+        String::from_utf8_lossy(&self.sign_hex(request_time)).into_owned()
+    }
+
+    /// [`CallbackToken::sign`] without an allocation, for the check each callback makes.
+    fn sign_hex(&self, request_time: &str) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::new()
             .chain_update(self.0.as_bytes())
             .chain_update(request_time.as_bytes())
             .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        let mut hex = [0u8; 64];
+        for (i, b) in digest.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        hex
     }
 
     /// Checks a callback's signature, then its time against `now_unix` (seconds). The
@@ -141,9 +168,18 @@ impl CallbackToken {
             return Err(AuthError::Missing);
         };
         let time_value: i64 = time.trim().parse().map_err(|_| AuthError::BadTime)?;
-        let expected = self.sign(time);
-        let given = sign.trim().to_ascii_lowercase();
-        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        let expected = self.sign_hex(time);
+        // Lower-cased into a buffer of the signature's own length; any other length is forged
+        // (the length of a hex SHA-256 is no secret).
+        let given = sign.trim().as_bytes();
+        let mut lower = [0u8; 64];
+        if given.len() != lower.len() {
+            return Err(AuthError::Forged);
+        }
+        for (l, g) in lower.iter_mut().zip(given) {
+            *l = g.to_ascii_lowercase();
+        }
+        if !bool::from(expected.ct_eq(&lower)) {
             return Err(AuthError::Forged);
         }
         let skew_seconds = time_value.saturating_sub(now_unix);
@@ -262,70 +298,146 @@ pub struct Forbidden {
 }
 
 /// Which forbidden conversations a message concerns, answered in constant time whatever the
-/// size of the manifests, with memory of a few bytes per entry beside the desired state it
-/// indexes.
+/// size of the manifests, in about 20 bytes per entry (the desired state it is made from is not
+/// kept).
 ///
-/// A one-to-one message between A and B concerns (A, user:B) and (B, user:A); a group message in
-/// G concerns (U, group:G) for every user U the manifests give G. Hashing is SipHash with a
-/// random key, because callbacks choose the IDs that are looked up.
+/// Every distinct ID the entries name is stored once, back to back in one arena, and numbered;
+/// an entry is then two numbers. A one-to-one message between A and B concerns (A, user:B) and
+/// (B, user:A); a group message in G concerns (U, group:G) for every user U the manifests give
+/// G. A message whose IDs are not in the arena (nearly every one) costs one hash of each ID.
+/// Hashing is SipHash with a random key, because callbacks choose the IDs that are looked up.
 pub struct ForbiddenIndex {
-    entries: Vec<crate::desired::DesiredEntry>,
     hasher: RandomState,
-    /// Indices of one-to-one entries, hashed by (from, peer).
-    one_to_one: HashTable<u32>,
-    /// Per group, the indices of its entries, hashed by the group ID.
+    /// Every distinct ID, back to back.
+    arena: String,
+    /// Where ID `n` starts in `arena`; it ends where ID `n + 1` starts (the last entry is the
+    /// arena's length).
+    starts: Vec<u32>,
+    /// ID numbers, hashed by the ID's text.
+    ids: HashTable<u32>,
+    /// One-to-one entries: (user, peer | [`CLEAR_ROAMING`]), hashed by the two numbers.
+    one_to_one: HashTable<(u32, u32)>,
+    /// Per group: its ID's number and its users' (| [`CLEAR_ROAMING`]), hashed by the number.
     groups: HashTable<(u32, Box<[u32]>)>,
+    entries: usize,
+}
+
+/// The bit of a stored ID number that carries the entry's `clear_roaming`; ID numbers stay
+/// below it.
+const CLEAR_ROAMING: u32 = 1 << 31;
+
+/// Interns IDs while an index is built.
+struct Interner<'a> {
+    hasher: &'a RandomState,
+    arena: String,
+    starts: Vec<u32>,
+    ids: HashTable<u32>,
+}
+
+impl Interner<'_> {
+    fn name(&self, n: u32) -> &str {
+        name(&self.arena, &self.starts, n)
+    }
+
+    /// The number of `id`, numbering it if it is new; `None` past the index's limits.
+    fn intern(&mut self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        if let Some(&n) = self.ids.find(h, |&n| self.name(n) == id) {
+            return Some(n);
+        }
+        let n = u32::try_from(self.starts.len() - 1)
+            .ok()
+            .filter(|&n| n < CLEAR_ROAMING)?;
+        let end = u32::try_from(self.arena.len() + id.len()).ok()?;
+        self.arena.push_str(id);
+        self.starts.push(end);
+        let (hasher, arena, starts) = (self.hasher, &self.arena, &self.starts);
+        self.ids
+            .insert_unique(h, n, |&m| hasher.hash_one(name(arena, starts, m)));
+        Some(n)
+    }
+}
+
+fn name<'a>(arena: &'a str, starts: &[u32], n: u32) -> &'a str {
+    let n = n as usize;
+    &arena[starts[n] as usize..starts[n + 1] as usize]
 }
 
 impl ForbiddenIndex {
-    /// Indexes `desired`'s entries; refuses more than `u32::MAX` of them (the index keeps
-    /// 4-byte positions).
+    /// Indexes `desired`'s entries; refuses more than the index can number (2³¹ distinct IDs,
+    /// 4 GiB of them, `u32::MAX` entries).
     pub fn new(desired: &DesiredState) -> Result<Self, TooManyEntries> {
+        let too_many = || TooManyEntries(desired.entries.len());
         if u32::try_from(desired.entries.len()).is_err() {
-            return Err(TooManyEntries(desired.entries.len()));
+            return Err(too_many());
         }
         let hasher = RandomState::new();
-        let entries = desired.entries.clone();
-        let mut one_to_one = HashTable::with_capacity(entries.len());
-        let mut by_group: std::collections::BTreeMap<&GroupId, Vec<u32>> = Default::default();
-        for (i, e) in entries.iter().enumerate() {
-            // Checked above: every position fits.
-            let i = i as u32;
+        let mut interner = Interner {
+            hasher: &hasher,
+            arena: String::new(),
+            starts: vec![0],
+            ids: HashTable::new(),
+        };
+        let users = desired
+            .entries
+            .iter()
+            .filter(|e| matches!(e.key.peer, Peer::User(_)))
+            .count();
+        let mut one_to_one = HashTable::with_capacity(users);
+        let mut by_group: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+        for e in &desired.entries {
+            let from = interner.intern(e.key.from.as_str()).ok_or_else(too_many)?;
+            let roaming = if e.clear_roaming { CLEAR_ROAMING } else { 0 };
             match &e.key.peer {
                 Peer::User(peer) => {
-                    let h = hasher.hash_one((e.key.from.as_str(), peer.as_str()));
-                    one_to_one.insert_unique(h, i, |&j: &u32| {
-                        let e = &entries[j as usize];
-                        hasher.hash_one((e.key.from.as_str(), peer_str(&e.key.peer)))
+                    let peer = interner.intern(peer.as_str()).ok_or_else(too_many)?;
+                    // The manifests hold each key once: no pair is inserted twice.
+                    let h = hasher.hash_one((from, peer));
+                    one_to_one.insert_unique(h, (from, peer | roaming), |&(f, p)| {
+                        hasher.hash_one((f, p & !CLEAR_ROAMING))
                     });
                 }
-                Peer::Group(g) => by_group.entry(g).or_default().push(i),
+                Peer::Group(g) => {
+                    let group = interner.intern(g.as_str()).ok_or_else(too_many)?;
+                    by_group.entry(group).or_default().push(from | roaming);
+                }
             }
         }
         let mut groups = HashTable::with_capacity(by_group.len());
         for (group, members) in by_group {
-            let first = members[0];
-            let h = hasher.hash_one(group.as_str());
-            groups.insert_unique(h, (first, members.into_boxed_slice()), |(j, _)| {
-                hasher.hash_one(peer_str(&entries[*j as usize].key.peer))
+            let h = hasher.hash_one(group);
+            groups.insert_unique(h, (group, members.into_boxed_slice()), |(g, _)| {
+                hasher.hash_one(*g)
             });
         }
+        let Interner {
+            mut arena,
+            mut starts,
+            mut ids,
+            ..
+        } = interner;
+        arena.shrink_to_fit();
+        starts.shrink_to_fit();
+        ids.shrink_to_fit(|&n| hasher.hash_one(name(&arena, &starts, n)));
         Ok(ForbiddenIndex {
-            entries,
             hasher,
+            arena,
+            starts,
+            ids,
             one_to_one,
             groups,
+            entries: desired.entries.len(),
         })
     }
 
     /// How many manifest entries are indexed.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries
     }
 
     /// Whether no entry is indexed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries == 0
     }
 
     /// The forbidden conversations `message` concerns; empty for a message in a conversation no
@@ -334,63 +446,79 @@ impl ForbiddenIndex {
         let mut found = Vec::new();
         match message {
             Message::OneToOne { from, to, .. } => {
-                for (a, b) in [(from, to), (to, from)] {
-                    if let Some(i) = self.one_to_one_index(a, b) {
-                        found.push(self.forbidden(i));
+                let (Some(a), Some(b)) = (self.id(from), self.id(to)) else {
+                    return found;
+                };
+                for (user, peer) in [(a, b), (b, a)] {
+                    let h = self.hasher.hash_one((user, peer));
+                    let hit = self
+                        .one_to_one
+                        .find(h, |&(f, p)| f == user && p & !CLEAR_ROAMING == peer);
+                    if let Some(&(_, stored)) = hit
+                        && let (Some(user), Some(peer)) = (self.user(user), self.user(peer))
+                    {
+                        found.push(Forbidden {
+                            key: ConversationKey::new(user, Peer::User(peer)),
+                            clear_roaming: stored & CLEAR_ROAMING != 0,
+                        });
                     }
                 }
             }
             Message::Group { group, .. } => {
-                let h = self.hasher.hash_one(group.as_str());
-                let hit = self.groups.find(h, |(j, _)| {
-                    peer_str(&self.entries[*j as usize].key.peer) == group.as_str()
-                });
-                if let Some((_, members)) = hit {
-                    found.extend(members.iter().map(|&i| self.forbidden(i)));
+                let Some(g) = self.id(group) else {
+                    return found;
+                };
+                let hit = self.groups.find(self.hasher.hash_one(g), |(n, _)| *n == g);
+                // The group's ID is the one the message named (equal text).
+                if let Some((_, members)) = hit
+                    && let Ok(group) = GroupId::new(group.as_str())
+                {
+                    found.extend(members.iter().filter_map(|&m| {
+                        Some(Forbidden {
+                            key: ConversationKey::new(
+                                self.user(m & !CLEAR_ROAMING)?,
+                                Peer::Group(group.clone()),
+                            ),
+                            clear_roaming: m & CLEAR_ROAMING != 0,
+                        })
+                    }));
                 }
             }
         }
         found
     }
 
-    fn one_to_one_index(&self, from: &str, peer: &str) -> Option<u32> {
-        let h = self.hasher.hash_one((from, peer));
-        self.one_to_one
-            .find(h, |&j| {
-                let e = &self.entries[j as usize];
-                e.key.from.as_str() == from
-                    && matches!(&e.key.peer, Peer::User(p) if p.as_str() == peer)
-            })
+    /// The number of `id`, when an entry names it.
+    fn id(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.ids
+            .find(h, |&n| name(&self.arena, &self.starts, n) == id)
             .copied()
     }
 
-    fn forbidden(&self, i: u32) -> Forbidden {
-        let e = &self.entries[i as usize];
-        Forbidden {
-            key: e.key.clone(),
-            clear_roaming: e.clear_roaming,
-        }
+    /// The user ID numbered `n`. Every number stored as a user came from a valid `UserId`, so
+    /// the check never fails; a failure would drop the entry rather than panic.
+    fn user(&self, n: u32) -> Option<UserId> {
+        UserId::new(name(&self.arena, &self.starts, n)).ok()
     }
 }
 
-/// More manifest entries than the index can hold.
+/// More manifest entries (or distinct IDs) than the index can hold.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} manifest entries are more than serve can index ({max})", max = u32::MAX)]
+#[error(
+    "{0} manifest entries are more than serve can index (at most {max} entries and 2^31 \
+     distinct IDs, 4 GiB of them)",
+    max = u32::MAX
+)]
 pub struct TooManyEntries(pub usize);
 
 impl fmt::Debug for ForbiddenIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ForbiddenIndex")
-            .field("entries", &self.entries.len())
+            .field("entries", &self.entries)
+            .field("ids", &self.ids.len())
             .field("groups", &self.groups.len())
             .finish()
-    }
-}
-
-fn peer_str(peer: &Peer) -> &str {
-    match peer {
-        Peer::User(u) => u.as_str(),
-        Peer::Group(g) => g.as_str(),
     }
 }
 

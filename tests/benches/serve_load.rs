@@ -6,11 +6,13 @@
 //! 2. Callback throughput: a Rust load client on CONNECTIONS keep-alive connections (default
 //!    32) posting valid signed `C2C.CallbackAfterSendMsg` callbacks for SECONDS (default 10),
 //!    90% for conversations no manifest names, against serve with an N-entry manifest (default
-//!    1,000,000), and the same load against a bare axum handler that answers the same OK and
-//!    does nothing (a child process too, so both sides pay the same). Callbacks/s, p99 answer
-//!    latency, errors.
+//!    1,000,000), and the same load against a bare handler that answers the same OK and does
+//!    nothing (a child process too, so both sides pay the same), served by `axum::serve` and by
+//!    serve's own listener with its limits; with SERVE_BASELINE (a path to another timctl
+//!    binary), that serve too. ROUNDS rounds (default 3), the sides one after the other in
+//!    each. Callbacks/s, p99 answer latency, errors, and the median ratios.
 //! 3. Memory: serve's RSS with the N-entry manifest at rest (after its first resync) and after
-//!    FLOOD_SECONDS (default 60) of that load, once its queue has drained.
+//!    FLOOD_SECONDS (default 60; 0 skips it) of that load, once its queue has drained.
 //!
 //! `cargo bench -p timctl-tests --bench serve_load` (release); `PARTS=resync` or
 //! `PARTS=throughput` runs one part.
@@ -31,6 +33,7 @@ const KEY: &str = "serve-load-secret-key";
 const TOKEN: &str = "serve-load-callback-token";
 const APP: u64 = 1_400_000_001;
 const BARE: &str = "SERVE_LOAD_BARE_ADDR";
+const BARE_STACK: &str = "SERVE_LOAD_BARE_STACK";
 
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -45,8 +48,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// The bare handler: the same route and answer as serve, nothing else.
-fn bare(addr: &str) {
+/// The bare handler: the same route and answer as serve, nothing else. With `stack` "axum",
+/// served by `axum::serve` (the issue's ceiling of the HTTP stack; TCP_NODELAY set, as serve
+/// sets it); with "listener", by serve's own listener with serve's limits (1024 connections,
+/// the 10 s header and idle deadline, the 10 s request timeout; serve's 1 MiB body limit is
+/// in its handler), so that what the limits cost is told apart from what a callback's checks
+/// cost.
+fn bare(addr: &str, stack: &str) {
     let rt = runtime(2);
     rt.block_on(async {
         let router = axum::Router::new().route(
@@ -59,13 +67,28 @@ fn bare(addr: &str) {
             }),
         );
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        axum::serve(listener, router).await.unwrap();
+        if stack == "listener" {
+            let timeout = Duration::from_secs(10);
+            let router = timctl_core::serve::http::with_request_timeout(router, timeout);
+            let limits = timctl_core::serve::listener::Limits {
+                max_connections: 1024,
+                client_timeout: timeout,
+            };
+            let (_keep, never) = tokio::sync::watch::channel(false);
+            timctl_core::serve::listener::serve(listener, router, limits, None, never).await;
+        } else {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router).await.unwrap();
+        }
     });
 }
 
 fn main() {
     if let Ok(addr) = std::env::var(BARE) {
-        bare(&addr);
+        bare(&addr, &std::env::var(BARE_STACK).unwrap_or_default());
         return;
     }
     let parts = std::env::var("PARTS").unwrap_or_else(|_| "resync,throughput".into());
@@ -91,8 +114,20 @@ fn start_serve(
     manifest: &std::path::Path,
     extra: &[&str],
 ) -> Serve {
+    start_serve_of(timctl(), fake, dir, manifest, extra)
+}
+
+/// [`start_serve`] with another binary, as `timctl()` prepares it (none of the caller's
+/// `TIMCTL_*` variables).
+fn start_serve_of(
+    mut command: std::process::Command,
+    fake: &FakeTim,
+    dir: &std::path::Path,
+    manifest: &std::path::Path,
+    extra: &[&str],
+) -> Serve {
     let (listen, ops) = (free_addr(), free_addr());
-    let child = timctl()
+    let child = command
         .args(["serve", "-f"])
         .arg(manifest)
         .args(["--listen", &listen, "--ops-listen", &ops])
@@ -321,50 +356,129 @@ fn throughput_and_memory(rt: &tokio::runtime::Runtime) {
     );
     let dir = tempfile::tempdir().unwrap();
     let manifest = write_manifest(dir.path(), n, per_user);
+    let flags = ["--refresh-rate", "20000", "--reload-interval", "1h"];
     let started = Instant::now();
-    let serve = start_serve(
-        &fake,
-        dir.path(),
-        &manifest,
-        &["--refresh-rate", "20000", "--reload-interval", "1h"],
-    );
+    let serve = start_serve(&fake, dir.path(), &manifest, &flags);
+    wait_until(rt, &serve, "serve's readiness", "ready: active");
+    let at_ready = rss_mib(&serve.child);
     wait_until(rt, &serve, "the first resync", "first resync: done");
     println!(
         "serve with {n} entries: ready and first resync done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // SERVE_BASELINE names another timctl binary (an earlier build, say): it serves the same
+    // manifest from a state of its own and takes the same load in the same rounds.
+    let baseline_dir = tempfile::tempdir().unwrap();
+    let baseline = std::env::var_os("SERVE_BASELINE").map(|bin| {
+        let mut command = std::process::Command::new(&bin);
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("TIMCTL_") {
+                command.env_remove(var);
+            }
+        }
+        let b = start_serve_of(command, &fake, baseline_dir.path(), &manifest, &flags);
+        wait_until(rt, &b, "the baseline's readiness", "ready: active");
+        let at_ready = rss_mib(&b.child);
+        wait_until(rt, &b, "the baseline's first resync", "first resync: done");
+        (b, at_ready)
+    });
     fake.update(|c| *c = FakeConfig { ..api_pace(KEY) });
     std::thread::sleep(Duration::from_secs(2));
     let at_rest = rss_mib(&serve.child);
+    println!(
+        "memory, {n} entries: serve RSS {at_ready:.0} MiB at ready (manifests loaded, index \
+         built, first resync starting), {at_rest:.0} MiB at rest after the first resync"
+    );
+    if let Some((b, b_ready)) = &baseline {
+        println!(
+            "memory, {n} entries: baseline RSS {b_ready:.0} MiB at ready, {:.0} MiB at rest",
+            rss_mib(&b.child)
+        );
+    }
 
-    let bare_addr = free_addr();
-    let mut bare = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(BARE, &bare_addr)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Two bare handlers: axum::serve (the issue's ceiling), and serve's own listener and
+    // limits (what serve pays before its handler runs).
+    let bares: Vec<(&str, String, Child)> = [
+        ("bare axum", "axum"),
+        ("bare, serve's listener", "listener"),
+    ]
+    .into_iter()
+    .map(|(name, stack)| {
+        let addr = free_addr();
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(BARE, &addr)
+            .env(BARE_STACK, stack)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (name, addr, child)
+    })
+    .collect();
     std::thread::sleep(Duration::from_millis(500));
+    let rounds = size("ROUNDS", 3);
     println!(
         "callback throughput, {connections} keep-alive connections, {seconds} s each, 90% \
-         strangers, two rounds:"
+         strangers, {rounds} rounds:"
     );
     let mut ratios = Vec::new();
-    for round in 1..=2 {
-        let b = rt.block_on(load(&bare_addr, connections, seconds, users));
-        let (b_rate, b_p99) = report(&format!("round {round} bare axum"), &b);
+    for round in 1..=rounds {
+        let mut rates = Vec::new();
+        for (name, addr, _) in &bares {
+            let b = rt.block_on(load(addr, connections, seconds, users));
+            rates.push((
+                name.to_string(),
+                report(&format!("round {round} {name}"), &b),
+            ));
+        }
+        if let Some((b, _)) = &baseline {
+            let l = rt.block_on(load(&b.listen, connections, seconds, users));
+            rates.push((
+                "baseline serve".into(),
+                report(&format!("round {round} baseline serve"), &l),
+            ));
+        }
         let s = rt.block_on(load(&serve.listen, connections, seconds, users));
         let (s_rate, s_p99) = report(&format!("round {round} serve"), &s);
-        ratios.push((
-            s_rate / b_rate,
-            s_p99.as_secs_f64() / b_p99.as_secs_f64().max(1e-9),
-        ));
+        for (name, (rate, p99)) in rates {
+            ratios.push((
+                round,
+                name,
+                s_rate / rate,
+                s_p99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
+            ));
+        }
     }
-    let _ = bare.kill();
-    let _ = bare.wait();
-    for (rate, p99) in &ratios {
-        println!("  serve / bare: rate {rate:.2}, p99 {p99:.2}");
+    for (_, _, mut child) in bares {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for (round, name, rate, p99) in &ratios {
+        println!("  round {round}: serve / {name}: rate {rate:.2}, p99 {p99:.2}");
+    }
+    // The median of each ratio over the rounds.
+    let mut names: Vec<&String> = ratios.iter().map(|r| &r.1).collect();
+    names.dedup();
+    names.truncate(ratios.len() / rounds.max(1));
+    for name in names {
+        let median = |pick: fn(&(usize, String, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = ratios.iter().filter(|r| &r.1 == name).map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "  median of {rounds} rounds: serve / {name}: rate {:.2}, p99 {:.2}",
+            median(|r| r.2),
+            median(|r| r.3)
+        );
+    }
+    if let Some((b, _)) = baseline {
+        stop(b);
     }
 
+    if flood == 0 {
+        stop(serve);
+        return;
+    }
     let f = rt.block_on(load(&serve.listen, connections, flood, users));
     report(&format!("flood {flood} s serve"), &f);
     // Let the queue drain (the deletions the flood's 10% asked for) before reading; an

@@ -110,6 +110,16 @@ fn the_query_is_read_without_regard_to_case_and_the_first_value_wins() {
     assert!(q.is_for_app(1400000001));
     assert!(!q.is_for_app(2));
     assert!(!CallbackQuery::parse("SdkAppid=abc").is_for_app(0));
+    // Escapes are decoded, in names and values alike, as form_urlencoded decodes them; pairs
+    // without a value and empty pairs are read as such.
+    let q = CallbackQuery::parse(
+        "&Sdk%41ppid=%2014&CallbackCommand=C2C.Callback%41fterSendMsg&Sign&Request+Time=x&RequestTime=a+b%2B",
+    );
+    assert_eq!(q.sdkappid.as_deref(), Some(" 14"));
+    assert!(q.is_for_app(14));
+    assert_eq!(q.command.as_deref(), Some(C2C_AFTER_SEND));
+    assert_eq!(q.sign.as_deref(), Some(""));
+    assert_eq!(q.request_time.as_deref(), Some("a b+"));
     assert!(!CallbackQuery::parse("").is_for_app(0));
 }
 
@@ -297,4 +307,38 @@ fn an_index_of_many_entries_finds_each_one() {
         };
         assert_eq!(found.len(), 1, "{from} {peer}");
     }
+}
+
+#[test]
+fn an_id_named_as_a_user_and_as_a_group_keeps_each_entry_its_own() {
+    // "ops" is a user with a one-to-one entry, a peer, and a group; the index numbers the text
+    // once, and each entry keeps its kind and its clear_roaming.
+    let index = ForbiddenIndex::new(&desired(&[
+        ("ops", "user:alice", true),
+        ("alice", "user:ops", false),
+        ("alice", "group:ops", true),
+        ("bob", "group:ops", false),
+    ]))
+    .unwrap();
+    assert_eq!(index.len(), 4);
+    assert_eq!(
+        keys(&index.concerned(&one_to_one("alice", "ops"))),
+        [
+            ("alice user:ops".to_owned(), false),
+            ("ops user:alice".to_owned(), true)
+        ]
+    );
+    assert_eq!(
+        keys(&index.concerned(&Message::Group {
+            group: "ops".into(),
+            msg_seq: None,
+        })),
+        [
+            ("alice group:ops".to_owned(), true),
+            ("bob group:ops".to_owned(), false)
+        ]
+    );
+    // Both IDs are known, but no entry pairs them.
+    assert!(index.concerned(&one_to_one("bob", "alice")).is_empty());
+    assert!(index.concerned(&one_to_one("ops", "ops")).is_empty());
 }

@@ -173,6 +173,46 @@ fn digest(loaded: &[LoadedFile]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// A fingerprint of the manifests' raw bytes: equal fingerprints mean [`load`] would read the
+/// same files, in the same order, with the same content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+/// The [`Fingerprint`] of the manifests at `paths`: the files [`load`] would read (the same
+/// expansion of directories, the same order, the same refusal of links met while walking),
+/// each read with the same bound, their names and bytes hashed with BLAKE3 and nothing
+/// parsed. `None` when `load` would report a problem before parsing (a missing path, a file
+/// that cannot be read, over [`MAX_FILE_BYTES`], or not a regular file): the caller then
+/// loads, which says what is wrong.
+///
+/// It lets a long-running reader (serve's reload) skip parsing a set that has not changed; it
+/// is a different value from [`DesiredState::digest`], which ignores the files' names and order.
+pub fn fingerprint(paths: &[PathBuf]) -> Option<Fingerprint> {
+    let mut problems = Vec::new();
+    let files = expand_paths(paths, &mut problems);
+    if !problems.is_empty() || files.is_empty() {
+        return None;
+    }
+    let mut hasher = blake3::Hasher::new();
+    for file in &files {
+        let bytes = crate::input::read_capped_with(
+            &file.path,
+            MAX_FILE_BYTES,
+            Accept::RegularOnly,
+            file.links,
+        )
+        .ok()?;
+        // Each name and content with its length first, so that no two different sets of files
+        // hash the same bytes.
+        let name = file.path.as_os_str().as_encoded_bytes();
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name);
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Some(Fingerprint(*hasher.finalize().as_bytes()))
+}
+
 /// Checks each file at `paths` on its own, as `load` does, without the checks between files
 /// (one `app`, no duplicate across files): for `timctl fmt`, which may be given several
 /// manifest sets at once and rewrites only files that are valid by themselves. Returns the
@@ -901,4 +941,82 @@ fn check(file: &mut LoadedFile, manifest: Parts) {
     entries.sort_by(|a, b| a.entry.key.cmp(&b.entry.key));
     file.entries = entries;
     file.problems = problems;
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    const APP: &str =
+        "version: 1\napp: {sdkappid: 1400000001, region: singapore, admin: administrator}\n";
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn follows_the_files_load_reads_and_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("manifests");
+        std::fs::create_dir_all(root.join("team")).unwrap();
+        write(&root.join("app.yaml"), APP);
+        write(
+            &root.join("team/alice.yml"),
+            "version: 1\nabsent:\n  alice:\n    - user: bob\n",
+        );
+        let paths = vec![root.clone()];
+        let first = fingerprint(&paths).expect("a readable set has a fingerprint");
+        assert_eq!(
+            fingerprint(&paths),
+            Some(first),
+            "the same bytes, the same fingerprint"
+        );
+
+        // What load never reads changes nothing: another extension, a hidden file, a link.
+        write(&root.join("notes.txt"), "not a manifest");
+        write(&root.join(".hidden.yaml"), "version: 1\n");
+        std::os::unix::fs::symlink(root.join("app.yaml"), root.join("linked.yaml")).unwrap();
+        assert_eq!(fingerprint(&paths), Some(first));
+        load(&paths).expect("the set stays valid");
+
+        // One byte of one file changes it; the same bytes under another name are another set.
+        write(
+            &root.join("team/alice.yml"),
+            "version: 1\nabsent:\n  alice:\n    - user: bab\n",
+        );
+        let edited = fingerprint(&paths).unwrap();
+        assert_ne!(edited, first);
+        write(
+            &root.join("team/alice.yml"),
+            "version: 1\nabsent:\n  alice:\n    - user: bob\n",
+        );
+        assert_eq!(fingerprint(&paths), Some(first), "back to the same bytes");
+        std::fs::rename(root.join("team/alice.yml"), root.join("team/alice2.yml")).unwrap();
+        assert_ne!(
+            fingerprint(&paths),
+            Some(first),
+            "a renamed file is another set"
+        );
+
+        // A new manifest file is read by load, so it changes the fingerprint too.
+        write(&root.join("team/carol.yaml"), "version: 1\nabsent: {}\n");
+        assert_ne!(fingerprint(&paths).unwrap(), edited);
+    }
+
+    #[test]
+    fn is_none_where_load_reports_a_problem_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.yaml");
+        assert_eq!(fingerprint(std::slice::from_ref(&missing)), None);
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(fingerprint(std::slice::from_ref(&empty)), None);
+        assert_eq!(fingerprint(&[]), None);
+        // A file bigger than load reads is not fingerprinted either.
+        let big = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert_eq!(fingerprint(std::slice::from_ref(&big)), None);
+        assert!(load(std::slice::from_ref(&big)).is_err());
+    }
 }

@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::limit::RequestBodyLimitLayer;
+use futures::StreamExt as _;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::apply::Deleter;
@@ -23,7 +22,7 @@ use crate::ledger::history::EventReason;
 use super::cidr::Cidr;
 use super::enforcer::{Cause, Enforcer, Enqueued};
 use super::metrics::{CallbackOutcome, Metrics, command_label};
-use super::reload::{Current, Pending, current};
+use super::reload::{Current, Pending};
 
 /// The largest callback body taken: a `Content-Length` over it is answered 413 before the body
 /// is read, and a body without one is cut there.
@@ -53,57 +52,104 @@ pub struct Callbacks<D> {
 /// The callback listener's router: a request must be handled (its body read) within
 /// `request_timeout`. Serve it through [`super::listener::serve`], which gives it the peer's
 /// address.
+///
+/// The handler takes the request whole and does its own checks, the body limit included: each
+/// layer or extractor in front of it would cost every callback an allocation or a boxed
+/// future, and a callback is answered at tens of thousands a second.
 pub fn callback_router<D: Deleter + Clone + 'static>(
     callbacks: Arc<Callbacks<D>>,
     request_timeout: Duration,
 ) -> Router {
-    let metrics = callbacks.metrics.clone();
-    Router::new()
-        .route("/callback", post(callback::<D>))
-        .with_state(callbacks)
-        // The limit is tower-http's; axum's own default (2 MB) is replaced by it.
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        // Counted here, outside the limit, which answers 413 without reaching the handler.
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let metrics = metrics.clone();
-                async move {
-                    let command = CallbackQuery::parse(req.uri().query().unwrap_or(""));
-                    let response = next.run(req).await;
-                    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        metrics.callback(
-                            command_label(command.command.as_deref()),
-                            CallbackOutcome::TooLarge,
-                        );
-                    }
-                    response
-                }
-            },
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+    with_request_timeout(
+        Router::new()
+            .route("/callback", post(callback::<D>))
+            .with_state(callbacks),
+        request_timeout,
+    )
+}
+
+/// `router` answering 408 to a request not handled (its body read) within `request_timeout`.
+pub fn with_request_timeout(router: Router, request_timeout: Duration) -> Router {
+    router.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ))
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
+/// Why a callback's body was not read.
+enum BodyError {
+    /// Over [`MAX_BODY`].
+    TooLarge,
+    /// The connection failed or ended before the body did.
+    Unreadable,
+}
+
+/// Reads the body up to [`MAX_BODY`]: a `Content-Length` over it is refused before anything
+/// is read, a body without one is cut there.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut chunks = body.into_data_stream();
+    let Some(first) = chunks.next().await else {
+        return Ok(Bytes::new());
+    };
+    let first = first.map_err(|_| BodyError::Unreadable)?;
+    if first.len() > MAX_BODY {
+        return Err(BodyError::TooLarge);
+    }
+    // A callback's body nearly always comes in one piece: kept as it came, not copied.
+    let Some(second) = chunks.next().await else {
+        return Ok(first);
+    };
+    let mut whole = first.to_vec();
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+        if whole.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        whole.extend_from_slice(&chunk);
+        next = chunks.next().await;
+    }
+    Ok(Bytes::from(whole))
+}
+
 async fn callback<D: Deleter + Clone + 'static>(
     State(cb): State<Arc<Callbacks<D>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let arrived = Instant::now();
-    let query = CallbackQuery::parse(query.as_deref().unwrap_or(""));
+    let (parts, body) = request.into_parts();
+    let query = CallbackQuery::parse(parts.uri.query().unwrap_or(""));
     let command = command_label(query.command.as_deref());
     let count = |outcome| cb.metrics.callback(command, outcome);
-    if !cb.allow.is_empty() && !cb.allow.iter().any(|c| c.contains(peer.ip())) {
+    // Read first, as an extractor would, so that every answer leaves the connection ready for
+    // the next request.
+    let body = match read_body(&parts.headers, body).await {
+        Err(BodyError::TooLarge) => {
+            count(CallbackOutcome::TooLarge);
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 1 MiB\n");
+        }
+        other => other,
+    };
+    // The listener always sets it; without it (a router served some other way) no address
+    // is allowed by a non-empty --callback-allow.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !cb.allow.is_empty() && !peer.is_some_and(|ip| cb.allow.iter().any(|c| c.contains(ip))) {
         count(CallbackOutcome::Forbidden);
-        tracing::warn!(peer = %peer.ip(), "a callback from outside --callback-allow was refused");
+        tracing::warn!(peer = ?peer, "a callback from outside --callback-allow was refused");
         return plain(StatusCode::FORBIDDEN, "this peer may not post callbacks\n");
     }
     if let Some(token) = &cb.token {
@@ -120,7 +166,7 @@ async fn callback<D: Deleter + Clone + 'static>(
             }
             Err(e) => {
                 count(CallbackOutcome::Unauthorized);
-                tracing::warn!(error = %e, peer = %peer.ip(), "a callback failed authentication");
+                tracing::warn!(error = %e, peer = ?peer, "a callback failed authentication");
                 return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
             }
         }
@@ -130,15 +176,9 @@ async fn callback<D: Deleter + Clone + 'static>(
         tracing::warn!("a callback for another SdkAppid was refused");
         return plain(StatusCode::FORBIDDEN, "another app's callback\n");
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            if status != StatusCode::PAYLOAD_TOO_LARGE {
-                count(CallbackOutcome::Malformed);
-            }
-            return rejection.into_response();
-        }
+    let Ok(body) = body else {
+        count(CallbackOutcome::Malformed);
+        return plain(StatusCode::BAD_REQUEST, "the body could not be read\n");
     };
     let Some(command_name) = query.command.as_deref() else {
         count(CallbackOutcome::Malformed);
@@ -156,7 +196,14 @@ async fn callback<D: Deleter + Clone + 'static>(
             return plain(StatusCode::BAD_REQUEST, "malformed callback body\n");
         }
     };
-    let concerned = current(&cb.adopted).index.concerned(&message);
+    // Looked up under the read lock, without taking a reference to the generation: a reload
+    // swaps it whole, so the answer is the old set's or the new one's.
+    let concerned = cb
+        .adopted
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .index
+        .concerned(&message);
     if concerned.is_empty() {
         count(CallbackOutcome::Ignored);
         return ok();

@@ -368,6 +368,7 @@ pub(crate) fn run(global: &Global, args: &Args) -> miette::Result<ExitCode> {
         recorder: term_recorder.clone(),
         pending: pending.clone(),
         hangup: hangup.clone(),
+        last_parsed: std::sync::Mutex::new(None),
     }));
     let certificates = tls.map(|tls| runtime.spawn(tls_loop(tls, hangup.clone())));
     let pruning = args.history_retention.map(|keep| {
