@@ -292,10 +292,10 @@ fn append_event(
 
 /// The row counts of the multi-row statements a batch is written with, largest first. A
 /// statement of many rows costs SQLite far less per row than as many one-row statements (one
-/// step, one reset and one opening of the table's and indexes' cursors for all of them, where
-/// each of those dominated the cost of a row), and each size is prepared once per connection
+/// step, one reset and one opening of the table's and indexes' cursors for all of them, a
+/// large share of a one-row statement's cost), and each size is prepared once per connection
 /// and kept in its statement cache: at most [`ROWS_PER_STATEMENT`]'s length for the entries and
-/// as many for the events.
+/// as many for the events (BENCHMARKS.md, "History").
 const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
 
 /// `batch` cut into chunks of the sizes of [`ROWS_PER_STATEMENT`], in order: as many of the
