@@ -14,7 +14,9 @@
 //!    /dev/null, streaming a tenth of the history and all of it.
 //!
 //! `HISTORY_BASE_TIMCTL=/path/to/old/timctl cargo bench -p timctl-tests --bench history`
-//! (without it, part 1 measures this timctl only).
+//! (without it, part 1 measures this timctl only). `HISTORY_OTHER_TIMCTL` names one more
+//! binary with the history (an earlier build of this timctl, to measure a change to the
+//! writer), measured in the same rounds.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -93,10 +95,15 @@ fn part_1(rt: &tokio::runtime::Runtime, cluster: &PgCluster, n: usize, runs: usi
             .to_owned()
     };
     let pg = || cluster.url_with_password(&cluster.database());
-    let bins: Vec<(&str, &Path)> = match &base {
-        Some(base) => vec![("without history", base), ("with history", &now)],
-        None => vec![("with history", &now)],
-    };
+    let other = std::env::var_os("HISTORY_OTHER_TIMCTL").map(std::path::PathBuf::from);
+    let mut bins: Vec<(&str, &Path)> = Vec::new();
+    if let Some(base) = &base {
+        bins.push(("without history", base));
+    }
+    if let Some(other) = &other {
+        bins.push(("with history, HISTORY_OTHER_TIMCTL", other));
+    }
+    bins.push(("with history", &now));
     let mut times = vec![(Vec::new(), Vec::new()); bins.len()];
     for _ in 0..runs {
         for (i, (_, bin)) in bins.iter().enumerate() {
@@ -106,19 +113,37 @@ fn part_1(rt: &tokio::runtime::Runtime, cluster: &PgCluster, n: usize, runs: usi
     }
     println!("| apply {n} at a fast fake, time spent recording | SQLite | PostgreSQL |");
     println!("|---|--:|--:|");
+    // Every run after the median: on a shared machine their spread says how far to trust it.
+    let runs_of = |v: &[Duration]| {
+        let all: Vec<String> = v
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect();
+        all.join(", ")
+    };
+    for ((label, _), (s, p)) in bins.iter().zip(&times) {
+        println!(
+            "| {label} | {:.2?} ({}) | {:.2?} ({}) |",
+            median(s.clone()),
+            runs_of(s),
+            median(p.clone()),
+            runs_of(p)
+        );
+    }
     let medians: Vec<(Duration, Duration)> = times
         .into_iter()
         .map(|(s, p)| (median(s), median(p)))
         .collect();
-    for ((label, _), (s, p)) in bins.iter().zip(&medians) {
-        println!("| {label} | {s:.2?} | {p:.2?} |");
-    }
-    if let [(s0, p0), (s1, p1)] = medians[..] {
-        println!(
-            "| ratio | {:.2} | {:.2} |",
-            s1.as_secs_f64() / s0.as_secs_f64(),
-            p1.as_secs_f64() / p0.as_secs_f64()
-        );
+    // Each binary with the history against the one without.
+    if base.is_some() {
+        let (s0, p0) = medians[0];
+        for ((label, _), (s, p)) in bins.iter().zip(&medians).skip(1) {
+            println!(
+                "| ratio, {label} | {:.2} | {:.2} |",
+                s.as_secs_f64() / s0.as_secs_f64(),
+                p.as_secs_f64() / p0.as_secs_f64()
+            );
+        }
     }
 }
 

@@ -1,10 +1,15 @@
 //! Why the PostgreSQL writer writes a batch the way it does (BENCHMARKS.md): 100 batches of 1000
 //! new entries, each one statement of the writer's shape (the write and the serial bump in one
-//! `WITH`, prepared once), three ways:
+//! `WITH`, prepared once), five ways:
 //!
 //! - an upsert with the two foreign keys schema 2 had on entries;
 //! - an upsert without them (schema 3);
-//! - a plain insert without them (what the writer does until a batch names a recorded entry).
+//! - a plain insert without them (what the writer does until a batch names a recorded entry);
+//! - that insert with an event appended for every entry in the same statement, as the writer
+//!   does since the history (schema 4), but into an `events` table stripped of its primary key
+//!   and indexes: what the event rows alone cost;
+//! - the same with the `events` table as schema 4 has it (the identity primary key and the
+//!   three indexes on time, user and peer): what the history costs the server.
 //!
 //! The entries are `bench::key`'s, as the state benchmark records. Each shape writes into a
 //! fresh database of one throwaway cluster (fsync on), the three interleaved, three rounds;
@@ -32,11 +37,34 @@ const ON_CONFLICT: &str = "ON CONFLICT (state, from_account, kind, peer) DO UPDA
         clear_roaming = excluded.clear_roaming, deleted_at = excluded.deleted_at,
         run = excluded.run, origin = excluded.origin";
 
+/// The writer's statement with the history: the entries and their events from one `unnest`
+/// (`$9` the events' times in milliseconds, `$10` their reasons, `$11` their action), in the
+/// order of the batch.
+const INSERT_WITH_EVENTS: &str = "WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::boolean[],
+                             $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::text[])
+          WITH ORDINALITY
+          AS i(from_account, kind, peer, clear_roaming, deleted_at, run, origin, at, reason, n)),
+     written AS (
+        INSERT INTO timctl.entries
+          (state, from_account, kind, peer, clear_roaming, deleted_at, run, origin)
+        SELECT $1, from_account, kind, peer, clear_roaming, deleted_at, run, origin FROM input
+        RETURNING 1),
+     logged AS (
+        INSERT INTO timctl.events
+          (state, at, action, reason, from_account, kind, peer, clear_roaming, run)
+        SELECT $1, at, $11, reason, from_account, kind, peer, clear_roaming, run FROM input
+        ORDER BY n)
+     UPDATE timctl.states SET serial = serial + 1
+     WHERE id = $1 AND EXISTS (SELECT 1 FROM written) RETURNING serial";
+
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     UpsertWithForeignKeys,
     Upsert,
     Insert,
+    InsertWithUnindexedEvents,
+    InsertWithEvents,
 }
 
 impl Shape {
@@ -44,10 +72,20 @@ impl Shape {
         let write = match self {
             Shape::UpsertWithForeignKeys | Shape::Upsert => format!("{INSERT} {ON_CONFLICT}"),
             Shape::Insert => INSERT.to_owned(),
+            Shape::InsertWithUnindexedEvents | Shape::InsertWithEvents => {
+                return INSERT_WITH_EVENTS.to_owned();
+            }
         };
         format!(
             "WITH written AS ({write} RETURNING 1)
              UPDATE timctl.states SET serial = serial + 1 WHERE id = $1 RETURNING serial"
+        )
+    }
+
+    fn with_events(self) -> bool {
+        matches!(
+            self,
+            Shape::InsertWithUnindexedEvents | Shape::InsertWithEvents
         )
     }
 }
@@ -77,6 +115,15 @@ fn write(cluster: &PgCluster, shape: Shape, batches: usize) -> Duration {
             )
             .unwrap();
     }
+    if let Shape::InsertWithUnindexedEvents = shape {
+        client
+            .batch_execute(
+                "ALTER TABLE timctl.events DROP CONSTRAINT events_pkey;
+                 DROP INDEX timctl.events_state_at, timctl.events_state_from,
+                            timctl.events_state_peer",
+            )
+            .unwrap();
+    }
     let (state, run): (i64, i64) = {
         let row = client
             .query_one("SELECT state, id FROM timctl.runs", &[])
@@ -100,21 +147,27 @@ fn write(cluster: &PgCluster, shape: Shape, batches: usize) -> Duration {
         let deleted_at = vec![1_700_000_000_i64; BATCH];
         let runs = vec![run; BATCH];
         let origin = vec!["deleted"; BATCH];
-        client
-            .query_one(
-                &statement,
-                &[
-                    &state,
-                    &from,
-                    &kind,
-                    &peer,
-                    &clear_roaming,
-                    &deleted_at,
-                    &runs,
-                    &origin,
-                ],
-            )
-            .unwrap();
+        let at: Vec<i64> = (0..BATCH as i64)
+            .map(|i| 1_700_000_000_000 + (b * BATCH) as i64 + i)
+            .collect();
+        let reason = vec!["new"; BATCH];
+        let entries: [&(dyn postgres::types::ToSql + Sync); 8] = [
+            &state,
+            &from,
+            &kind,
+            &peer,
+            &clear_roaming,
+            &deleted_at,
+            &runs,
+            &origin,
+        ];
+        let events: [&(dyn postgres::types::ToSql + Sync); 3] = [&at, &reason, &"deleted"];
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = if shape.with_events() {
+            entries.iter().chain(&events).copied().collect()
+        } else {
+            entries.to_vec()
+        };
+        client.query_one(&statement, &params).unwrap();
     }
     started.elapsed()
 }
@@ -124,7 +177,13 @@ fn main() {
     let batches = bench::size("SHAPES_BATCHES", if full { 100 } else { 2 });
     let rounds = if full { 3 } else { 1 };
     let cluster = PgCluster::start();
-    let shapes = [Shape::UpsertWithForeignKeys, Shape::Upsert, Shape::Insert];
+    let shapes = [
+        Shape::UpsertWithForeignKeys,
+        Shape::Upsert,
+        Shape::Insert,
+        Shape::InsertWithUnindexedEvents,
+        Shape::InsertWithEvents,
+    ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); shapes.len()];
     for _ in 0..rounds {
         for (s, shape) in shapes.iter().enumerate() {
@@ -132,13 +191,17 @@ fn main() {
         }
     }
     println!("{batches} batches of {BATCH} new entries, one statement each:");
+    let mut medians = Vec::new();
     for (shape, mut t) in shapes.iter().zip(times) {
         let all: Vec<String> = t.iter().map(|d| format!("{d:.2?}")).collect();
         t.sort();
-        println!(
-            "  {shape:?}: median {:.2?} ({})",
-            t[t.len() / 2],
-            all.join(", ")
-        );
+        let median = t[t.len() / 2];
+        medians.push(median);
+        println!("  {shape:?}: median {median:.2?} ({})", all.join(", "));
+    }
+    // The history's cost against the insert without it, the writer's shape before schema 4.
+    let insert = medians[2].as_secs_f64();
+    for (shape, median) in shapes.iter().zip(&medians).skip(3) {
+        println!("  {shape:?} / Insert: {:.2}", median.as_secs_f64() / insert);
     }
 }
