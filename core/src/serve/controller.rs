@@ -232,8 +232,11 @@ impl Replica {
             }
             let store = self.store.clone();
             let sdkappid = self.sdkappid;
+            // The first attempt does not wait: a replica that finds the lock held is a ready
+            // standby at once, not after a poll's worth of 503s (a rolling update waits for it).
+            let wait = if standby { LOCK_POLL } else { Duration::ZERO };
             let attempt = tokio::task::spawn_blocking(move || {
-                store.create_or_open_writer(sdkappid, "serve", LOCK_POLL)
+                store.create_or_open_writer(sdkappid, "serve", wait)
             });
             let mut shutdown = self.shutdown.clone();
             let attempt = tokio::select! {
