@@ -26,7 +26,7 @@ use super::metrics::Metrics;
 use super::reload::Pending;
 
 /// A confirmed deletion is in the state at most this long after its confirmation (plus the
-/// write itself): the contract's "within a second".
+/// write itself): README's "within a second".
 pub const RECORD_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Why a deletion is made.

@@ -1,4 +1,4 @@
-//! The contract's metrics, encoded by prometheus-client in the OpenMetrics text format.
+//! The metrics README documents, encoded by prometheus-client in the OpenMetrics text format.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -283,7 +283,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_contracts_names_and_labels_are_exported() {
+    fn the_documented_names_and_labels_are_exported() {
         let m = Metrics::new();
         m.callback(
             command_label(Some("C2C.CallbackAfterSendMsg")),

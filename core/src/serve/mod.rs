@@ -5,7 +5,7 @@
 //! - [`http`], the callback listener (`POST /callback`) and the ops listener (`/healthz`,
 //!   `/readyz`, `/metrics`) as axum routers.
 //! - [`listener`], the callback listener's connections: the cap, the client deadline, TLS.
-//! - [`metrics`], the contract's metrics, through prometheus-client.
+//! - [`metrics`], the metrics README documents, through prometheus-client.
 //! - [`reload`], the controller loop's pure parts: what a reload changes, `--max-deletes`,
 //!   the users waiting for a targeted resync.
 //! - [`resync`], `apply --refresh`'s work for some or all users, behind enforcement.
@@ -16,7 +16,7 @@
 //! - [`cidr`], `--callback-allow`.
 //!
 //! The binary (`reconciler/src/cmd/serve.rs`) reads flags, the token and the credentials,
-//! binds the sockets in the contract's order, tries the state's lock, and hands the rest to
+//! binds the sockets in the documented order, tries the state's lock, and hands the rest to
 //! [`controller::Replica::run`].
 
 pub mod cidr;
