@@ -38,6 +38,7 @@ pub mod callbacks;
 pub mod conversations;
 pub mod measure;
 pub mod pg;
+pub mod ports;
 pub mod run;
 pub mod state_list;
 mod timctl_bin;

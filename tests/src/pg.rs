@@ -353,10 +353,9 @@ impl Drop for PgCluster {
     }
 }
 
-/// A free loopback port: bound, then released for the server.
+/// A free loopback port for the server, outside the ephemeral range (see [`crate::ports`]).
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("its address").port()
+    crate::ports::free_port()
 }
 
 /// A random hex string, for passwords that tests then look for in output.

@@ -16,8 +16,7 @@ const TOKEN: &str = "serve-e2e-callback-token-5f3a9c";
 const GROUP: &str = "@TGS#2C5SZEAEF";
 
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    timctl_tests::ports::free_addr()
 }
 
 /// `timctl serve -f MANIFEST --listen LISTEN --ops-listen OPS EXTRA…`; no token set.
@@ -55,36 +54,57 @@ impl Serve {
         Serve::start_with(env, &env.manifest, extra, vars)
     }
 
-    /// [`Serve::start`] with `-f manifest`.
+    /// [`Serve::start`] with `-f manifest`. The ports are free when picked but bound only by
+    /// serve, so another process (a parallel test's client, whose ephemeral port comes from
+    /// the same range) may take one in between: such a start is tried again on other ports.
+    /// Any other exit before ready fails the test with serve's own words.
     fn start_with(
         env: &Env,
         manifest: &std::path::Path,
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Serve {
-        let (listen, ops) = (free_addr(), free_addr());
-        let mut cmd = serve_command(env, manifest, &listen, &ops, extra);
-        cmd.env("TIMCTL_CALLBACK_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let serve = Serve {
-            child: Some(child),
-            listen,
-            ops,
-            rt,
-        };
-        wait_for("serve never became ready", || {
-            serve.get("/readyz").is_some_and(|a| a.status == 200)
-        });
-        serve
+        for attempt in 1.. {
+            let (listen, ops) = (free_addr(), free_addr());
+            let mut cmd = serve_command(env, manifest, &listen, &ops, extra);
+            cmd.env("TIMCTL_CALLBACK_TOKEN", TOKEN)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in vars {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().unwrap();
+            let mut exited = None;
+            wait_for("serve never became ready", || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return true;
+                }
+                rt.block_on(callbacks::get(&ops, "/readyz"))
+                    .is_ok_and(|a| a.status == 200)
+            });
+            let Some(status) = exited else {
+                return Serve {
+                    child: Some(child),
+                    listen,
+                    ops,
+                    rt,
+                };
+            };
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            assert!(
+                attempt < 3 && stderr.contains("cannot listen on"),
+                "serve exited ({status}) before it was ready:\n{stderr}"
+            );
+        }
+        unreachable!("the loop returns or fails")
     }
 
     /// Waits until `/readyz` says the first resync is done.

@@ -34,8 +34,7 @@ fn read(relative: &str) -> String {
 }
 
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    timctl_tests::ports::free_addr()
 }
 
 /// The manifest serve enforces in these tests: alice must have no conversation with bob.

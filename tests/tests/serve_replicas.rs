@@ -19,8 +19,7 @@ use timctl_tests::{FakeEndpoint, FakePeer};
 const TOKEN: &str = "serve-replicas-token-71c2";
 
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    timctl_tests::ports::free_addr()
 }
 
 /// An env whose state is a fresh database of the shared cluster; its name.
