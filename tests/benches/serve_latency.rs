@@ -10,6 +10,7 @@
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timctl_tests::ports::free_addr;
 
 use timctl_tests::bench::{api_pace, runtime, size, write_manifest};
 use timctl_tests::callbacks::{CallbackTarget, get};
@@ -17,11 +18,6 @@ use timctl_tests::{FakeTim, timctl};
 
 const KEY: &str = "serve-bench-secret-key";
 const TOKEN: &str = "serve-bench-callback-token";
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;

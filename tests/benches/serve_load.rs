@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timctl_tests::ports::free_addr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,11 +35,6 @@ const TOKEN: &str = "serve-load-callback-token";
 const APP: u64 = 1_400_000_001;
 const BARE: &str = "SERVE_LOAD_BARE_ADDR";
 const BARE_STACK: &str = "SERVE_LOAD_BARE_STACK";
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

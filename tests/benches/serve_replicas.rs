@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timctl_tests::ports::free_addr;
 
 use timctl_tests::bench::{api_pace, runtime, size, write_manifest};
 use timctl_tests::callbacks::{CallbackTarget, get};
@@ -23,11 +24,6 @@ use timctl_tests::{FakeEndpoint, FakeTim, timctl};
 
 const KEY: &str = "serve-bench-secret-key";
 const TOKEN: &str = "serve-bench-callback-token";
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;

@@ -6,6 +6,7 @@ mod apply_common;
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
+use timctl_tests::ports::free_addr;
 
 use apply_common::{APP, Env, Fake, KEY, THREE, wait_for};
 use timctl_tests::callbacks::{self, CallbackAnswer, CallbackTarget, callback_query, post_raw};
@@ -14,10 +15,6 @@ use timctl_tests::{ConversationKey, FakePeer};
 /// The callback token set "in the console"; it must never show up in serve's logs.
 const TOKEN: &str = "serve-e2e-callback-token-5f3a9c";
 const GROUP: &str = "@TGS#2C5SZEAEF";
-
-fn free_addr() -> String {
-    timctl_tests::ports::free_addr()
-}
 
 /// `timctl serve -f MANIFEST --listen LISTEN --ops-listen OPS EXTRA…`; no token set.
 fn serve_command(

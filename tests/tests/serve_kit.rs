@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use timctl_tests::ports::free_addr;
 
 use apply_common::{APP, Fake, KEY, wait_for};
 use serde_json::Value;
@@ -31,10 +32,6 @@ fn root() -> PathBuf {
 
 fn read(relative: &str) -> String {
     std::fs::read_to_string(root().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
-fn free_addr() -> String {
-    timctl_tests::ports::free_addr()
 }
 
 /// The manifest serve enforces in these tests: alice must have no conversation with bob.

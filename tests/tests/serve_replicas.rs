@@ -9,6 +9,7 @@ mod apply_common;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use timctl_tests::ports::free_addr;
 
 use apply_common::{APP, Env, Fake, conv, many, wait_for};
 use timctl_tests::callbacks::{self, CallbackAnswer, CallbackTarget};
@@ -17,10 +18,6 @@ use timctl_tests::{FakeEndpoint, FakePeer};
 
 /// The callback token set "in the console".
 const TOKEN: &str = "serve-replicas-token-71c2";
-
-fn free_addr() -> String {
-    timctl_tests::ports::free_addr()
-}
 
 /// An env whose state is a fresh database of the shared cluster; its name.
 fn pg_env(fake: &Fake, absent: &str) -> (Env, String) {
@@ -79,6 +76,17 @@ impl Serve {
 
     fn get(&self, path: &str) -> Option<CallbackAnswer> {
         self.rt.block_on(callbacks::get(&self.ops, path)).ok()
+    }
+
+    /// [`Serve::start`] alone on its state: waits until it is active and its first resync
+    /// is done.
+    fn start_active(env: &Env) -> Serve {
+        let serve = Serve::start(env, &[]);
+        wait_for("serve active", || serve.is_active());
+        wait_for("the first resync", || {
+            serve.readyz().contains("first resync: done")
+        });
+        serve
     }
 
     /// `/readyz`'s body, or "" when it cannot be read.
@@ -319,11 +327,7 @@ fn the_active_killed_mid_enforcement_the_standby_takes_over_and_every_answered_c
 fn the_active_ones_session_terminated_it_recovers_by_itself_and_loses_nothing() {
     let fake = Fake::start(|_| {});
     let (env, db) = pg_env(&fake, &many(3, 4));
-    let serve = Serve::start(&env, &[]);
-    wait_for("serve active", || serve.is_active());
-    wait_for("the first resync", || {
-        serve.readyz().contains("first resync: done")
-    });
+    let serve = Serve::start_active(&env);
     serve.message(&fake, "p0", "u0", 1);
     wait_for("the first deletion", || all_deleted(&fake, 1, 1));
     let old = lock_holder_backend(&db);
@@ -362,11 +366,7 @@ fn the_active_ones_session_terminated_it_recovers_by_itself_and_loses_nothing() 
 fn a_stalled_state_stops_the_calls_and_they_resume_once_it_answers() {
     let fake = Fake::start(|_| {});
     let (env, db) = pg_env(&fake, &many(3, 4));
-    let serve = Serve::start(&env, &[]);
-    wait_for("serve active", || serve.is_active());
-    wait_for("the first resync", || {
-        serve.readyz().contains("first resync: done")
-    });
+    let serve = Serve::start_active(&env);
     let backend = lock_holder_backend(&db);
     // SIGSTOP on the writer's server process: it accepts data and answers nothing.
     signal(backend, "-STOP");
